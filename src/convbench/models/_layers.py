@@ -1,0 +1,78 @@
+"""Small pieces every family shares: activations, pooling, initialization, shape inference."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+}
+
+POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+INITS = ("default", "xavier", "kaiming")
+
+
+def activation(name: str) -> nn.Module:
+    """A fresh activation module by name."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}") from None
+
+
+def pool2d(kind: str, kernel_size: int, stride: int | None = None, padding: int = 0) -> nn.Module:
+    """A max or average pooling layer."""
+    try:
+        cls = POOLS[kind]
+    except KeyError:
+        raise ValueError(f"pool must be one of {sorted(POOLS)}, got {kind!r}") from None
+    return cls(kernel_size, stride=stride, padding=padding)
+
+
+def check_probability(name: str, p: float) -> float:
+    if not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {p!r}")
+    return float(p)
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count times the width multiplier, at least 1."""
+    if width <= 0:
+        raise ValueError(f"width must be > 0, got {width!r}")
+    return max(1, int(channels * width))
+
+
+def flat_features(features: nn.Module, in_channels: int, input_size: int) -> int:
+    """Number of features ``features`` produces for one image, computed without real arithmetic.
+
+    Runs the module on the meta device, so a VGG at 224 px costs nothing at build time.
+    """
+    params = {k: torch.empty_like(v, device="meta") for k, v in features.state_dict().items()}
+    x = torch.empty(2, in_channels, input_size, input_size, device="meta")
+    out = torch.func.functional_call(features, params, (x,))
+    return out[0].numel()
+
+
+def initialize(model: nn.Module, init: str) -> nn.Module:
+    """Re-initialize conv and linear weights: ``xavier`` (d2l's train_ch6), ``kaiming`` or ``default``."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
+    if init == "default":
+        return model
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if init == "xavier":
+                nn.init.xavier_uniform_(module.weight)
+            else:
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None and init == "kaiming":
+                nn.init.zeros_(module.bias)
+    return model
