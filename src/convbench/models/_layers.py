@@ -45,8 +45,8 @@ def check_probability(name: str, p: float) -> float:
 
 def scaled(channels: int, width: float) -> int:
     """Channel count times the width multiplier, at least 1."""
-    if width <= 0:
-        raise ValueError(f"width must be > 0, got {width!r}")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
+        raise ValueError(f"width must be a number > 0, got {width!r}")
     return max(1, int(channels * width))
 
 

@@ -75,7 +75,12 @@ def lenet(
     batch_norm: bool = False,
     dropout: float = 0.0,
 ) -> nn.Module:
-    """LeNet as in the notes: sigmoid, average pooling, first conv padded by 2."""
+    """LeNet as in the notes: sigmoid, average pooling, first conv padded by 2.
+
+    Knobs: ``activation`` everywhere; ``pool`` avg or max for the two 2x2/2 poolings;
+    ``batch_norm`` adds BN after every convolution and hidden linear layer (d2l's ``lenet_bn``
+    placement); ``dropout`` after each hidden linear layer (0, the default, adds no modules).
+    """
     return LeNet(
         in_channels=in_channels, num_classes=num_classes, input_size=input_size,
         first_padding=2, activation=activation, pool=pool, batch_norm=batch_norm, dropout=dropout,
@@ -93,7 +98,10 @@ def lenet_bn(
     batch_norm: bool = True,
     dropout: float = 0.0,
 ) -> nn.Module:
-    """d2l's batch-norm LeNet: BN after every conv and hidden linear layer, first conv unpadded."""
+    """d2l's batch-norm LeNet: BN after every conv and hidden linear layer, first conv unpadded.
+
+    Knobs as for ``lenet``; ``batch_norm`` False gives the unpadded LeNet without BN.
+    """
     return LeNet(
         in_channels=in_channels, num_classes=num_classes, input_size=input_size,
         first_padding=0, activation=activation, pool=pool, batch_norm=batch_norm, dropout=dropout,

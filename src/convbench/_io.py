@@ -1,0 +1,120 @@
+"""Helpers every stage shares: atomic writes, checksums, byte-stable ``.npz`` files, CLI errors.
+
+Pipeline tools (Snakemake, DVC) decide what to rerun from what is on disk, so a stage must never
+leave a half-written output under its final name: a crash or Ctrl-C mid-write would otherwise look
+like a finished result. Everything here writes to a hidden temporary file next to the target and
+renames it into place only when the content is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import secrets
+import sys
+import zipfile
+from pathlib import Path
+from typing import IO, Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+CHUNK_BYTES = 1 << 20
+
+# Zip entries carry a timestamp and the creating OS; fixing both makes the file's bytes depend on
+# the arrays alone (np.savez stamps the current time, so its output hashes differently every run).
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+_ZIP_UNIX = 3
+
+
+def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], object]) -> Path:
+    """Create ``path`` with the bytes ``writer(file)`` writes, all or nothing.
+
+    ``writer`` gets a binary file opened on a temporary name in the same directory (so the final
+    rename stays on one file system and is atomic). If it raises anything, KeyboardInterrupt
+    included, the temporary file is removed and an existing ``path`` is left untouched; a writer
+    that validates what it wrote (a checksum, say) can therefore refuse by raising. Missing parent
+    directories are created (DVC, unlike Snakemake, does not make them for a stage's outputs).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 lets the umask decide permissions, as for any ordinary new file.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            writer(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
+    """Write ``obj`` as UTF-8 JSON (newline-terminated) with :func:`atomic_write`."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False) + "\n"
+    return atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in chunks so large files need little memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_npz_deterministic(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write ``arrays`` as an uncompressed ``.npz`` whose bytes depend only on the arrays.
+
+    Readable with ``np.load`` like any ``.npz``. Same arrays in, identical bytes out: entries are
+    sorted by name, stored uncompressed, stamped 1980-01-01 and marked as made on Unix, so the
+    file's hash (DVC's, and the data checksum every result records) is stable across runs.
+    Object arrays are refused, because loading them would need pickle.
+    """
+
+    def writer(file: IO[bytes]) -> None:
+        with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name in sorted(arrays):
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+                info.create_system = _ZIP_UNIX
+                info.external_attr = 0o644 << 16
+                # force_zip64 as np.savez does: entries over 2 GiB need it, and it must be chosen
+                # before the size is known.
+                with archive.open(info, "w", force_zip64=True) as entry:
+                    np.lib.format.write_array(
+                        entry, np.asanyarray(arrays[name]), allow_pickle=False
+                    )
+
+    return atomic_write(path, writer)
+
+
+def run_cli(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    action: Callable[[argparse.Namespace], None],
+    expected: tuple[type[BaseException], ...],
+) -> int:
+    """Parse ``argv`` and run ``action``, turning the errors a user can cause into exit codes.
+
+    A stage's CLI is called by Snakemake, DVC and people alike; all of them want one readable line
+    (``<prog>: error: <what>``, argparse's own format) and exit code 1 for a missing file or a bad
+    checksum, not a traceback. Usage errors keep argparse's exit code 2. Anything outside
+    ``expected`` is a bug and keeps its traceback.
+    """
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help or a usage error; argparse has already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        action(args)
+    except expected as exc:
+        message = str(exc).replace("\n", " ") or type(exc).__name__
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return 1
+    return 0

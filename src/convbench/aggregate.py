@@ -1,0 +1,95 @@
+"""Fold means and spreads per experiment: the numbers worth comparing.
+
+Single runs are noisy (ANCHORS.md: the same d2l notebook gives ResNet-18 0.893 or 0.922), so every
+figure here is a mean over folds with its sample standard deviation (ddof=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convbench._io import write_json_atomic
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=np.float64)
+    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return float(array.mean()), std
+
+
+def aggregate(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """Group per-fold metrics by experiment into means, standard deviations and per-fold lists."""
+    by_experiment: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for metrics in fold_metrics:
+        by_experiment[metrics["experiment"]].append(metrics)
+    experiments: dict[str, Any] = {}
+    for name in sorted(by_experiment):
+        runs = sorted(by_experiment[name], key=lambda m: m["fold"])
+        folds = [m["fold"] for m in runs]
+        if len(set(folds)) != len(folds):
+            raise ValueError(f"experiment {name!r}: fold(s) given twice: {folds}")
+        first = runs[0]
+        for m in runs[1:]:
+            for key in ("arch", "knobs", "input_size", "split_id", "data_sha256", "recipe"):
+                if m[key] != first[key]:
+                    raise ValueError(f"experiment {name!r}: folds disagree on {key}")
+        val = [m["val"]["accuracy"] for m in runs]
+        test = [m["test"]["accuracy"] for m in runs]
+        seconds = [m["training"]["seconds"] for m in runs]
+        speed = [m["training"]["examples_per_s"] for m in runs]
+        val_mean, val_std = mean_std(val)
+        test_mean, test_std = mean_std(test)
+        experiments[name] = {
+            "arch": first["arch"],
+            "knobs": first["knobs"],
+            "input_size": first["input_size"],
+            "params": first["params"],
+            "macs": first["macs"],
+            "folds": len(runs),
+            "val_acc_mean": val_mean,
+            "val_acc_std": val_std,
+            "test_acc_mean": test_mean,
+            "test_acc_std": test_std,
+            "train_seconds_mean": float(np.mean(seconds)),
+            "train_seconds_total": float(np.sum(seconds)),
+            "examples_per_s_mean": float(np.mean(speed)),
+            "best_epoch_mean": float(np.mean([m["best_epoch"] for m in runs])),
+            "val_acc_per_fold": val,
+            "test_acc_per_fold": test,
+        }
+    return {"experiments": experiments}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convbench aggregate",
+        description="Combine per-fold metrics.json files into fold means and spreads per experiment.",
+    )
+    parser.add_argument("metrics", type=Path, nargs="+", help="per-fold metrics.json files")
+    parser.add_argument("--out", type=Path, required=True, help="aggregated metrics JSON to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        fold_metrics = [json.loads(path.read_text()) for path in args.metrics]
+        result = aggregate(fold_metrics)
+    except (OSError, ValueError, KeyError) as err:
+        print(f"convbench aggregate: error: {err}", file=sys.stderr)
+        return 1
+    write_json_atomic(args.out, result)
+    width = max(map(len, result["experiments"]), default=10)
+    for name, row in result["experiments"].items():
+        print(
+            f"{name:<{width}}  val {row['val_acc_mean']:.4f} ± {row['val_acc_std']:.4f}  "
+            f"test {row['test_acc_mean']:.4f} ± {row['test_acc_std']:.4f}  ({row['folds']} folds)"
+        )
+    return 0

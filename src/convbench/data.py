@@ -1,0 +1,471 @@
+"""Datasets: fetch raw files verified by checksum, prepare one compact array file, load it back.
+
+Three stages, each a pure function plus a thin CLI:
+
+- :func:`download` puts a dataset's raw files in a directory, each checked against the md5
+  torchvision publishes (its ``mirrors``, ``resources`` and ``classes`` are reused, never retyped).
+  Nothing unverified ever appears under a final name, so a directory filled by hand (or by an
+  earlier run) is as good as a download and works without network.
+- :func:`prepare` turns the raw files into one uncompressed ``.npz`` of uint8 images (N, 1, H, W)
+  and int64 labels whose bytes depend only on the data, so its sha256 identifies the data: every
+  split, checkpoint and result records it.
+- :func:`load_prepared` reads that file back as a :class:`Dataset`, validated.
+
+``digits`` is scikit-learn's bundled 8x8 digits (1797 real images, no network). It has no official
+test set, so :func:`prepare` holds out a fixed, stratified 25% (``train_test_split`` with
+``random_state=0``) as its test set. Like the official test sets of the other datasets, that
+hold-out is never used for training or model selection: folds are cut from the train part only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gzip
+import hashlib
+import http.client
+import math
+import struct
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterator, Sequence
+from urllib.parse import urljoin, urlsplit
+from urllib.request import Request, urlopen
+
+import numpy as np
+from torchvision.datasets import KMNIST, MNIST, FashionMNIST
+from torchvision.datasets.utils import calculate_md5
+from tqdm.auto import tqdm
+
+from convbench import __version__
+from convbench._io import CHUNK_BYTES, atomic_write, run_cli, sha256_file, write_npz_deterministic
+from convbench.prepared import PREPARED_KEYS, DataError, Dataset, check_prepared, load_prepared
+from convbench.prepared import reason as _reason
+
+__all__ = ["DATASETS", "ChecksumError", "DataError", "Dataset", "download", "load_prepared", "prepare"]
+
+DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation: a dead mirror fails fast, a slow one still works
+URL_SCHEMES = ("http", "https", "file")
+DIGITS_FILE = "digits.npz"
+DIGITS_TEST_SIZE = 0.25
+DIGITS_SPLIT_SEED = 0
+
+
+
+class ChecksumError(DataError):
+    """A file's bytes do not match its published checksum (corrupt, truncated or tampered)."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a dataset's raw files come from and how to check them.
+
+    ``resources`` are (file name, md5) pairs fetched from one of ``mirrors``; an empty tuple means
+    the raw data is bundled with scikit-learn (``digits``).
+    """
+
+    name: str
+    summary: str
+    classes: tuple[str, ...]
+    mirrors: tuple[str, ...] = ()
+    resources: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def raw_files(self) -> tuple[str, ...]:
+        """File names :func:`download` writes and :func:`prepare` reads."""
+        return tuple(name for name, _ in self.resources) or (DIGITS_FILE,)
+
+
+def _from_torchvision(name: str, source: type[MNIST], summary: str) -> DatasetSpec:
+    return DatasetSpec(
+        name=name,
+        summary=summary,
+        classes=tuple(source.classes),
+        mirrors=tuple(source.mirrors),
+        resources=tuple((file, md5) for file, md5 in source.resources),
+    )
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "fashion_mnist": _from_torchvision(
+        "fashion_mnist", FashionMNIST, "Zalando's 28x28 clothing images, 60k train / 10k test"
+    ),
+    "mnist": _from_torchvision("mnist", MNIST, "handwritten digits, 28x28, 60k train / 10k test"),
+    "kmnist": _from_torchvision(
+        "kmnist", KMNIST, "Kuzushiji (cursive Japanese) characters, 28x28, 60k train / 10k test"
+    ),
+    "digits": DatasetSpec(
+        name="digits",
+        summary="scikit-learn's bundled 8x8 digits, 1797 images; fixed stratified 25% test set",
+        classes=tuple(str(digit) for digit in range(10)),
+    ),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The registry entry for ``name``, or a ValueError listing the known names."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------- download
+
+
+def download(
+    name: str,
+    out_dir: str | Path,
+    mirror: str | Path | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Make ``out_dir`` hold the dataset's raw files, each verified; return their paths.
+
+    A file already there with the right md5 is kept untouched (so a directory filled by hand works
+    offline, and its modification time does not trigger pipeline reruns). Otherwise each source is
+    tried in turn: ``mirror`` if given (an http/https/file URL or a local directory), else
+    torchvision's mirrors. A download streams into a temporary file that is renamed into place only
+    after its md5 matched; on any failure, Ctrl-C included, the temporary file is removed.
+
+    ``digits`` needs no network (``mirror`` is ignored): its raw file is scikit-learn's bundled
+    copy, written as ``digits.npz`` (uint8 images 0..16 and int64 targets), rewritten only if its
+    content differs; :func:`prepare` records its sha256 in ``source_sha256``.
+    """
+    spec = get_spec(name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not spec.resources:
+        return [_write_digits_raw(out_dir / DIGITS_FILE)]
+    if mirror is not None and not _is_url(str(mirror)) and not Path(mirror).is_dir():
+        raise DataError(
+            f"mirror {str(mirror)!r} is neither a URL ({', '.join(URL_SCHEMES)}) "
+            "nor an existing directory"
+        )
+    sources = [str(mirror)] if mirror is not None else list(spec.mirrors)
+    return [
+        _fetch_verified(spec, file, md5, out_dir, sources, progress) for file, md5 in spec.resources
+    ]
+
+
+def _is_url(text: str) -> bool:
+    return urlsplit(text).scheme in URL_SCHEMES
+
+
+def _fetch_verified(
+    spec: DatasetSpec, file: str, md5: str, out_dir: Path, sources: list[str], progress: bool
+) -> Path:
+    target = out_dir / file
+    stale = ""
+    if target.is_file():
+        if calculate_md5(target) == md5:
+            return target
+        stale = f" ({target} exists but failed its md5 checksum, so it was not used)"
+
+    failures: list[str] = []
+    checksum_failed = False
+    for base in sources:
+        location = (
+            urljoin(base.rstrip("/") + "/", file) if _is_url(base) else str(Path(base) / file)
+        )
+        try:
+            with _open_source(location) as (stream, size):
+                verified_copy = functools.partial(
+                    _copy_verified,
+                    stream=stream,
+                    size=size,
+                    file=file,
+                    location=location,
+                    md5=md5,
+                    progress=progress,
+                )
+                atomic_write(target, verified_copy)
+            return target
+        except ChecksumError as exc:
+            checksum_failed = True
+            failures.append(str(exc))
+        except (OSError, http.client.HTTPException) as exc:  # URLError and timeouts are OSErrors
+            failures.append(f"{location} ({_reason(exc)})")
+
+    message = (
+        f"could not get a verified {file}{stale}; tried {'; '.join(failures) or 'no sources'}. "
+        f"Use --mirror URL_OR_DIR (a URL or directory holding {', '.join(spec.raw_files)}), "
+        f"or put those files in {out_dir} yourself"
+    )
+    raise (ChecksumError if checksum_failed else DataError)(message)
+
+
+@contextmanager
+def _open_source(location: str) -> Iterator[tuple[IO[bytes], int | None]]:
+    """Open a URL or a local file for streaming; also yield its size where the source says it."""
+    if not _is_url(location):
+        with open(location, "rb") as file:
+            yield file, Path(location).stat().st_size
+        return
+    request = Request(location, headers={"User-Agent": f"convbench/{__version__}"})
+    with urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        length = response.headers.get("Content-Length", "")
+        yield response, int(length) if length.isdigit() else None
+
+
+def _copy_verified(
+    out: IO[bytes],
+    *,
+    stream: IO[bytes],
+    size: int | None,
+    file: str,
+    location: str,
+    md5: str,
+    progress: bool,
+) -> None:
+    """Copy ``stream`` to ``out``; raise ChecksumError (nothing is kept) unless the md5 matches."""
+    digest = hashlib.md5(usedforsecurity=False)
+    received = 0
+    with tqdm(
+        total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=file, disable=not progress
+    ) as bar:
+        for chunk in _chunks(stream):
+            out.write(chunk)
+            digest.update(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+    got = digest.hexdigest()
+    truncated = size is not None and received != size
+    if got != md5 or truncated:
+        detail = f"; received {received} of {size} bytes" if truncated else ""
+        raise ChecksumError(
+            f"{location}: {file} failed its checksum (md5 {got}, expected {md5}{detail})"
+        )
+
+
+def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    try:
+        while chunk := stream.read(CHUNK_BYTES):
+            yield chunk
+    except http.client.IncompleteRead as exc:  # the server closed the connection early
+        yield exc.partial
+
+
+def _write_digits_raw(path: Path) -> Path:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)  # the values are the integers 0..16
+    target = bunch.target.astype(np.int64)
+    if path.is_file():
+        try:
+            old_images, old_target = _read_digits_raw(path)
+        except DataError:
+            pass
+        else:
+            if np.array_equal(old_images, images) and np.array_equal(old_target, target):
+                return path  # untouched: same data, same modification time
+    return write_npz_deterministic(path, {"images": images, "target": target})
+
+
+def _read_digits_raw(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as raw:
+            images, target = raw["images"], raw["target"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a digits raw file ({_reason(exc)})") from None
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 3
+        or images.shape[1:] != (8, 8)
+        or images.max(initial=0) > 16
+        or target.shape != images.shape[:1]
+    ):
+        raise DataError(
+            f"{path}: expected uint8 images (N, 8, 8) valued 0..16 and N targets, "
+            f"got {images.dtype} {images.shape} and {target.shape}"
+        )
+    return images, target.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------- prepare
+
+
+def prepare(name: str, raw_dir: str | Path, out_path: str | Path) -> Path:
+    """Turn the raw files in ``raw_dir`` into one ``.npz`` at ``out_path``; return its path.
+
+    The file holds ``name``, ``train_images``/``test_images`` (uint8, N x 1 x H x W),
+    ``train_labels``/``test_labels`` (int64), ``classes`` and ``source_sha256``, the sha256 of
+    the raw files' ``sha256sum`` lines in sorted file-name order. Same raw files in, same bytes
+    out, so the file's own sha256 (``Dataset.sha256``) is a stable name for the data. Raw files are
+    checked against their md5 first, so a stale or hand-edited directory cannot slip through.
+    """
+    spec = get_spec(name)
+    raw_dir = Path(raw_dir)
+    out_path = Path(out_path)
+    paths = [raw_dir / file for file in spec.raw_files]
+    missing = [path.name for path in paths if not path.is_file()]
+    if missing:
+        raise DataError(
+            f"{raw_dir}: missing raw file(s) {', '.join(missing)}; "
+            f"run 'convbench download {name} --out {raw_dir}' first"
+        )
+    for file, md5 in spec.resources:
+        got = calculate_md5(raw_dir / file)
+        if got != md5:
+            raise ChecksumError(
+                f"{raw_dir / file}: {file} failed its md5 checksum ({got}, expected {md5}); "
+                "download it again"
+            )
+
+    arrays = (
+        _read_digits(raw_dir / DIGITS_FILE) if not spec.resources else _read_idx_set(spec, raw_dir)
+    )
+    arrays["name"] = np.array(spec.name)
+    arrays["classes"] = np.array(spec.classes)
+    arrays["source_sha256"] = np.array(source_sha256(paths))
+    check_prepared(out_path, arrays)
+    return write_npz_deterministic(out_path, arrays)
+
+
+def source_sha256(paths: Sequence[Path]) -> str:
+    """sha256 of ``sha256sum``-style lines for ``paths`` in sorted file-name order.
+
+    The same value as ``sha256sum <files, sorted> | sha256sum`` run inside the raw directory, so
+    anyone can check by hand which raw files a prepared dataset came from.
+    """
+    lines = "".join(
+        f"{sha256_file(path)}  {path.name}\n" for path in sorted(paths, key=lambda p: p.name)
+    )
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def read_idx(path: str | Path, ndim: int) -> np.ndarray:
+    """Read a gzipped IDX file of unsigned bytes with ``ndim`` dimensions (the MNIST format).
+
+    Header: two zero bytes, type code 0x08 (uint8), the number of dimensions, then each dimension
+    as a big-endian uint32. The payload must be exactly as long as the header says.
+    """
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") as file:
+            data = file.read()
+    except (OSError, EOFError) as exc:  # BadGzipFile is an OSError; EOFError: truncated gzip
+        raise DataError(f"{path}: not a readable gzip file ({_reason(exc)})") from None
+    magic = bytes([0, 0, 0x08, ndim])
+    if data[:4] != magic:
+        raise DataError(
+            f"{path}: bad IDX magic number {data[:4].hex()}, expected {magic.hex()} "
+            f"({ndim}-d unsigned bytes)"
+        )
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: IDX header cut short")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    if len(data) - header != math.prod(shape):
+        raise DataError(
+            f"{path}: IDX header says shape {shape} ({math.prod(shape)} bytes), "
+            f"but the payload has {len(data) - header} bytes"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+
+
+def _read_idx_set(spec: DatasetSpec, raw_dir: Path) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for part, prefix in (("train", "train"), ("test", "t10k")):
+        images_path = raw_dir / _resource(spec, f"{prefix}-images")
+        labels_path = raw_dir / _resource(spec, f"{prefix}-labels")
+        images = read_idx(images_path, ndim=3)  # N x H x W
+        labels = read_idx(labels_path, ndim=1)
+        if len(images) != len(labels):
+            raise DataError(
+                f"{images_path.name} has {len(images)} images "
+                f"but {labels_path.name} has {len(labels)} labels"
+            )
+        arrays[f"{part}_images"] = images[:, None]  # N x 1 x H x W
+        arrays[f"{part}_labels"] = labels.astype(np.int64)
+    return arrays
+
+
+def _resource(spec: DatasetSpec, prefix: str) -> str:
+    matches = [file for file, _ in spec.resources if file.startswith(prefix)]
+    if len(matches) != 1:
+        raise DataError(
+            f"dataset {spec.name!r}: expected one raw file named {prefix}*, found {matches}"
+        )
+    return matches[0]
+
+
+def _read_digits(path: Path) -> dict[str, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    images, labels = _read_digits_raw(path)
+    scaled = np.round(images.astype(np.float64) * 255 / 16).astype(np.uint8)[
+        :, None
+    ]  # N x 1 x 8 x 8
+    train, test = train_test_split(
+        np.arange(len(labels)),
+        test_size=DIGITS_TEST_SIZE,
+        stratify=labels,
+        random_state=DIGITS_SPLIT_SEED,
+    )
+    train, test = np.sort(train), np.sort(test)  # keep the original order within each part
+    return {
+        "train_images": scaled[train],
+        "train_labels": labels[train],
+        "test_images": scaled[test],
+        "test_labels": labels[test],
+    }
+
+
+# ------------------------------------------------------------------------------------------- CLIs
+
+
+def download_main(argv: Sequence[str] | None = None) -> int:
+    """``convbench download NAME --out DIR [--mirror URL_OR_DIR] [--no-progress]``."""
+    parser = argparse.ArgumentParser(
+        prog="convbench download",
+        description="Put a dataset's raw files in a directory, each verified by its checksum. "
+        "Prints 'sha256  path' per file.",
+    )
+    parser.add_argument("name", metavar="NAME", choices=sorted(DATASETS), help=_names_help())
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="raw-file directory")
+    parser.add_argument(
+        "--mirror",
+        metavar="URL_OR_DIR",
+        help="fetch from this URL (http, https, file) or local directory, not the official mirrors",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    def action(args: argparse.Namespace) -> None:
+        for path in download(
+            args.name, args.out, mirror=args.mirror, progress=not args.no_progress
+        ):
+            print(f"{sha256_file(path)}  {path}")
+
+    return run_cli(parser, argv, action, expected=(DataError, OSError))
+
+
+def prepare_main(argv: Sequence[str] | None = None) -> int:
+    """``convbench prepare NAME --raw DIR --out FILE.npz``."""
+    parser = argparse.ArgumentParser(
+        prog="convbench prepare",
+        description="Turn a dataset's raw files into one byte-reproducible .npz of uint8 images "
+        "and int64 labels. Prints 'sha256  path' of the result (the data checksum).",
+    )
+    parser.add_argument("name", metavar="NAME", choices=sorted(DATASETS), help=_names_help())
+    parser.add_argument(
+        "--raw", required=True, type=Path, metavar="DIR", help="directory from 'convbench download'"
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="FILE.npz", help="prepared file to write"
+    )
+
+    def action(args: argparse.Namespace) -> None:
+        path = prepare(args.name, args.raw, args.out)
+        print(f"{sha256_file(path)}  {path}")
+
+    return run_cli(parser, argv, action, expected=(DataError, OSError))
+
+
+def _names_help() -> str:
+    names = "; ".join(f"{name} ({spec.summary})" for name, spec in sorted(DATASETS.items()))
+    return "one of: " + names.replace("%", "%%")  # argparse %-formats help strings

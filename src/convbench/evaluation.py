@@ -1,0 +1,193 @@
+"""Evaluation of a trained checkpoint: its validation fold and, once, the official test set.
+
+The test set is scored here and nowhere else, with the weights of the best epoch by validation
+accuracy; nothing downstream chooses anything by test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convbench._io import write_json_atomic
+from convbench.device import BatchTransform, pick_device
+from convbench.gpu import claim_device
+from convbench.models import build
+from convbench.training import load_checkpoint, make_transform, predict
+from convbench.recipe import resolve_recipe
+
+MISCLASSIFIED_KEPT = 64
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
+    """Loss, accuracy, per-class accuracy and the confusion matrix (rows: true, columns: predicted)."""
+    predictions = logits.argmax(1)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    index = labels.cpu() * num_classes + predictions.cpu()
+    confusion.view(-1).index_add_(0, index, torch.ones_like(index))
+    per_class_total = confusion.sum(1)
+    per_class = torch.where(
+        per_class_total > 0, confusion.diag().double() / per_class_total.clamp_min(1), torch.nan
+    )
+    return {
+        "n": int(len(labels)),
+        "loss": float(F.cross_entropy(logits, labels).item()),
+        "accuracy": float((predictions == labels).double().mean().item()),
+        "per_class_accuracy": [None if np.isnan(v) else float(v) for v in per_class.tolist()],
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch, or the process's peak resident memory on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def timed_predict(
+    model: nn.Module, images: torch.Tensor, transform: BatchTransform, batch_size: int, precision: str
+) -> tuple[torch.Tensor, float]:
+    """Logits plus inference throughput in images/s (one warm-up batch first)."""
+    device = images.device
+    predict(model, images[:batch_size], transform, batch_size=batch_size, precision=precision)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    logits = predict(model, images, transform, batch_size=batch_size, precision=precision)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
+    return logits, (len(images) / seconds if seconds > 0 else float("inf"))
+
+
+def evaluate_checkpoint(
+    checkpoint: dict[str, Any],
+    dataset: Any,
+    split: Any,
+    *,
+    device: torch.device,
+    weights: str = "best",
+) -> dict[str, Any]:
+    """Metrics of one trained job on its validation fold and on the test set."""
+    from convbench.summary import summarize
+    from convbench.training import fold_data
+
+    meta = checkpoint["meta"]
+    if meta["data_sha256"] != dataset.sha256 or meta["split_id"] != split.split_id:
+        raise ValueError("the checkpoint was trained on other data or another split than given")
+    recipe = resolve_recipe(meta["recipe"], meta["arch"])
+    model = build(
+        meta["arch"], in_channels=meta["in_channels"], num_classes=meta["num_classes"],
+        input_size=meta["input_size"], **meta["knobs"],
+    )
+    state = checkpoint["best_model"] if weights == "best" else checkpoint["model"]
+    model.load_state_dict(state)
+    model.to(device)
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last)
+    data = fold_data(dataset, split, meta["fold"], device)
+    # The transform is rebuilt from the training fold, exactly as during training.
+    transform = make_transform(data, recipe, meta["input_size"])
+    val_logits = predict(model, data.val_images, transform, batch_size=recipe.eval_batch_size,
+                         precision=recipe.precision)
+    test_images = torch.from_numpy(np.ascontiguousarray(dataset.test_images)).to(device)
+    test_labels = torch.from_numpy(dataset.test_labels.astype(np.int64)).to(device)
+    test_logits, images_per_s = timed_predict(model, test_images, transform, recipe.eval_batch_size,
+                                              recipe.precision)
+    test = classification_metrics(test_logits.cpu(), test_labels.cpu(), dataset.num_classes)
+    predicted = test_logits.argmax(1).cpu()
+    wrong = (predicted != test_labels.cpu()).nonzero().flatten()[:MISCLASSIFIED_KEPT]
+    test["misclassified"] = [
+        {"index": int(i), "true": int(test_labels[i]), "predicted": int(predicted[i])} for i in wrong
+    ]
+    summary = summarize(model.float().to("cpu").to(memory_format=torch.contiguous_format),
+                        in_channels=meta["in_channels"], input_size=meta["input_size"])
+    history = checkpoint["history"]
+    train_seconds = float(sum(row["seconds"] for row in history))
+    examples = float(sum(row["examples_per_s"] * row["seconds"] for row in history))
+    return {
+        "experiment": meta["experiment"],
+        "arch": meta["arch"],
+        "knobs": meta["knobs"],
+        "input_size": meta["input_size"],
+        "fold": meta["fold"],
+        "seed": meta["seed"],
+        "dataset": meta["dataset"],
+        "data_sha256": meta["data_sha256"],
+        "split_id": meta["split_id"],
+        "classes": meta["classes"],
+        "weights": weights,
+        "best_epoch": checkpoint["best_epoch"],
+        "epochs": checkpoint["epoch"],
+        "params": summary["params"],
+        "macs": summary["macs"],
+        "val": classification_metrics(val_logits.cpu(), data.val_labels.cpu(), dataset.num_classes),
+        "test": test,
+        "training": {
+            "seconds": train_seconds,
+            "examples_per_s": examples / train_seconds if train_seconds > 0 else None,
+            "final_train_loss": history[-1]["train_loss"],
+            "final_train_acc": history[-1]["train_acc"],
+            "device": meta["device"],
+        },
+        "inference": {
+            "images_per_s": images_per_s,
+            "peak_memory_mb": peak_memory_mb(device),
+            "device": meta["device"] if device.type == "cpu" else str(device),
+        },
+        "recipe": meta["recipe"],
+        "code_version": meta["code_version"],
+        "packages": meta["packages"],
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convbench evaluate",
+        description="Score a trained model.pt on its validation fold and on the test set (once).",
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, help="model.pt written by 'convbench train'")
+    parser.add_argument("--data", type=Path, required=True, help="prepared dataset (.npz)")
+    parser.add_argument("--split", type=Path, required=True, help="split file (.json)")
+    parser.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
+    parser.add_argument("--weights", choices=("best", "last"), default="best",
+                        help="best epoch by validation accuracy (default) or the last epoch")
+    parser.add_argument("--device", default="auto")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from convbench.prepared import load_prepared
+    from convbench.splits import check_matches, load_split
+
+    try:
+        checkpoint = load_checkpoint(args.checkpoint)
+        if not checkpoint.get("completed"):
+            raise ValueError(f"{args.checkpoint}: training did not complete")
+        dataset = load_prepared(args.data)
+        split = load_split(args.split)
+        check_matches(split, dataset)
+        with claim_device(args.device) as device_name:
+            metrics = evaluate_checkpoint(checkpoint, dataset, split, device=pick_device(device_name),
+                                          weights=args.weights)
+    except (ValueError, OSError, RuntimeError) as err:
+        print(f"convbench evaluate: error: {err}", file=sys.stderr)
+        return 1
+    write_json_atomic(args.out, metrics)
+    print(
+        f"{metrics['experiment']} fold {metrics['fold']}: val_acc {metrics['val']['accuracy']:.4f} "
+        f"test_acc {metrics['test']['accuracy']:.4f} -> {args.out}"
+    )
+    return 0

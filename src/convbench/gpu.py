@@ -1,0 +1,90 @@
+"""One GPU per job: a slot allocator on file locks.
+
+``snakemake --resources gpu=N`` only caps how many GPU jobs run at once; it never tells a job
+*which* GPU to use (snakemake issue #281), so N concurrent jobs would all land on cuda:0. Each
+training or evaluation job therefore takes an exclusive ``flock`` on one lock file per visible GPU
+and uses that device; the kernel drops the lock when the process ends, however it ends, so a
+killed job never leaves a GPU reserved. With no GPU the job runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+
+def default_lock_dir() -> Path:
+    """Per user and per machine: GPUs are a machine's, and so is /tmp (on SLURM nodes too)."""
+    return Path(tempfile.gettempdir()) / f"convbench-gpu-locks-{os.getuid()}"
+
+
+@contextlib.contextmanager
+def gpu_slot(
+    n_slots: int,
+    *,
+    lock_dir: Path | None = None,
+    timeout: float | None = None,
+    poll_seconds: float = 0.2,
+) -> Iterator[int | None]:
+    """Hold one of ``n_slots`` GPU slots for the duration of the ``with`` block.
+
+    Yields the slot index (the GPU to use), or None when ``n_slots`` is 0 (use the CPU). Waits for
+    a free slot, up to ``timeout`` seconds (None: forever), then raises TimeoutError.
+    """
+    if n_slots <= 0:
+        yield None
+        return
+    lock_dir = lock_dir or default_lock_dir()
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        for slot in range(n_slots):
+            handle = open(lock_dir / f"gpu{slot}.lock", "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            try:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{os.getpid()}\n")
+                handle.flush()
+                yield slot
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"no free GPU slot among {n_slots} in {lock_dir} after {timeout} s")
+        time.sleep(poll_seconds)
+
+
+def visible_gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@contextlib.contextmanager
+def claim_device(name: str = "auto", *, lock_dir: Path | None = None) -> Iterator[str]:
+    """Resolve ``auto`` to a free ``cuda:N`` (held until the block ends) or ``cpu``.
+
+    An explicit device (``cpu``, ``cuda:1``) is used as given, without a lock.
+    """
+    if name != "auto":
+        yield name
+        return
+    with gpu_slot(visible_gpu_count(), lock_dir=lock_dir) as slot:
+        if slot is None:
+            yield "cpu"
+        else:
+            import torch
+
+            torch.cuda.set_device(slot)
+            yield f"cuda:{slot}"

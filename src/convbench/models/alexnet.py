@@ -1,0 +1,94 @@
+"""AlexNet (Krizhevsky, Sutskever & Hinton, 2012) as d2l builds it for 1-channel 224 px input.
+
+d2l pads the first 11x11 convolution by 1 so a 224 px image gives 54x54 maps and 256x5x5 = 6400
+features into the classifier; the single-GPU layout has none of the paper's two-tower split.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from convbench.models._layers import activation as make_activation
+from convbench.models._layers import check_probability, flat_features, pool2d, scaled
+from convbench.models._registry import register
+
+HIDDEN_UNITS = 4096
+
+
+class AlexNet(nn.Module):
+    """Five convolutions (11x11, 5x5, three 3x3), three 3x3/2 poolings, three linear layers."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_classes: int,
+        input_size: int,
+        activation: str,
+        pool: str,
+        batch_norm: bool,
+        dropout: float,
+        width: float,
+    ) -> None:
+        super().__init__()
+        dropout = check_probability("dropout", dropout)
+        c1, c2, c3, c4, c5 = (scaled(c, width) for c in (96, 256, 384, 384, 256))
+
+        def conv(c_in: int, c_out: int, kernel_size: int, **kwargs: int) -> list[nn.Module]:
+            norm = [nn.BatchNorm2d(c_out)] if batch_norm else []
+            return [nn.Conv2d(c_in, c_out, kernel_size, **kwargs), *norm, make_activation(activation)]
+
+        self.features = nn.Sequential(
+            *conv(in_channels, c1, 11, stride=4, padding=1),  # N x 96 x 54 x 54
+            pool2d(pool, 3, stride=2),  # N x 96 x 26 x 26
+            *conv(c1, c2, 5, padding=2),
+            pool2d(pool, 3, stride=2),  # N x 256 x 12 x 12
+            *conv(c2, c3, 3, padding=1),
+            *conv(c3, c4, 3, padding=1),
+            *conv(c4, c5, 3, padding=1),
+            pool2d(pool, 3, stride=2),  # N x 256 x 5 x 5
+            nn.Flatten(),  # N x 6400
+        )
+        flat = flat_features(self.features, in_channels, input_size)
+        drop = [nn.Dropout(dropout)] if dropout > 0 else []
+        self.classifier = nn.Sequential(
+            nn.Linear(flat, HIDDEN_UNITS),
+            make_activation(activation),
+            *drop,
+            nn.Linear(HIDDEN_UNITS, HIDDEN_UNITS),
+            make_activation(activation),
+            *drop,
+            nn.Linear(HIDDEN_UNITS, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+# Three 3x3/2 poolings need 3x3 maps before the last one, so 7x7 before the second and 15x15
+# after the first convolution: (size + 2 - 11) // 4 + 1 >= 15 gives size >= 65.
+@register("alexnet", default_input_size=224, min_input_size=65)
+def alexnet(
+    *,
+    in_channels: int,
+    num_classes: int,
+    input_size: int,
+    activation: str = "relu",
+    pool: str = "max",
+    batch_norm: bool = False,
+    dropout: float = 0.5,
+    width: float = 1.0,
+) -> nn.Module:
+    """d2l's AlexNet: 5 convs (first padded by 1), 3 max-pools, two 4096-unit layers with dropout.
+
+    Knobs: ``activation`` everywhere; ``pool`` max or avg for the three 3x3/2 poolings;
+    ``batch_norm`` adds BatchNorm2d after every convolution (torchvision's ``*_bn`` convention,
+    the classifier keeps only dropout); ``dropout`` of the two hidden linear layers (0 removes the
+    modules); ``width`` multiplies the convolution channels (the 4096 hidden units stay, as in d2l's
+    narrow VGG).
+    """
+    return AlexNet(
+        in_channels=in_channels, num_classes=num_classes, input_size=input_size,
+        activation=activation, pool=pool, batch_norm=batch_norm, dropout=dropout, width=width,
+    )

@@ -1,0 +1,136 @@
+"""DenseNet (Huang, Liu, van der Maaten & Weinberger, 2017) as d2l builds it.
+
+Inside a dense block every convolution sees the concatenation of all earlier outputs, so channels
+grow by the growth rate per convolution; transition layers halve channels and resolution to keep
+that growth affordable. d2l's version uses pre-activation BN-ReLU-conv units without bottlenecks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from convbench.models._layers import activation as make_activation
+from convbench.models._layers import pool2d, scaled
+from convbench.models._registry import register
+
+STEM_CHANNELS = 64
+# (growth rate, convolutions per dense block): d2l's 4 blocks of 4 convolutions, growth 32.
+DENSENET_CONFIG: tuple[int, tuple[int, ...]] = (32, (4, 4, 4, 4))
+
+
+def conv_block(
+    in_channels: int, out_channels: int, *, activation: str, batch_norm: bool
+) -> nn.Sequential:
+    """Pre-activation unit: [BN,] activation, 3x3 convolution."""
+    norm = [nn.BatchNorm2d(in_channels)] if batch_norm else []
+    return nn.Sequential(
+        *norm, make_activation(activation), nn.Conv2d(in_channels, out_channels, 3, padding=1)
+    )
+
+
+class DenseBlock(nn.Sequential):
+    """``num_convs`` conv blocks; each one's output is concatenated to its input along channels."""
+
+    def __init__(
+        self, num_convs: int, in_channels: int, growth: int, *, activation: str, batch_norm: bool
+    ) -> None:
+        super().__init__(*(
+            conv_block(
+                in_channels + i * growth, growth, activation=activation, batch_norm=batch_norm
+            )
+            for i in range(num_convs)
+        ))
+        self.out_channels = in_channels + num_convs * growth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self:
+            x = torch.cat((x, block(x)), dim=1)
+        return x
+
+
+def transition_block(
+    in_channels: int, out_channels: int, *, activation: str, pool: str, batch_norm: bool
+) -> nn.Sequential:
+    """[BN,] activation, 1x1 convolution to ``out_channels``, 2x2/2 pooling."""
+    norm = [nn.BatchNorm2d(in_channels)] if batch_norm else []
+    return nn.Sequential(
+        *norm,
+        make_activation(activation),
+        nn.Conv2d(in_channels, out_channels, kernel_size=1),
+        pool2d(pool, 2, stride=2),
+    )
+
+
+class DenseNet(nn.Module):
+    """A 7x7 stem, dense blocks separated by halving transitions, [BN,] activation, pool, linear."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_classes: int,
+        activation: str,
+        pool: str,
+        batch_norm: bool,
+        width: float,
+    ) -> None:
+        super().__init__()
+        growth, convs_per_block = DENSENET_CONFIG
+        growth = scaled(growth, width)
+        channels = scaled(STEM_CHANNELS, width)
+        self.b1 = nn.Sequential(
+            nn.Conv2d(in_channels, channels, kernel_size=7, stride=2, padding=3),
+            *([nn.BatchNorm2d(channels)] if batch_norm else []),
+            make_activation(activation),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )  # N x 64 x 24 x 24 at 96 px
+        blocks: list[nn.Module] = []
+        for index, num_convs in enumerate(convs_per_block):
+            block = DenseBlock(
+                num_convs, channels, growth, activation=activation, batch_norm=batch_norm
+            )
+            blocks.append(block)
+            channels = block.out_channels
+            if index < len(convs_per_block) - 1:
+                transition = transition_block(
+                    channels, channels // 2, activation=activation, pool=pool, batch_norm=batch_norm
+                )
+                blocks.append(transition)
+                channels //= 2
+        # 192 -> 96 (12 x 12), 224 -> 112 (6 x 6), 240 -> 120 (3 x 3), 248 x 3 x 3 at 96 px
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(
+            *([nn.BatchNorm2d(channels)] if batch_norm else []),
+            make_activation(activation),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(channels, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.b1(x)))
+
+
+# The stem maps n to ceil(ceil(n / 2) / 2); three 2x2/2 transitions then need 8 px, so 29.
+@register("densenet", default_input_size=96, min_input_size=29)
+def densenet(
+    *,
+    in_channels: int,
+    num_classes: int,
+    input_size: int,
+    activation: str = "relu",
+    pool: str = "avg",
+    batch_norm: bool = True,
+    width: float = 1.0,
+) -> nn.Module:
+    """d2l's DenseNet: 4 dense blocks of 4 convolutions, growth 32, transitions halving channels.
+
+    Knobs: ``activation`` in every pre-activation unit; ``pool`` avg or max for the 2x2/2 pooling
+    of the transitions (the stem's max-pool stays); ``batch_norm`` False drops every BN layer;
+    ``width`` multiplies the stem's 64 channels and the growth rate.
+    """
+    return DenseNet(
+        in_channels=in_channels, num_classes=num_classes,
+        activation=activation, pool=pool, batch_norm=batch_norm, width=width,
+    )

@@ -1,0 +1,491 @@
+"""The trainer: d2l's ``train_ch6`` loop, made fast, resumable and exactly reproducible.
+
+One epoch reads top to bottom: seed the epoch, shuffle, then per step set the lr, transform the
+batch on the device, forward, backward, step. Validation runs after every epoch; the best epoch by
+validation accuracy is kept next to the last (the notes' advice), and an atomic checkpoint is
+written after every epoch so ``--resume`` continues from the last completed one.
+
+Reproducibility: every epoch reseeds from (seed, epoch), and the lr is a pure function of the step,
+so a resumed run replays exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from convbench import __version__
+from convbench._io import atomic_write
+from convbench.device import BatchTransform, channel_stats, pick_device, set_determinism
+from convbench.gpu import claim_device
+from convbench.models import build, resolve_input_size
+from convbench.recipe import Recipe, d2l_input_size, lr_at, resolve_recipe
+
+CHECKPOINT_FORMAT = 1
+HISTORY_COLUMNS = (
+    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "examples_per_s",
+)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: the run is diverging."""
+
+    def __init__(self, epoch: int, step: int, lr: float) -> None:
+        super().__init__(
+            f"non-finite loss at epoch {epoch}, step {step} (lr {lr:g}): training diverged; "
+            "try a lower learning rate (recipe.lr), gradient clipping (recipe.grad_clip) or batch_norm"
+        )
+        self.epoch, self.step = epoch, step
+
+
+@dataclass
+class FoldData:
+    """One fold's training and validation images on the training device, still uint8."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    num_classes: int
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_images.shape[1])
+
+
+def fold_data(dataset: Any, split: Any, fold: int, device: torch.device) -> FoldData:
+    """Cut fold ``fold`` of ``split`` out of a prepared dataset and move it to ``device`` once."""
+    if not 0 <= fold < split.folds:
+        raise ValueError(f"fold must be in 0..{split.folds - 1}, got {fold}")
+    train_idx, val_idx = split.train_indices(fold), split.val(fold)
+
+    def on_device(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+    return FoldData(
+        train_images=on_device(dataset.train_images[train_idx]),
+        train_labels=on_device(dataset.train_labels[train_idx].astype(np.int64)),
+        val_images=on_device(dataset.train_images[val_idx]),
+        val_labels=on_device(dataset.train_labels[val_idx].astype(np.int64)),
+        num_classes=dataset.num_classes,
+    )
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_acc: float
+    checkpoint: dict[str, Any] = field(repr=False)
+
+
+def make_transform(data: FoldData, recipe: Recipe, input_size: int) -> BatchTransform:
+    """The batch transform; normalization statistics come from the training fold only."""
+    mean, std = channel_stats(data.train_images) if recipe.normalize else (None, None)
+    return BatchTransform(input_size, mean, std, channels_last=recipe.channels_last)
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+            nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
+        )
+    return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    transform: BatchTransform,
+    *,
+    batch_size: int,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """Logits (float32) for uint8 ``images``, in eval mode, in batches."""
+    model.eval()
+    device = images.device
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        with autocast(device, precision):
+            outputs.append(model(transform(images[start : start + batch_size])).float())
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def evaluate_loss_acc(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, transform: BatchTransform,
+    recipe: Recipe,
+) -> tuple[float, float]:
+    logits = predict(model, images, transform, batch_size=recipe.eval_batch_size, precision=recipe.precision)
+    loss = F.cross_entropy(logits, labels).item()
+    acc = (logits.argmax(1) == labels).float().mean().item()
+    return loss, acc
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
+    atomic_write(path, lambda file: torch.save(state, file))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a convbench checkpoint of format {CHECKPOINT_FORMAT}")
+    return state
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's state dict on the CPU (what checkpoints store)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def optimizer_state_cpu(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    state = optimizer.state_dict()
+    return {
+        "state": {k: {n: (t.detach().cpu().clone() if torch.is_tensor(t) else t) for n, t in s.items()}
+                  for k, s in state["state"].items()},
+        "param_groups": copy.deepcopy(state["param_groups"]),
+    }
+
+
+def train(
+    model: nn.Module,
+    data: FoldData,
+    recipe: Recipe,
+    *,
+    input_size: int,
+    seed: int,
+    meta: dict[str, Any] | None = None,
+    checkpoint_path: Path | None = None,
+    resume_from: dict[str, Any] | None = None,
+    progress: bool = False,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data`` with ``recipe``; returns the last model plus the best epoch.
+
+    ``resume_from`` is a checkpoint dict from an earlier, interrupted run of the same job.
+    ``on_epoch_end`` receives the checkpoint dict after it is written (history, tests).
+    """
+    device = data.train_images.device
+    set_determinism(recipe.deterministic and device.type == "cuda")
+    model.to(device)
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, recipe)
+    transform = make_transform(data, recipe, input_size)
+    scaler = torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16")
+    step_fn = torch.compile(model) if recipe.compile else model
+
+    n = len(data.train_labels)
+    steps_per_epoch = math.ceil(n / recipe.batch_size)
+    history: list[dict[str, float]] = []
+    best_epoch, best_val_acc, best_state = 0, -1.0, None
+    start_epoch = 1
+    if resume_from is not None:
+        model.load_state_dict(resume_from["model"])
+        optimizer.load_state_dict(resume_from["optimizer"])
+        if "scaler" in resume_from and resume_from["scaler"]:
+            scaler.load_state_dict(resume_from["scaler"])
+        history = list(resume_from["history"])
+        best_epoch, best_val_acc = resume_from["best_epoch"], resume_from["best_val_acc"]
+        best_state = resume_from["best_model"]
+        start_epoch = resume_from["epoch"] + 1
+    # Non-finite checks cost a device sync; on a GPU look every few steps (the error still names
+    # the first bad step, from the stored per-step losses).
+    check_every = 1 if device.type == "cpu" else 16
+    state: dict[str, Any] = dict(resume_from or {})
+
+    bar = tqdm(range(start_epoch, recipe.epochs + 1), desc="epochs", disable=not progress,
+               initial=start_epoch - 1, total=recipe.epochs)
+    for epoch in bar:
+        torch.manual_seed(epoch_seed(seed, epoch))  # dropout and any other global randomness
+        generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+        order = torch.randperm(n, generator=generator).to(device)
+        model.train()
+        step_losses = torch.zeros(steps_per_epoch, device=device)
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        lr = recipe.lr
+        for step in range(steps_per_epoch):
+            lr = lr_at(recipe, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            x = transform(data.train_images[idx], augment=recipe.augmentation != "none", generator=generator)
+            y = data.train_labels[idx]
+            with autocast(device, recipe.precision):
+                logits = step_fn(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if recipe.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step_losses[step] = loss.detach()
+            loss_sum += loss.detach().double() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
+                finite = torch.isfinite(step_losses[: step + 1])
+                if not bool(finite.all()):
+                    first_bad = int((~finite).nonzero()[0])
+                    raise NonFiniteLossError(epoch, first_bad + 1, lr)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - started
+        val_loss, val_acc = evaluate_loss_acc(model, data.val_images, data.val_labels, transform, recipe)
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum.item() / n,
+            "train_acc": correct.item() / n,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "seconds": seconds,
+            "examples_per_s": n / seconds if seconds > 0 else float("inf"),
+        }
+        history.append(row)
+        if val_acc > best_val_acc:
+            best_epoch, best_val_acc = epoch, val_acc
+            best_state = cpu_state(model)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{val_acc:.3f}")
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "completed": epoch == recipe.epochs,
+            "model": cpu_state(model),
+            "optimizer": optimizer_state_cpu(optimizer),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "best_model": best_state,
+            "best_epoch": best_epoch,
+            "best_val_acc": best_val_acc,
+            "history": list(history),
+            "meta": dict(meta or {}),
+        }
+        if checkpoint_path is not None:
+            save_checkpoint(state, checkpoint_path)
+        if on_epoch_end is not None:
+            on_epoch_end(state)
+    return TrainResult(model, history, best_epoch, best_val_acc, state)
+
+
+def write_history(history: list[dict[str, float]], path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write(path, lambda file: file.write(buffer.getvalue().encode()))
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of what decides the numbers (read from metadata: importing torchvision is slow)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"convbench": __version__, "python": platform.python_version()}
+    for package in ("torch", "torchvision", "numpy", "scikit-learn"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.machine()}:{torch.get_num_threads()} threads"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything that identifies one training run: a checkpoint resumes only the same job."""
+
+    experiment: str
+    arch: str
+    knobs: dict[str, Any]
+    input_size: int
+    recipe: Recipe
+    seed: int
+    fold: int
+
+    def identity(self, dataset_sha256: str, split_id: str) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment, "arch": self.arch, "knobs": dict(self.knobs),
+            "input_size": self.input_size, "recipe": self.recipe.to_dict(), "seed": self.seed,
+            "fold": self.fold, "data_sha256": dataset_sha256, "split_id": split_id,
+        }
+
+
+def run_job(
+    job: TrainJob,
+    data_path: Path,
+    split_path: Path,
+    out_dir: Path,
+    *,
+    device_name: str = "auto",
+    resume: bool = False,
+    progress: bool = False,
+) -> TrainResult:
+    """Train one (experiment, fold) job: the I/O around ``train``.
+
+    Writes ``checkpoint.pt`` after each epoch and ``history.csv``; when training completes the last
+    checkpoint becomes ``model.pt``. With ``resume`` an existing ``checkpoint.pt`` of the same job
+    is continued; one of another job is refused.
+    """
+    from convbench.prepared import load_prepared
+    from convbench.splits import check_matches, load_split
+
+    dataset = load_prepared(data_path)
+    split = load_split(split_path)
+    check_matches(split, dataset)
+    device = pick_device(device_name)
+    torch.manual_seed(job.seed)
+    model = build(
+        job.arch, in_channels=dataset.in_channels, num_classes=dataset.num_classes,
+        input_size=job.input_size, **{"init": job.recipe.init, **job.knobs},
+    )
+    identity = job.identity(dataset.sha256, split.split_id)
+    meta = {
+        **identity,
+        "dataset": dataset.name,
+        "in_channels": dataset.in_channels,
+        "num_classes": dataset.num_classes,
+        "classes": list(dataset.classes),
+        "code_version": __version__,
+        "packages": package_versions(),
+        "device": describe_device(device),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out_dir / "checkpoint.pt"
+    resume_from = None
+    if resume and checkpoint_path.exists():
+        resume_from = load_checkpoint(checkpoint_path)
+        earlier = {k: resume_from["meta"].get(k) for k in identity}
+        if earlier != identity:
+            changed = sorted(k for k in identity if earlier[k] != identity[k])
+            raise ValueError(
+                f"{checkpoint_path} belongs to another run (differs in {', '.join(changed)}); "
+                "delete it or run without --resume"
+            )
+    data = fold_data(dataset, split, job.fold, device)
+
+    def after_epoch(state: dict[str, Any]) -> None:
+        write_history(state["history"], out_dir / "history.csv")
+
+    result = train(
+        model, data, job.recipe, input_size=job.input_size, seed=job.seed, meta=meta,
+        checkpoint_path=checkpoint_path, resume_from=resume_from, progress=progress,
+        on_epoch_end=after_epoch,
+    )
+    checkpoint_path.replace(out_dir / "model.pt")
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convbench train",
+        description="Train one network on one fold of a prepared dataset.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="prepared dataset (.npz)")
+    parser.add_argument("--split", type=Path, required=True, help="split file (.json)")
+    parser.add_argument("--fold", type=int, required=True)
+    parser.add_argument("--arch", help="network name (see 'convbench models')")
+    parser.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
+                        help="a network knob, e.g. --set activation=relu (repeatable)")
+    parser.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe setting, e.g. --recipe lr=0.1 or --recipe preset=d2l (repeatable)")
+    parser.add_argument("--input-size", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--experiment", default=None, help="experiment name recorded in the results")
+    parser.add_argument("--study", type=Path, default=None,
+                        help="a study file (params.yaml): take arch, knobs, recipe, input size and "
+                             "seed of --experiment from it")
+    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: a free GPU, held with a lock, else the CPU), cpu, cuda:N")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT_DIR/checkpoint.pt if it exists")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar (default: when stderr is a terminal)")
+    return parser
+
+
+def job_from_args(args: argparse.Namespace) -> TrainJob:
+    from convbench.summary import parse_overrides
+
+    if args.study is not None:
+        from convbench.study import load_study
+
+        if not args.experiment:
+            raise ValueError("--study needs --experiment")
+        study = load_study(args.study)
+        exp = study.experiment(args.experiment)
+        return TrainJob(args.experiment, exp.arch, exp.knobs, exp.input_size, exp.recipe,
+                        study.seed, args.fold)
+    if not args.arch:
+        raise ValueError("give --arch (or --study with --experiment)")
+    recipe_settings = parse_overrides(args.recipe)
+    recipe = resolve_recipe(recipe_settings, args.arch)
+    size = args.input_size
+    if size is None and recipe_settings.get("preset") == "d2l":
+        size = d2l_input_size(args.arch)
+    return TrainJob(args.experiment or args.arch, args.arch, parse_overrides(args.knobs),
+                    resolve_input_size(args.arch, size), recipe, args.seed, args.fold)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    try:
+        job = job_from_args(args)
+        with claim_device(args.device) as device_name:
+            result = run_job(job, args.data, args.split, args.out_dir, device_name=device_name,
+                             resume=args.resume, progress=progress)
+    except NonFiniteLossError as err:
+        print(f"convbench train: error: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError, RuntimeError) as err:
+        print(f"convbench train: error: {err}", file=sys.stderr)
+        return 1
+    last = result.history[-1]
+    print(
+        f"{job.experiment} fold {job.fold}: best epoch {result.best_epoch} "
+        f"val_acc {result.best_val_acc:.4f}; last epoch val_acc {last['val_acc']:.4f}, "
+        f"{last['examples_per_s']:.0f} ex/s -> {args.out_dir / 'model.pt'}"
+    )
+    return 0

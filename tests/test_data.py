@@ -1,0 +1,471 @@
+"""Download, prepare and load, on generated IDX files served from 127.0.0.1 and the real digits."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torchvision.datasets
+from sklearn.datasets import load_digits
+
+from convbench import cli, data
+from convbench._io import atomic_write, sha256_file, write_npz_deterministic
+
+from conftest import IdxMirror, md5_of, write_idx_gz
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+# -------------------------------------------------------------------------------------- registry
+
+
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [
+        ("fashion_mnist", torchvision.datasets.FashionMNIST),
+        ("mnist", torchvision.datasets.MNIST),
+        ("kmnist", torchvision.datasets.KMNIST),
+    ],
+)
+def test_specs_reuse_torchvision_metadata(name: str, source: type) -> None:
+    spec = data.DATASETS[name]
+    assert spec.resources == tuple(tuple(resource) for resource in source.resources)
+    assert spec.mirrors == tuple(source.mirrors)
+    assert spec.classes == tuple(source.classes)
+    assert len(spec.raw_files) == 4
+
+
+def test_unknown_dataset_lists_known_names() -> None:
+    with pytest.raises(ValueError, match="fashion_mnist") as info:
+        data.download("cifar", "unused")
+    assert "digits" in str(info.value)
+
+
+# -------------------------------------------------------------------------------------- download
+
+
+def test_download_from_http_mirror(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, serve
+) -> None:
+    use_mirror(serve(idx_mirror.directory))
+    out = tmp_path / "raw"
+    paths = data.download("fashion_mnist", out, progress=False)
+    assert [path.name for path in paths] == idx_mirror.files
+    for path in paths:
+        assert path.read_bytes() == (idx_mirror.directory / path.name).read_bytes()
+    assert leftovers(out) == sorted(idx_mirror.files)  # no temporary files
+
+
+def test_download_tries_mirrors_in_order(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, serve, closed_port_url: str
+) -> None:
+    use_mirror(closed_port_url, serve(idx_mirror.directory))
+    paths = data.download("fashion_mnist", tmp_path / "raw", progress=False)
+    assert all(
+        md5_of(path) == md5 for path, (_, md5) in zip(paths, idx_mirror.resources, strict=True)
+    )
+
+
+@pytest.mark.parametrize("kind", ["directory", "file_url", "http_url"])
+def test_explicit_mirror_overrides_spec(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, serve, closed_port_url: str, kind: str
+) -> None:
+    use_mirror(closed_port_url)  # the spec's own mirror is dead: only --mirror can work
+    mirror = {
+        "directory": lambda: str(idx_mirror.directory),
+        "file_url": lambda: idx_mirror.directory.as_uri(),
+        "http_url": lambda: serve(idx_mirror.directory).rstrip("/"),  # trailing slash optional
+    }[kind]()
+    out = tmp_path / "raw"
+    data.download("fashion_mnist", out, mirror=mirror, progress=False)
+    assert leftovers(out) == sorted(idx_mirror.files)
+
+
+def tamper(path: Path) -> None:
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    path.write_bytes(bytes(content))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", [tamper, truncate])
+def test_damaged_file_is_rejected_and_not_kept(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, serve, damage
+) -> None:
+    first = idx_mirror.files[0]
+    damage(idx_mirror.directory / first)
+    use_mirror(serve(idx_mirror.directory))
+    out = tmp_path / "raw"
+    with pytest.raises(data.ChecksumError) as info:
+        data.download("fashion_mnist", out, progress=False)
+    assert "checksum" in str(info.value)
+    assert first in str(info.value)
+    assert leftovers(out) == []  # neither the file nor a temporary file
+
+
+class _CutShort(BaseHTTPRequestHandler):
+    """Promises 1000 bytes, sends 10, hangs up: a connection dropped mid-transfer."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b"0123456789")
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_transfer_cut_short_is_rejected(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, serve
+) -> None:
+    use_mirror(serve(_CutShort))
+    out = tmp_path / "raw"
+    with pytest.raises(data.ChecksumError, match="checksum") as info:
+        data.download("fashion_mnist", out, progress=False)
+    assert "10 of 1000 bytes" in str(info.value)
+    assert idx_mirror.files[0] in str(info.value)
+    assert leftovers(out) == []
+
+
+def test_unreachable_mirror_names_url_and_remedy(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, closed_port_url: str
+) -> None:
+    use_mirror(closed_port_url)
+    with pytest.raises(data.DataError) as info:
+        data.download("fashion_mnist", tmp_path / "raw", progress=False)
+    message = str(info.value)
+    assert closed_port_url + idx_mirror.files[0] in message
+    assert "--mirror URL_OR_DIR" in message
+    assert all(name in message for name in idx_mirror.files)  # what to pre-fill the directory with
+    assert "\n" not in message
+    assert leftovers(tmp_path / "raw") == []
+
+
+def test_prefilled_directory_needs_no_network(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, closed_port_url: str
+) -> None:
+    use_mirror(closed_port_url)
+    out = shutil.copytree(idx_mirror.directory, tmp_path / "raw")
+    before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    data.download("fashion_mnist", out, progress=False)
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before
+
+
+def test_stale_file_is_replaced_by_a_verified_one(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, serve
+) -> None:
+    use_mirror(serve(idx_mirror.directory))
+    out = shutil.copytree(idx_mirror.directory, tmp_path / "raw")
+    tamper(out / idx_mirror.files[1])
+    data.download("fashion_mnist", out, progress=False)
+    assert md5_of(out / idx_mirror.files[1]) == idx_mirror.resources[1][1]
+
+
+def test_stale_file_is_reported_when_no_source_works(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, closed_port_url: str
+) -> None:
+    use_mirror(closed_port_url)
+    out = shutil.copytree(idx_mirror.directory, tmp_path / "raw")
+    tamper(out / idx_mirror.files[2])
+    with pytest.raises(data.DataError, match="exists but failed its md5 checksum"):
+        data.download("fashion_mnist", out, progress=False)
+
+
+def test_interrupted_download_leaves_nothing(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class CtrlC:  # a progress bar whose first update is where the user presses Ctrl-C
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        def __enter__(self) -> CtrlC:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def update(self, n: int) -> None:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "tqdm", CtrlC)
+    use_mirror(serve(idx_mirror.directory))
+    out = tmp_path / "raw"
+    with pytest.raises(KeyboardInterrupt):
+        data.download("fashion_mnist", out)
+    assert leftovers(out) == []
+
+
+def test_mirror_that_is_neither_url_nor_directory(tmp_path: Path, use_mirror) -> None:
+    use_mirror()
+    with pytest.raises(data.DataError, match="neither a URL"):
+        data.download("fashion_mnist", tmp_path / "raw", mirror=str(tmp_path / "nowhere"))
+
+
+def test_atomic_write_keeps_old_content_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "result.json"
+    target.write_text("old")
+
+    def fails_halfway(file) -> None:
+        file.write(b"half of the new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, fails_halfway)
+    assert target.read_text() == "old"
+    assert leftovers(tmp_path) == ["result.json"]
+
+
+# ------------------------------------------------------------------------------------ CLI: download
+
+
+def test_download_cli_prints_checksums(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, closed_port_url: str, capsys
+) -> None:
+    use_mirror(closed_port_url)
+    out = tmp_path / "raw"
+    argv = [
+        "download",
+        "fashion_mnist",
+        "--out",
+        str(out),
+        "--mirror",
+        str(idx_mirror.directory),
+        "--no-progress",
+    ]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{sha256_file(out / name)}  {out / name}" for name in idx_mirror.files]
+
+
+def test_download_cli_checksum_error_is_one_line(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, serve, capsys
+) -> None:
+    tamper(idx_mirror.directory / idx_mirror.files[0])
+    use_mirror(serve(idx_mirror.directory))
+    code = cli.main(["download", "fashion_mnist", "--out", str(tmp_path / "raw"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("convbench download: error: ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "checksum" in err and idx_mirror.files[0] in err
+
+
+def test_download_cli_offline_error(
+    tmp_path: Path, use_mirror, closed_port_url: str, capsys
+) -> None:
+    use_mirror(closed_port_url)
+    code = cli.main(["download", "fashion_mnist", "--out", str(tmp_path / "raw"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("convbench download: error: ")
+    assert closed_port_url in err and "--mirror URL_OR_DIR" in err
+
+
+@pytest.mark.parametrize("command", ["download", "prepare"])
+def test_cli_unknown_dataset_exits_2_with_known_names(command: str, tmp_path: Path, capsys) -> None:
+    option = "--out" if command == "download" else "--raw"
+    argv = [command, "cifar10", option, str(tmp_path), "--out", str(tmp_path / "x.npz")]
+    assert cli.main(argv if command == "prepare" else argv[:4]) == 2
+    err = capsys.readouterr().err
+    assert "cifar10" in err
+    assert all(name in err for name in data.DATASETS)
+
+
+def test_cli_help_exits_0(capsys) -> None:
+    assert cli.main(["download", "--help"]) == 0
+    assert "--mirror URL_OR_DIR" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------- prepare
+
+
+def test_prepare_round_trips_the_idx_arrays(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror
+) -> None:
+    use_mirror()
+    out = data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "prepared" / "fm.npz")
+    dataset = data.load_prepared(out)
+
+    assert dataset.name == "fashion_mnist"
+    assert dataset.train_images.dtype == np.uint8 and dataset.train_images.shape == (20, 1, 28, 28)
+    assert dataset.test_images.dtype == np.uint8 and dataset.test_images.shape == (10, 1, 28, 28)
+    np.testing.assert_array_equal(dataset.train_images[:, 0], idx_mirror.train_images)
+    np.testing.assert_array_equal(dataset.test_images[:, 0], idx_mirror.test_images)
+    assert dataset.train_labels.dtype == np.int64
+    np.testing.assert_array_equal(dataset.train_labels, idx_mirror.train_labels)
+    np.testing.assert_array_equal(dataset.test_labels, idx_mirror.test_labels)
+    assert dataset.classes == list(torchvision.datasets.FashionMNIST.classes)
+    assert (dataset.num_classes, dataset.in_channels, dataset.image_size) == (10, 1, 28)
+    assert dataset.sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+
+    # source_sha256 is `sha256sum <sorted raw files> | sha256sum`
+    manifest = "".join(
+        f"{sha256_file(idx_mirror.directory / name)}  {name}\n" for name in sorted(idx_mirror.files)
+    )
+    assert dataset.source_sha256 == hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def test_prepare_is_byte_deterministic(tmp_path: Path, idx_mirror: IdxMirror, use_mirror) -> None:
+    use_mirror()
+    first = data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "a.npz")
+    os.utime(idx_mirror.directory / idx_mirror.files[0], (0, 0))  # file times must not matter
+    second = data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "b.npz")
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_prepare_checks_raw_checksums(tmp_path: Path, idx_mirror: IdxMirror, use_mirror) -> None:
+    use_mirror()
+    tamper(idx_mirror.directory / idx_mirror.files[3])
+    with pytest.raises(data.ChecksumError, match=idx_mirror.files[3]):
+        data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "fm.npz")
+    assert not (tmp_path / "fm.npz").exists()
+
+
+def test_prepare_names_missing_raw_files(tmp_path: Path, idx_mirror: IdxMirror, use_mirror) -> None:
+    use_mirror()
+    (idx_mirror.directory / idx_mirror.files[0]).unlink()
+    with pytest.raises(data.DataError, match=f"{idx_mirror.files[0]}.*convbench download"):
+        data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "fm.npz")
+
+
+@pytest.mark.parametrize(
+    ("file_index", "array", "problem"),
+    [
+        (0, np.zeros((20, 28), np.uint8), "magic"),  # 2-d where 3-d images belong
+        (1, np.zeros(19, np.uint8), "20 images but .* 19 labels"),
+        (3, np.full(10, 10, np.uint8), "labels must lie in 0..9"),  # label out of range
+    ],
+)
+def test_prepare_rejects_malformed_idx(
+    tmp_path: Path,
+    idx_mirror: IdxMirror,
+    monkeypatch: pytest.MonkeyPatch,
+    file_index: int,
+    array: np.ndarray,
+    problem: str,
+) -> None:
+    name = idx_mirror.files[file_index]
+    write_idx_gz(idx_mirror.directory / name, array)
+    resources = tuple((file, md5_of(idx_mirror.directory / file)) for file in idx_mirror.files)
+    spec = data.DatasetSpec("fashion_mnist", "tiny", tuple(map(str, range(10))), (), resources)
+    monkeypatch.setitem(data.DATASETS, "fashion_mnist", spec)
+    with pytest.raises(data.DataError, match=problem):
+        data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "fm.npz")
+
+
+def test_read_idx_rejects_a_payload_of_the_wrong_length(tmp_path: Path) -> None:
+    path = tmp_path / "short.gz"
+    write_idx_gz(path, np.zeros((3, 4, 4), np.uint8))
+    payload = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(payload[:-1]))
+    with pytest.raises(data.DataError, match=r"short\.gz.*\(3, 4, 4\)"):
+        data.read_idx(path, ndim=3)
+
+
+# ---------------------------------------------------------------------------------------- digits
+
+
+def test_digits_prepared_with_a_fixed_stratified_hold_out(digits: data.Dataset) -> None:
+    assert digits.name == "digits"
+    assert digits.classes == [str(d) for d in range(10)]
+    assert (digits.num_classes, digits.in_channels, digits.image_size) == (10, 1, 8)
+    assert digits.train_images.shape == (1347, 1, 8, 8) and digits.test_images.shape == (
+        450,
+        1,
+        8,
+        8,
+    )
+    assert digits.train_images.dtype == np.uint8
+    assert digits.train_images.min() == 0 and digits.train_images.max() == 255  # full range used
+
+    counts = np.bincount(np.concatenate([digits.train_labels, digits.test_labels]), minlength=10)
+    test_counts = np.bincount(digits.test_labels, minlength=10)
+    assert np.all(np.abs(test_counts - counts * 0.25) <= 1)
+
+    # train + test are exactly the 1797 bundled images, scaled by 255/16
+    bundled = load_digits()
+    expected = np.round(bundled.images * 255 / 16).astype(np.uint8).reshape(1797, 64)
+    ours = np.concatenate([digits.train_images, digits.test_images]).reshape(1797, 64)
+    ours_labels = np.concatenate([digits.train_labels, digits.test_labels])
+    expected_rows = sorted(zip(map(bytes, expected), bundled.target.tolist(), strict=True))
+    assert sorted(zip(map(bytes, ours), ours_labels.tolist(), strict=True)) == expected_rows
+
+
+def test_digits_download_and_prepare_are_reproducible(tmp_path: Path, digits_npz: Path) -> None:
+    raw = tmp_path / "raw"
+    (path,) = data.download("digits", raw, mirror="ignored: digits needs no network")
+    mtime = path.stat().st_mtime_ns
+    data.download("digits", raw)
+    assert path.stat().st_mtime_ns == mtime  # same data: left untouched
+    again = data.prepare("digits", raw, tmp_path / "digits.npz")
+    assert again.read_bytes() == digits_npz.read_bytes()
+
+
+# ------------------------------------------------------------------------------------------- load
+
+
+def test_load_prepared_rejects_other_files_naming_the_path(
+    tmp_path: Path, digits_npz: Path
+) -> None:
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file at all")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(digits_npz.read_bytes()[:5000])
+    partial = write_npz_deterministic(
+        tmp_path / "partial.npz", {"train_images": np.zeros((1, 1, 2, 2), np.uint8)}
+    )
+    wrong_dtype = tmp_path / "wrong_dtype.npz"
+    with np.load(digits_npz) as npz:
+        arrays = dict(npz)
+    write_npz_deterministic(
+        wrong_dtype, {**arrays, "train_labels": arrays["train_labels"].astype(np.int32)}
+    )
+
+    for path, problem in [
+        (garbage, "cannot read"),
+        (truncated, "cannot read"),
+        (partial, "missing name"),
+        (wrong_dtype, "train_labels must be int64"),
+        (tmp_path / "absent.npz", "cannot read"),
+    ]:
+        with pytest.raises(data.DataError, match=problem) as info:
+            data.load_prepared(path)
+        assert str(path) in str(info.value)
+
+
+# ------------------------------------------------------------------------------------- CLI: prepare
+
+
+def test_prepare_cli(tmp_path: Path, idx_mirror: IdxMirror, use_mirror, capsys) -> None:
+    use_mirror()
+    out = tmp_path / "fm.npz"
+    assert (
+        cli.main(
+            ["prepare", "fashion_mnist", "--raw", str(idx_mirror.directory), "--out", str(out)]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out == f"{data.load_prepared(out).sha256}  {out}\n"
+
+
+def test_prepare_cli_missing_raw_is_one_line(tmp_path: Path, capsys) -> None:
+    code = cli.main(
+        ["prepare", "mnist", "--raw", str(tmp_path / "empty"), "--out", str(tmp_path / "m.npz")]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("convbench prepare: error: ") and err.count("\n") == 1
+    assert "convbench download mnist" in err

@@ -1,0 +1,324 @@
+"""The model zoo: every registered network is built, run forward and backward, and ablated.
+
+Tests parametrize over ``names()``, so a newly registered network is covered at once. Structure
+and parameter counts are checked on the meta device (no weights allocated); real forward passes
+run at small sizes, and only the 224 px networks' full-size forward is marked slow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from convbench.models import build, names, spec
+from convbench.models._layers import ACTIVATIONS
+from convbench.models._registry import register
+from convbench.models.resnet import Residual
+
+ALL_NETWORKS = {
+    "lenet", "lenet_bn", "mlp", "alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "nin",
+    "googlenet", "resnet18", "resnet34", "densenet", "mini_inception", "mini_resnet",
+}
+
+# /work/shared/ANCHORS.md: d2l's parameter counts at 1 input channel, 10 classes
+D2L_PARAMS = {
+    ("lenet", ()): 61_706,
+    ("lenet_bn", ()): 44_878,
+    ("alexnet", ()): 46_764_746,
+    ("vgg11", ()): 128_806_154,
+    ("vgg11", (("width", 0.25),)): 43_093_322,
+    ("nin", ()): 1_992_166,
+    ("googlenet", ()): 5_977_530,
+    ("resnet18", ()): 11_178_378,
+    ("densenet", ()): 758_226,
+    ("mini_inception", ()): 97_298,
+    ("mini_resnet", ()): 41_514,
+}
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def meta_build(name: str, **kwargs: object) -> nn.Module:
+    """The architecture without weights: enough for structure, shapes and parameter counts."""
+    with torch.device("meta"):
+        return build(name, **kwargs)
+
+
+def count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def modules_of(model: nn.Module, kind: type | tuple[type, ...]) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, kind)]
+
+
+def small_size(name: str) -> int:
+    """A cheap input size that still leaves every stage a few pixels: the minimum, or 32."""
+    return max(spec(name).min_input_size, 32)
+
+
+def with_knob(knob: str) -> list[str]:
+    return [name for name in names() if knob in spec(name).knobs]
+
+
+def default_size_param(name: str):
+    slow = spec(name).default_input_size >= 224  # AlexNet, NiN, VGG: seconds on 2 CPU cores
+    return pytest.param(name, marks=pytest.mark.slow) if slow else name
+
+
+# ------------------------------------------------------------------------------- the registry
+
+
+def test_names_include_the_whole_zoo() -> None:
+    assert ALL_NETWORKS <= set(names())
+    assert names() == sorted(names())
+
+
+def test_registry_refuses_a_duplicate_name() -> None:
+    def builder(*, in_channels: int, num_classes: int, input_size: int) -> nn.Module:
+        return nn.Identity()
+
+    with pytest.raises(ValueError, match="already registered"):
+        register("lenet", default_input_size=28, min_input_size=1)(builder)
+    assert spec("lenet").builder is not builder
+
+
+@pytest.mark.parametrize("name", names())
+def test_every_network_documents_its_knobs(name: str) -> None:
+    entry = spec(name)
+    assert "activation" in entry.knobs
+    assert entry.summary
+    doc = entry.builder.__doc__ or ""
+    for knob in set(entry.knobs) - {"init"}:
+        assert knob in doc or "Knobs as for" in doc, f"{name}: knob {knob!r} undocumented"
+    assert 1 <= entry.min_input_size <= entry.default_input_size
+
+
+@pytest.mark.parametrize(("name", "knobs"), list(D2L_PARAMS), ids=lambda v: str(v))
+def test_parameter_counts_match_d2l(name: str, knobs: tuple[tuple[str, object], ...]) -> None:
+    assert count(meta_build(name, **dict(knobs))) == D2L_PARAMS[(name, knobs)]
+
+
+@pytest.mark.parametrize("name", names())
+def test_unknown_knob_names_the_network_and_the_accepted_knobs(name: str) -> None:
+    with pytest.raises(ValueError) as excinfo:
+        build(name, no_such_knob=1)
+    message = str(excinfo.value)
+    assert repr(name) in message and "no_such_knob" in message
+    for knob in spec(name).knobs:
+        assert knob in message
+
+
+# ----------------------------------------------------------------------- forward and backward
+
+
+@pytest.mark.parametrize("name", [default_size_param(name) for name in names()])
+def test_output_shape_at_the_default_size(name: str) -> None:
+    size = spec(name).default_input_size
+    model = build(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, size, size))
+    assert out.shape == (2, 10)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", names())
+def test_backward_gives_finite_gradients_for_every_parameter(name: str) -> None:
+    torch.manual_seed(0)
+    size = small_size(name)
+    model = build(name, input_size=size).train()
+    out = model(torch.randn(2, 1, size, size))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    nn.functional.cross_entropy(out, torch.tensor([1, 7])).backward()
+    for param_name, param in model.named_parameters():
+        assert param.grad is not None, f"{name}: {param_name} got no gradient"
+        assert torch.isfinite(param.grad).all(), f"{name}: {param_name} has a non-finite gradient"
+
+
+@pytest.mark.parametrize("name", names())
+def test_three_channels_and_a_hundred_classes(name: str) -> None:
+    size = spec(name).min_input_size
+    model = build(name, in_channels=3, num_classes=100, input_size=size).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size))
+    assert out.shape == (2, 100)
+
+
+@pytest.mark.parametrize("name", names())
+def test_below_the_minimum_size_is_refused(name: str) -> None:
+    minimum = spec(name).min_input_size
+    with pytest.raises(ValueError, match=rf">= {minimum}\b"):
+        build(name, input_size=minimum - 1)
+
+
+@pytest.mark.parametrize("name", names())
+def test_the_minimum_size_runs(name: str) -> None:
+    size = spec(name).min_input_size
+    model = build(name, input_size=size)
+    assert model.train()(torch.randn(2, 1, size, size)).shape == (2, 10)
+    with torch.no_grad():  # eval mode, one image: the summary's setting
+        assert model.eval()(torch.randn(1, 1, size, size)).shape == (1, 10)
+    # one pixel more changes every rounding; the meta device checks the shapes for free
+    bigger = meta_build(name, input_size=size + 1)
+    assert bigger(torch.empty(2, 1, size + 1, size + 1, device="meta")).shape == (2, 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", names())
+def test_every_size_above_the_minimum_builds_and_runs(name: str) -> None:
+    minimum = spec(name).min_input_size
+    for size in range(minimum, minimum + 33):  # every remainder modulo the deepest stride, 32
+        model = meta_build(name, input_size=size)
+        out = model(torch.empty(2, 1, size, size, device="meta"))
+        assert out.shape == (2, 10), f"{name} at {size} px"
+
+
+# ------------------------------------------------------------------------------------- knobs
+
+
+@pytest.mark.parametrize("name", with_knob("activation"))
+def test_activation_knob_swaps_every_activation(name: str) -> None:
+    default = spec(name).knobs["activation"]
+    other = "tanh" if default != "tanh" else "relu"
+    before = meta_build(name)
+    after = meta_build(name, activation=other)
+    assert modules_of(before, ACTIVATIONS[default])
+    assert not modules_of(before, ACTIVATIONS[other])
+    assert len(modules_of(after, ACTIVATIONS[other])) == len(modules_of(before, ACTIVATIONS[default]))
+    assert not modules_of(after, ACTIVATIONS[default])
+
+
+@pytest.mark.parametrize("name", with_knob("pool"))
+def test_pool_knob_switches_between_max_and_average(name: str) -> None:
+    as_max, as_avg = meta_build(name, pool="max"), meta_build(name, pool="avg")
+    switched = len(modules_of(as_max, nn.MaxPool2d)) - len(modules_of(as_avg, nn.MaxPool2d))
+    assert switched > 0
+    assert len(modules_of(as_avg, nn.AvgPool2d)) - len(modules_of(as_max, nn.AvgPool2d)) == switched
+
+
+@pytest.mark.parametrize("name", with_knob("batch_norm"))
+def test_batch_norm_knob_adds_or_removes_every_bn(name: str) -> None:
+    assert modules_of(meta_build(name, batch_norm=True), BATCH_NORMS)
+    assert not modules_of(meta_build(name, batch_norm=False), BATCH_NORMS)
+
+
+@pytest.mark.parametrize("name", with_knob("dropout"))
+def test_dropout_knob_sets_every_dropout(name: str) -> None:
+    drops = modules_of(meta_build(name, dropout=0.3), nn.Dropout)
+    assert drops and all(d.p == 0.3 for d in drops)
+    assert not [d for d in modules_of(meta_build(name, dropout=0.0), nn.Dropout) if d.p > 0]
+
+
+def test_mlp_dropout_defaults_to_d2l_pair() -> None:
+    assert [d.p for d in modules_of(meta_build("mlp"), nn.Dropout)] == [0.2, 0.5]
+
+
+@pytest.mark.parametrize("name", with_knob("width"))
+def test_width_knob_scales_the_channels(name: str) -> None:
+    def first_width(model: nn.Module) -> int:
+        layer = modules_of(model, (nn.Conv2d, nn.Linear))[0]
+        return layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
+
+    full, half = meta_build(name), meta_build(name, width=0.5)
+    assert first_width(half) == first_width(full) // 2
+    assert count(half) < count(full)
+
+
+@pytest.mark.parametrize("name", with_knob("width"))
+def test_width_must_be_a_positive_number(name: str) -> None:
+    for width in (0, -1.0, "wide"):
+        with pytest.raises(ValueError, match="width"):
+            meta_build(name, width=width)
+
+
+def test_vgg_width_leaves_the_classifier_alone() -> None:
+    hidden = [m.out_features for m in modules_of(meta_build("vgg11", width=0.25), nn.Linear)]
+    assert hidden == [4096, 4096, 10]
+
+
+@pytest.mark.parametrize("name", with_knob("shortcut"))
+def test_plain_network_drops_the_additions(name: str) -> None:
+    residual, plain = meta_build(name), meta_build(name, shortcut=False)
+    if name == "mini_resnet":  # identity shortcuts only: the same weights
+        assert count(plain) == count(residual)
+    else:  # the 1x1 projections go too
+        assert count(plain) < count(residual)
+
+
+def test_plain_resnet18_has_no_projections() -> None:
+    residual, plain = meta_build("resnet18"), meta_build("resnet18", shortcut=False)
+    one_by_one = [m for m in modules_of(residual, nn.Conv2d) if m.kernel_size == (1, 1)]
+    assert len(one_by_one) == 3  # one per stage after the first
+    assert not [m for m in modules_of(plain, nn.Conv2d) if m.kernel_size == (1, 1)]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_residual_block_differs_from_its_plain_twin(stride: int) -> None:
+    torch.manual_seed(0)
+    options = {"activation": "relu", "batch_norm": True}
+    residual = Residual(8, 16 if stride == 2 else 8, stride, shortcut=True, **options).eval()
+    plain = Residual(8, 16 if stride == 2 else 8, stride, shortcut=False, **options).eval()
+    missing, unexpected = plain.load_state_dict(residual.state_dict(), strict=False)
+    assert not missing and set(unexpected) <= {"conv3.weight", "conv3.bias"}
+    x = torch.randn(2, 8, 12, 12)
+    with torch.no_grad():
+        assert not torch.allclose(residual(x), plain(x))
+        expected = torch.relu(plain.bn2(plain.conv2(plain.act1(plain.bn1(plain.conv1(x))))))
+        assert torch.allclose(plain(x), expected)
+
+
+def test_mini_resnet_shortcut_is_the_only_difference() -> None:
+    torch.manual_seed(0)
+    residual = build("mini_resnet").eval()
+    plain = build("mini_resnet", shortcut=False).eval()
+    plain.load_state_dict(residual.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert not torch.allclose(residual(x), plain(x))
+
+
+# -------------------------------------------------------------------------------------- init
+
+INIT_NETWORKS = ["lenet", "mlp", "mini_inception", "resnet18"]
+
+
+def weighted_layers(model: nn.Module) -> list[nn.Module]:
+    return modules_of(model, (nn.Conv2d, nn.Linear))
+
+
+@pytest.mark.parametrize("name", INIT_NETWORKS)
+def test_xavier_init_stays_within_the_xavier_bound(name: str) -> None:
+    torch.manual_seed(0)
+    default = build(name)
+    torch.manual_seed(0)
+    xavier = build(name, init="xavier")
+    for before, layer in zip(weighted_layers(default), weighted_layers(xavier), strict=True):
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(layer.weight)
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert layer.weight.abs().max() <= bound + 1e-6
+        assert not torch.equal(layer.weight, before.weight)
+
+
+@pytest.mark.parametrize("name", INIT_NETWORKS)
+def test_kaiming_init_has_the_he_standard_deviation(name: str) -> None:
+    torch.manual_seed(0)
+    model = build(name, init="kaiming")
+    checked = 0
+    for layer in weighted_layers(model):
+        if layer.weight.numel() < 2000:  # too few samples for a tight estimate
+            continue
+        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(layer.weight)
+        expected = math.sqrt(2.0 / fan_in)
+        assert layer.weight.std().item() == pytest.approx(expected, rel=0.1)
+        if layer.bias is not None:
+            assert not layer.bias.any()
+        checked += 1
+    assert checked > 0
+
+
+def test_unknown_init_is_refused() -> None:
+    with pytest.raises(ValueError, match="init"):
+        build("lenet", init="orthogonal")
