@@ -25,7 +25,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def aggregate(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    """Group per-fold metrics by experiment into means, standard deviations and per-fold lists."""
+    """Group per-fold metrics by experiment into means, standard deviations and per-fold lists.
+
+    Each fold's dict may carry its perf.json under ``"perf"``; timings are then averaged too.
+    """
     by_experiment: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for metrics in fold_metrics:
         by_experiment[metrics["experiment"]].append(metrics)
@@ -42,8 +45,10 @@ def aggregate(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
                     raise ValueError(f"experiment {name!r}: folds disagree on {key}")
         val = [m["val"]["accuracy"] for m in runs]
         test = [m["test"]["accuracy"] for m in runs]
-        seconds = [m["training"]["seconds"] for m in runs]
-        speed = [m["training"]["examples_per_s"] for m in runs]
+        perf = [m.get("perf", {}).get("training", {}) for m in runs]
+        seconds = [p.get("seconds", float("nan")) for p in perf]
+        speed = [p.get("examples_per_s", float("nan")) for p in perf]
+        inference = [m.get("perf", {}).get("inference", {}).get("images_per_s", float("nan")) for m in runs]
         val_mean, val_std = mean_std(val)
         test_mean, test_std = mean_std(test)
         experiments[name] = {
@@ -60,6 +65,7 @@ def aggregate(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
             "train_seconds_mean": float(np.mean(seconds)),
             "train_seconds_total": float(np.sum(seconds)),
             "examples_per_s_mean": float(np.mean(speed)),
+            "inference_images_per_s_mean": float(np.mean(inference)),
             "best_epoch_mean": float(np.mean([m["best_epoch"] for m in runs])),
             "val_acc_per_fold": val,
             "test_acc_per_fold": test,
@@ -67,12 +73,22 @@ def aggregate(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
     return {"experiments": experiments}
 
 
+def load_fold(metrics_path: Path) -> dict[str, Any]:
+    """A fold's metrics.json, with the perf.json beside it (if any) under ``"perf"``."""
+    metrics = json.loads(metrics_path.read_text())
+    perf_path = metrics_path.with_name("perf.json")
+    if perf_path.exists():
+        metrics["perf"] = json.loads(perf_path.read_text())
+    return metrics
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench aggregate",
         description="Combine per-fold metrics.json files into fold means and spreads per experiment.",
     )
-    parser.add_argument("metrics", type=Path, nargs="+", help="per-fold metrics.json files")
+    parser.add_argument("metrics", type=Path, nargs="+",
+                        help="per-fold metrics.json files; the perf.json beside each is read too")
     parser.add_argument("--out", type=Path, required=True, help="aggregated metrics JSON to write")
     return parser
 
@@ -80,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        fold_metrics = [json.loads(path.read_text()) for path in args.metrics]
+        fold_metrics = [load_fold(path) for path in args.metrics]
         result = aggregate(fold_metrics)
     except (OSError, ValueError, KeyError) as err:
         print(f"convbench aggregate: error: {err}", file=sys.stderr)

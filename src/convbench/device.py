@@ -24,12 +24,17 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def set_determinism(deterministic: bool) -> None:
-    """PyTorch's deterministic mode for GPU runs (CPU runs are deterministic already)."""
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=False)
-    torch.backends.cudnn.benchmark = not deterministic
-    torch.backends.cudnn.deterministic = deterministic
+    """PyTorch's deterministic mode for GPU runs (CPU runs are deterministic already).
+
+    Only touched when asked for: ``use_deterministic_algorithms`` imports torch._dynamo, which
+    costs every job seconds of start-up.
+    """
+    if not deterministic:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,7 @@ accuracy; nothing downstream chooses anything by test accuracy.
 from __future__ import annotations
 
 import argparse
+import csv
 import resource
 import sys
 import time
@@ -22,7 +23,7 @@ from convbench._io import write_json_atomic
 from convbench.device import BatchTransform, pick_device
 from convbench.gpu import claim_device
 from convbench.models import build
-from convbench.training import load_checkpoint, make_transform, predict
+from convbench.training import describe_device, load_checkpoint, make_transform, predict
 from convbench.recipe import resolve_recipe
 
 MISCLASSIFIED_KEPT = 64
@@ -78,8 +79,9 @@ def evaluate_checkpoint(
     *,
     device: torch.device,
     weights: str = "best",
-) -> dict[str, Any]:
-    """Metrics of one trained job on its validation fold and on the test set."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics of one trained job on its validation fold and on the test set, and the inference
+    measurements (throughput, peak memory), which vary from run to run and are kept apart."""
     from convbench.summary import summarize
     from convbench.training import fold_data
 
@@ -111,12 +113,15 @@ def evaluate_checkpoint(
     test["misclassified"] = [
         {"index": int(i), "true": int(test_labels[i]), "predicted": int(predicted[i])} for i in wrong
     ]
+    inference = {
+        "images_per_s": images_per_s,
+        "peak_memory_mb": peak_memory_mb(device),
+        "device": describe_device(device),
+    }
     summary = summarize(model.float().to("cpu").to(memory_format=torch.contiguous_format),
                         in_channels=meta["in_channels"], input_size=meta["input_size"])
     history = checkpoint["history"]
-    train_seconds = float(sum(row["seconds"] for row in history))
-    examples = float(sum(row["examples_per_s"] * row["seconds"] for row in history))
-    return {
+    metrics = {
         "experiment": meta["experiment"],
         "arch": meta["arch"],
         "knobs": meta["knobs"],
@@ -134,21 +139,29 @@ def evaluate_checkpoint(
         "macs": summary["macs"],
         "val": classification_metrics(val_logits.cpu(), data.val_labels.cpu(), dataset.num_classes),
         "test": test,
-        "training": {
-            "seconds": train_seconds,
-            "examples_per_s": examples / train_seconds if train_seconds > 0 else None,
-            "final_train_loss": history[-1]["train_loss"],
-            "final_train_acc": history[-1]["train_acc"],
-            "device": meta["device"],
-        },
-        "inference": {
-            "images_per_s": images_per_s,
-            "peak_memory_mb": peak_memory_mb(device),
-            "device": meta["device"] if device.type == "cpu" else str(device),
-        },
+        "final_train_loss": history[-1]["train_loss"],
+        "final_train_acc": history[-1]["train_acc"],
         "recipe": meta["recipe"],
         "code_version": meta["code_version"],
         "packages": meta["packages"],
+    }
+    return metrics, inference
+
+
+def training_perf(history_csv: Path) -> dict[str, Any]:
+    """Training time and speed from history.csv (the compute part of each epoch, as d2l counts)."""
+    with open(history_csv, newline="") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        raise ValueError(f"{history_csv}: no epochs recorded")
+    seconds = [float(row["seconds"]) for row in rows]
+    examples = sum(float(row["examples_per_s"]) * s for row, s in zip(rows, seconds))
+    total = sum(seconds)
+    return {
+        "seconds": total,
+        "examples_per_s": examples / total if total > 0 else None,
+        "epochs": len(rows),
+        "devices": sorted({row.get("device", "") for row in rows}),
     }
 
 
@@ -160,15 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, required=True, help="model.pt written by 'convbench train'")
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset (.npz)")
     parser.add_argument("--split", type=Path, required=True, help="split file (.json)")
-    parser.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="metrics JSON to write (accuracy, loss, confusion: bit-identical on a rerun)")
+    parser.add_argument("--history", type=Path, default=None,
+                        help="history.csv of the training run (default: next to the checkpoint)")
+    parser.add_argument("--perf-out", type=Path, default=None,
+                        help="measured speed and memory JSON to write (default: perf.json next to --out)")
     parser.add_argument("--weights", choices=("best", "last"), default="best",
                         help="best epoch by validation accuracy (default) or the last epoch")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default 1, as for training)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
     from convbench.prepared import load_prepared
     from convbench.splits import check_matches, load_split
 
@@ -179,13 +200,17 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_prepared(args.data)
         split = load_split(args.split)
         check_matches(split, dataset)
+        history = args.history or args.checkpoint.with_name("history.csv")
+        perf = {"training": training_perf(history)}
         with claim_device(args.device) as device_name:
-            metrics = evaluate_checkpoint(checkpoint, dataset, split, device=pick_device(device_name),
-                                          weights=args.weights)
+            metrics, perf["inference"] = evaluate_checkpoint(
+                checkpoint, dataset, split, device=pick_device(device_name), weights=args.weights
+            )
     except (ValueError, OSError, RuntimeError) as err:
         print(f"convbench evaluate: error: {err}", file=sys.stderr)
         return 1
     write_json_atomic(args.out, metrics)
+    write_json_atomic(args.perf_out or args.out.with_name("perf.json"), perf)
     print(
         f"{metrics['experiment']} fold {metrics['fold']}: val_acc {metrics['val']['accuracy']:.4f} "
         f"test_acc {metrics['test']['accuracy']:.4f} -> {args.out}"

@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.hooks import RemovableHandle
 
 from convbench.models import build, names, resolve_input_size, spec
 
@@ -97,16 +98,18 @@ def summarize(
     """
     rows: list[dict[str, Any]] = []
     counted: set[int] = set()
-    handles = []
+    handles: list[RemovableHandle] = []
 
-    def record(name: str):
+    def record(name: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
             params = 0 if id(module) in counted else count_params(module)
             counted.add(id(module))
-            rows.append(
-                {"name": name, "type": type(module).__name__, "output_shape": _shape(output),
-                 "params": params}
-            )
+            rows.append({
+                "name": name,
+                "type": type(module).__name__,
+                "output_shape": _shape(output),
+                "params": params,
+            })
 
         return hook
 

@@ -39,7 +39,11 @@ from convbench.recipe import Recipe, d2l_input_size, lr_at, resolve_recipe
 CHECKPOINT_FORMAT = 1
 HISTORY_COLUMNS = (
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "examples_per_s",
+    "device",
 )
+# Wall-clock measurements differ from run to run; they live in history.csv (and perf.json), never
+# in model.pt or metrics.json, which must be bit-identical when a job is rerun.
+TIMING_COLUMNS = ("seconds", "examples_per_s", "device")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -193,6 +197,7 @@ def train(
     ``on_epoch_end`` receives the checkpoint dict after it is written (history, tests).
     """
     device = data.train_images.device
+    device_label = describe_device(device)
     set_determinism(recipe.deterministic and device.type == "cuda")
     model.to(device)
     if recipe.channels_last:
@@ -273,6 +278,7 @@ def train(
             "lr": lr,
             "seconds": seconds,
             "examples_per_s": n / seconds if seconds > 0 else float("inf"),
+            "device": device_label,
         }
         history.append(row)
         if val_acc > best_val_acc:
@@ -359,8 +365,8 @@ def run_job(
 ) -> TrainResult:
     """Train one (experiment, fold) job: the I/O around ``train``.
 
-    Writes ``checkpoint.pt`` after each epoch and ``history.csv``; when training completes the last
-    checkpoint becomes ``model.pt``. With ``resume`` an existing ``checkpoint.pt`` of the same job
+    Writes ``checkpoint.pt`` and ``history.csv`` after each epoch; when training completes the
+    last checkpoint, less its wall-clock timings, becomes ``model.pt`` (bit-identical on a rerun). With ``resume`` an existing ``checkpoint.pt`` of the same job
     is continued; one of another job is refused.
     """
     from convbench.prepared import load_prepared
@@ -384,7 +390,6 @@ def run_job(
         "classes": list(dataset.classes),
         "code_version": __version__,
         "packages": package_versions(),
-        "device": describe_device(device),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / "checkpoint.pt"
@@ -408,7 +413,11 @@ def run_job(
         checkpoint_path=checkpoint_path, resume_from=resume_from, progress=progress,
         on_epoch_end=after_epoch,
     )
-    checkpoint_path.replace(out_dir / "model.pt")
+    final = dict(result.checkpoint)
+    final["history"] = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS}
+                        for row in final["history"]]
+    save_checkpoint(final, out_dir / "model.pt")
+    checkpoint_path.unlink()
     return result
 
 
@@ -434,8 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--device", default="auto",
                         help="auto (default: a free GPU, held with a lock, else the CPU), cpu, cuda:N")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default 1). CPU results are bit-identical only "
+                             "for the same thread count; parallel jobs scale better than threads")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT_DIR/checkpoint.pt if it exists")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -468,8 +478,7 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
         job = job_from_args(args)

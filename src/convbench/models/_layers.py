@@ -51,13 +51,19 @@ def scaled(channels: int, width: float) -> int:
 
 
 def flat_features(features: nn.Module, in_channels: int, input_size: int) -> int:
-    """Number of features ``features`` produces for one image, computed without real arithmetic.
+    """Number of features ``features`` produces for one image of the given size.
 
-    Runs the module on the meta device, so a VGG at 224 px costs nothing at build time.
+    One real forward pass of a zero image on the CPU (eval mode, no grad). The meta device would
+    skip the arithmetic, but its Python kernels import torch._dynamo, which costs every job
+    seconds of start-up; a batch of one at these sizes costs milliseconds.
     """
-    params = {k: torch.empty_like(v, device="meta") for k, v in features.state_dict().items()}
-    x = torch.empty(2, in_channels, input_size, input_size, device="meta")
-    out = torch.func.functional_call(features, params, (x,))
+    was_training = features.training
+    features.eval()
+    try:
+        with torch.no_grad():
+            out = features(torch.zeros(1, in_channels, input_size, input_size))
+    finally:
+        features.train(was_training)
     return out[0].numel()
 
 

@@ -48,6 +48,7 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+# No convolution or pooling: any image size flattens to C * size * size features.
 @register("mlp", default_input_size=28, min_input_size=1)
 def mlp(
     *,
