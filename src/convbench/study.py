@@ -1,0 +1,264 @@
+"""A study: one dataset, K folds, a seed, recipe defaults and named experiments.
+
+params.yaml describes the study the pipeline runs; Snakemake reads it as its configfile and DVC
+as its params. Bundled studies live in ``conf/study/<name>.yaml`` (the same format); selecting one
+by name (``study=NAME``) replaces params.yaml's study in both engines. Everything is validated
+here, once, before any job runs, with errors that name the key and the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from convbench.models import check_knobs, names, resolve_input_size
+from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
+
+STUDY_DIR = Path("conf/study")
+DATASET_NAMES = ("digits", "mnist", "fashion_mnist", "kmnist")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+TOP_LEVEL_KEYS = {
+    "name", "description", "dataset", "mirror", "folds", "seed", "threads", "results_dir",
+    "reports_dir", "recipe", "experiments", "ablations", "study",
+}
+
+
+class StudyError(ValueError):
+    """A study description is invalid; the message names the key and the value."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    arch: str
+    knobs: dict[str, Any]
+    input_size: int
+    recipe: Recipe
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    baseline: str
+    treatment: str
+    question: str = ""
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    dataset: str
+    folds: int
+    seed: int
+    threads: int
+    results_dir: str
+    reports_dir: str
+    experiments: dict[str, Experiment]
+    ablations: dict[str, Ablation] = field(default_factory=dict)
+    mirror: str | None = None
+    description: str = ""
+
+    def experiment(self, name: str) -> Experiment:
+        try:
+            return self.experiments[name]
+        except KeyError:
+            raise StudyError(
+                f"experiments: no experiment {name!r} in study {self.name!r}; "
+                f"it has: {', '.join(self.experiments)}"
+            ) from None
+
+    # Paths: the pipeline's output layout, in one place for Snakemake, DVC and the report.
+    @property
+    def raw_dir(self) -> str:
+        return f"data/raw/{self.dataset}"
+
+    @property
+    def prepared_path(self) -> str:
+        return f"data/prepared/{self.dataset}.npz"
+
+    @property
+    def split_path(self) -> str:
+        return f"data/splits/{self.dataset}-k{self.folds}-s{self.seed}.json"
+
+    def run_dir(self, experiment: str, fold: int) -> str:
+        return f"{self.results_dir}/{experiment}/fold{fold}"
+
+    @property
+    def metrics_path(self) -> str:
+        return f"{self.results_dir}/metrics.json"
+
+    def jobs(self) -> list[tuple[str, int]]:
+        """Every (experiment, fold) training job of the study."""
+        return [(name, fold) for name in self.experiments for fold in range(self.folds)]
+
+
+def _fail(key: str, problem: str) -> StudyError:
+    return StudyError(f"{key}: {problem}")
+
+
+def _require_int(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(key, f"must be an integer, got {value!r}")
+    if value < minimum:
+        raise _fail(key, f"must be >= {minimum}, got {value!r}")
+    return value
+
+
+def _require_mapping(key: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(key, f"must be a mapping, got {value!r}")
+    return value
+
+
+def parse_study(config: dict[str, Any]) -> Study:
+    """Validate a study description (a dict, as loaded from YAML) into a Study."""
+    if not isinstance(config, dict):
+        raise StudyError(f"a study must be a mapping, got {type(config).__name__}")
+    unknown = sorted(set(config) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise _fail(unknown[0], f"unknown key; known keys: {', '.join(sorted(TOP_LEVEL_KEYS))}")
+    name = config.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise _fail("name", f"must be a name of letters, digits, '_', '-', '.', got {name!r}")
+    dataset = config.get("dataset")
+    if dataset not in DATASET_NAMES:
+        raise _fail("dataset", f"must be one of {list(DATASET_NAMES)}, got {dataset!r}")
+    folds = _require_int("folds", config.get("folds"), 2)
+    seed = _require_int("seed", config.get("seed", 0), 0)
+    threads = _require_int("threads", config.get("threads", 1), 1)
+    defaults = _require_mapping("recipe", config.get("recipe"))
+    raw_experiments = _require_mapping("experiments", config.get("experiments"))
+    if not raw_experiments:
+        raise _fail("experiments", "a study needs at least one experiment")
+    known = names()
+    experiments: dict[str, Experiment] = {}
+    for exp_name, raw in raw_experiments.items():
+        key = f"experiments.{exp_name}"
+        if not isinstance(exp_name, str) or not NAME_PATTERN.match(exp_name):
+            raise _fail(key, "experiment names are letters, digits, '_', '-', '.'")
+        raw = _require_mapping(key, raw)
+        extra = sorted(set(raw) - {"arch", "knobs", "input_size", "recipe", "description"})
+        if extra:
+            raise _fail(f"{key}.{extra[0]}", "unknown key; known: arch, knobs, input_size, recipe, description")
+        arch = raw.get("arch")
+        if arch not in known:
+            raise _fail(f"{key}.arch", f"unknown network {arch!r}; known networks: {', '.join(known)}")
+        knobs = _require_mapping(f"{key}.knobs", raw.get("knobs"))
+        try:
+            check_knobs(arch, knobs)
+        except ValueError as err:
+            raise _fail(f"{key}.knobs", str(err)) from None
+        settings = {**defaults, **_require_mapping(f"{key}.recipe", raw.get("recipe"))}
+        try:
+            recipe = resolve_recipe(settings, arch)
+        except ValueError as err:
+            raise _fail(key, str(err)) from None
+        size = raw.get("input_size")
+        if size is None and settings.get("preset") == "d2l":
+            size = d2l_input_size(arch)
+        try:
+            size = resolve_input_size(arch, size)
+        except (ValueError, TypeError) as err:
+            raise _fail(f"{key}.input_size", str(err)) from None
+        experiments[exp_name] = Experiment(
+            exp_name, arch, dict(knobs), size, recipe, str(raw.get("description", ""))
+        )
+    ablations: dict[str, Ablation] = {}
+    for abl_name, raw in _require_mapping("ablations", config.get("ablations")).items():
+        key = f"ablations.{abl_name}"
+        raw = _require_mapping(key, raw)
+        for side in ("baseline", "treatment"):
+            if raw.get(side) not in experiments:
+                raise _fail(f"{key}.{side}", f"must name an experiment of this study, got {raw.get(side)!r}")
+        if raw["baseline"] == raw["treatment"]:
+            raise _fail(key, "baseline and treatment are the same experiment")
+        ablations[abl_name] = Ablation(abl_name, raw["baseline"], raw["treatment"], str(raw.get("question", "")))
+    results_dir = str(config.get("results_dir", f"results/{name}")).rstrip("/")
+    reports_dir = str(config.get("reports_dir", f"reports/{name}")).rstrip("/")
+    return Study(
+        name=name, dataset=dataset, folds=folds, seed=seed, threads=threads,
+        results_dir=results_dir, reports_dir=reports_dir, experiments=experiments,
+        ablations=ablations, mirror=config.get("mirror"), description=str(config.get("description", "")),
+    )
+
+
+def bundled_studies(root: Path = Path(".")) -> list[str]:
+    return sorted(p.stem for p in (root / STUDY_DIR).glob("*.yaml"))
+
+
+def select_study(config: dict[str, Any], root: Path = Path(".")) -> dict[str, Any]:
+    """The study a run uses: params.yaml's, unless ``study: NAME`` selects a bundled one.
+
+    ``snakemake --config study=NAME`` and ``dvc exp run -S study=NAME`` both set ``study``.
+    """
+    selection = config.get("study")
+    if selection in (None, config.get("name")):
+        return config
+    path = root / STUDY_DIR / f"{selection}.yaml"
+    if not path.exists():
+        raise _fail("study", f"no bundled study {selection!r} ({path} does not exist); "
+                             f"bundled studies: {', '.join(bundled_studies(root))}")
+    with open(path) as file:
+        return yaml.safe_load(file)
+
+
+def load_study(path: Path | str, selection: str | None = None) -> Study:
+    """Read and validate a study file (params.yaml), honouring ``study:`` or ``selection``."""
+    path = Path(path)
+    with open(path) as file:
+        config = yaml.safe_load(file) or {}
+    if selection is not None:
+        config = {**config, "study": selection}
+    return parse_study(select_study(config, path.parent))
+
+
+def plan(study: Study) -> dict[str, Any]:
+    """What the study will run, as plain data (for people, tests and the engines' cross-check)."""
+    return {
+        "name": study.name,
+        "dataset": study.dataset,
+        "folds": study.folds,
+        "seed": study.seed,
+        "results_dir": study.results_dir,
+        "experiments": {
+            name: {"arch": e.arch, "knobs": e.knobs, "input_size": e.input_size,
+                   "recipe": e.recipe.to_dict()}
+            for name, e in study.experiments.items()
+        },
+        "models": [f"{study.run_dir(name, fold)}/model.pt" for name, fold in study.jobs()],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="convbench study",
+        description="Validate a study (params.yaml) and print what it would run.",
+    )
+    parser.add_argument("params", type=Path, nargs="?", default=Path("params.yaml"))
+    parser.add_argument("--study", default=None, help="select a bundled study by name")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    args = parser.parse_args(argv)
+    try:
+        study = load_study(args.params, args.study)
+    except (StudyError, OSError, yaml.YAMLError) as err:
+        print(f"convbench study: error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(plan(study), indent=2))
+        return 0
+    print(f"study {study.name}: {study.dataset}, {study.folds} folds, seed {study.seed}, "
+          f"{len(study.experiments)} experiments, {len(study.jobs())} training jobs -> {study.results_dir}/")
+    for name, e in study.experiments.items():
+        knobs = ", ".join(f"{k}={v}" for k, v in e.knobs.items()) or "defaults"
+        print(f"  {name:<24} {e.arch:<14} {e.input_size:>4} px  {knobs}")
+    return 0
