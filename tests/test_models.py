@@ -239,6 +239,15 @@ def test_vgg_width_leaves_the_classifier_alone() -> None:
     assert hidden == [4096, 4096, 10]
 
 
+@pytest.mark.parametrize("name", with_knob("hidden"))
+def test_hidden_knob_sizes_the_two_hidden_linear_layers(name: str) -> None:
+    widths = [m.out_features for m in modules_of(meta_build(name, hidden=256), nn.Linear)]
+    assert widths == [256, 256, 10]
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="hidden"):
+            meta_build(name, hidden=bad)
+
+
 @pytest.mark.parametrize("name", with_knob("shortcut"))
 def test_plain_network_drops_the_additions(name: str) -> None:
     residual, plain = meta_build(name), meta_build(name, shortcut=False)

@@ -30,6 +30,7 @@ class AlexNet(nn.Module):
         batch_norm: bool,
         dropout: float,
         width: float,
+        hidden: int,
     ) -> None:
         super().__init__()
         dropout = check_probability("dropout", dropout)
@@ -52,14 +53,16 @@ class AlexNet(nn.Module):
         )
         flat = flat_features(self.features, in_channels, input_size)
         drop = [nn.Dropout(dropout)] if dropout > 0 else []
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
         self.classifier = nn.Sequential(
-            nn.Linear(flat, HIDDEN_UNITS),
+            nn.Linear(flat, hidden),
             make_activation(activation),
             *drop,
-            nn.Linear(HIDDEN_UNITS, HIDDEN_UNITS),
+            nn.Linear(hidden, hidden),
             make_activation(activation),
             *drop,
-            nn.Linear(HIDDEN_UNITS, num_classes),
+            nn.Linear(hidden, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,6 +82,7 @@ def alexnet(
     batch_norm: bool = False,
     dropout: float = 0.5,
     width: float = 1.0,
+    hidden: int = HIDDEN_UNITS,
 ) -> nn.Module:
     """d2l's AlexNet: 5 convs (first padded by 1), 3 max-pools, two 4096-unit layers with dropout.
 
@@ -86,9 +90,10 @@ def alexnet(
     ``batch_norm`` adds BatchNorm2d after every convolution (torchvision's ``*_bn`` convention,
     the classifier keeps only dropout); ``dropout`` of the two hidden linear layers (0 removes the
     modules); ``width`` multiplies the convolution channels (the 4096 hidden units stay, as in d2l's
-    narrow VGG).
+    narrow VGG); ``hidden`` units of the two hidden linear layers (4096).
     """
     return AlexNet(
         in_channels=in_channels, num_classes=num_classes, input_size=input_size,
         activation=activation, pool=pool, batch_norm=batch_norm, dropout=dropout, width=width,
+        hidden=hidden,
     )

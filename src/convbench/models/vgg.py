@@ -61,6 +61,7 @@ class VGG(nn.Module):
         batch_norm: bool,
         dropout: float,
         width: float,
+        hidden: int,
     ) -> None:
         super().__init__()
         dropout = check_probability("dropout", dropout)
@@ -77,14 +78,16 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*blocks, nn.Flatten())
         flat = flat_features(self.features, in_channels, input_size)
         drop = [nn.Dropout(dropout)] if dropout > 0 else []
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
         self.classifier = nn.Sequential(
-            nn.Linear(flat, HIDDEN_UNITS),
+            nn.Linear(flat, hidden),
             make_activation(activation),
             *drop,
-            nn.Linear(HIDDEN_UNITS, HIDDEN_UNITS),
+            nn.Linear(hidden, hidden),
             make_activation(activation),
             *drop,
-            nn.Linear(HIDDEN_UNITS, num_classes),
+            nn.Linear(hidden, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,18 +109,21 @@ def vgg11(
     batch_norm: bool = False,
     dropout: float = 0.5,
     width: float = 1.0,
+    hidden: int = HIDDEN_UNITS,
 ) -> nn.Module:
     """VGG-11 (configuration A): 8 convolutions in 5 blocks, then three linear layers.
 
     Knobs: ``activation`` everywhere; ``pool`` max or avg for the five 2x2/2 poolings;
     ``batch_norm`` adds BatchNorm2d after every convolution (torchvision's ``vgg*_bn``); ``dropout``
     of the two hidden linear layers (0 removes the modules); ``width`` multiplies the convolution
-    channels only (d2l's narrow VGG-11 is ``width=0.25``).
+    channels only (d2l's narrow VGG-11 is ``width=0.25``); ``hidden`` units of the two hidden
+    linear layers (4096; small data sets need far fewer).
     """
     return VGG(
         stages=VGG_STAGES["vgg11"],
         in_channels=in_channels, num_classes=num_classes, input_size=input_size,
         activation=activation, pool=pool, batch_norm=batch_norm, dropout=dropout, width=width,
+        hidden=hidden,
     )
 
 
@@ -132,6 +138,7 @@ def vgg13(
     batch_norm: bool = False,
     dropout: float = 0.5,
     width: float = 1.0,
+    hidden: int = HIDDEN_UNITS,
 ) -> nn.Module:
     """VGG-13 (configuration B): 10 convolutions, two per block, then three linear layers.
 
@@ -141,6 +148,7 @@ def vgg13(
         stages=VGG_STAGES["vgg13"],
         in_channels=in_channels, num_classes=num_classes, input_size=input_size,
         activation=activation, pool=pool, batch_norm=batch_norm, dropout=dropout, width=width,
+        hidden=hidden,
     )
 
 
@@ -155,6 +163,7 @@ def vgg16(
     batch_norm: bool = False,
     dropout: float = 0.5,
     width: float = 1.0,
+    hidden: int = HIDDEN_UNITS,
 ) -> nn.Module:
     """VGG-16 (configuration D): 13 convolutions (2, 2, 3, 3, 3), then three linear layers.
 
@@ -164,6 +173,7 @@ def vgg16(
         stages=VGG_STAGES["vgg16"],
         in_channels=in_channels, num_classes=num_classes, input_size=input_size,
         activation=activation, pool=pool, batch_norm=batch_norm, dropout=dropout, width=width,
+        hidden=hidden,
     )
 
 
@@ -178,6 +188,7 @@ def vgg19(
     batch_norm: bool = False,
     dropout: float = 0.5,
     width: float = 1.0,
+    hidden: int = HIDDEN_UNITS,
 ) -> nn.Module:
     """VGG-19 (configuration E): 16 convolutions (2, 2, 4, 4, 4), then three linear layers.
 
@@ -187,4 +198,5 @@ def vgg19(
         stages=VGG_STAGES["vgg19"],
         in_channels=in_channels, num_classes=num_classes, input_size=input_size,
         activation=activation, pool=pool, batch_norm=batch_norm, dropout=dropout, width=width,
+        hidden=hidden,
     )
