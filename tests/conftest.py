@@ -157,3 +157,137 @@ def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def digits(digits_npz: Path) -> data.Dataset:
     """The prepared digits, loaded. Shared: do not modify its arrays."""
     return data.load_prepared(digits_npz)
+
+
+# ------------------------------------------------------------------------- trained digits runs
+
+DIGITS_FOLDS = 3
+# A LeNet that learns digits in a fraction of a second per epoch (1 thread, ~900 training images).
+TINY_TRAIN_ARGS = (
+    "--arch", "lenet", "--set", "activation=relu", "--input-size", "16",
+    "--recipe", "epochs=3", "--recipe", "batch_size=64", "--recipe", "lr=0.1", "--threads", "1",
+)
+
+
+@pytest.fixture(scope="session")
+def digits_split(digits: data.Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-fold split of the digits' train part, written as ``convbench split`` writes it."""
+    from convbench.splits import make_split, write_split
+
+    return write_split(
+        make_split(digits, DIGITS_FOLDS, seed=0), tmp_path_factory.mktemp("split") / "split.json"
+    )
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """The files of one ``convbench train`` + ``convbench evaluate`` job."""
+
+    out_dir: Path
+
+    @property
+    def model(self) -> Path:
+        return self.out_dir / "model.pt"
+
+    @property
+    def history(self) -> Path:
+        return self.out_dir / "history.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.out_dir / "metrics.json"
+
+    @property
+    def perf(self) -> Path:
+        return self.out_dir / "perf.json"
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Train on one thread, as ``convbench train`` does by default: two threads on 2 busy cores
+    thrash (seconds per tiny epoch instead of a tenth), and results depend on the thread count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _convbench_in_process(argv: list[str]) -> int:
+    import torch
+
+    from convbench import cli
+
+    threads = torch.get_num_threads()  # train/evaluate set it from --threads
+    try:
+        return cli.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def convbench() -> Callable[[list[str]], int]:
+    """``convbench(argv) -> exit code``: the real CLI in this process, without its start-up cost.
+
+    torch's thread count, which ``--threads`` sets, is restored afterwards.
+    """
+    return _convbench_in_process
+
+
+@pytest.fixture(scope="session")
+def train_argv(digits_npz: Path, digits_split: Path) -> Callable[..., list[str]]:
+    """``train_argv(out_dir, *extra, fold=0)``: the arguments of a tiny ``convbench train`` job
+    on the digits, ``train`` included; ``extra`` come after TINY_TRAIN_ARGS, so they override."""
+
+    def argv(out_dir: Path, *extra: str, fold: int = 0) -> list[str]:
+        return [
+            "train", "--data", str(digits_npz), "--split", str(digits_split), "--fold", str(fold),
+            *TINY_TRAIN_ARGS, *extra, "--out-dir", str(out_dir),
+        ]
+
+    return argv
+
+
+@pytest.fixture(scope="session")
+def train_and_evaluate(
+    digits_npz: Path, digits_split: Path, train_argv: Callable[..., list[str]]
+) -> Callable[..., TrainedRun]:
+    """``train_and_evaluate(out_dir, *extra, fold=0)``: ``convbench train`` (see ``train_argv``)
+    then ``convbench evaluate``, in process; fails the test unless both exit 0."""
+
+    def run(out_dir: Path, *extra: str, fold: int = 0) -> TrainedRun:
+        assert _convbench_in_process(train_argv(out_dir, *extra, fold=fold)) == 0, "train failed"
+        run = TrainedRun(out_dir)
+        evaluate = [
+            "evaluate", "--data", str(digits_npz), "--split", str(digits_split),
+            "--checkpoint", str(run.model), "--out", str(run.metrics),
+        ]
+        assert _convbench_in_process(evaluate) == 0, "evaluate failed"
+        return run
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def digits_run(
+    train_and_evaluate: Callable[..., TrainedRun], tmp_path_factory: pytest.TempPathFactory
+) -> TrainedRun:
+    """Fold 0 of the digits trained and evaluated once per session. Read only."""
+    return train_and_evaluate(tmp_path_factory.mktemp("run") / "fold0")
+
+
+@pytest.fixture(scope="session")
+def other_digits(digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Other data: a valid prepared file of the first 600 digits train images, and its split."""
+    from convbench._io import write_npz_deterministic
+    from convbench.splits import make_split, write_split
+
+    root = tmp_path_factory.mktemp("other")
+    with np.load(digits_npz) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    for key in ("train_images", "train_labels"):
+        arrays[key] = arrays[key][:600]
+    path = write_npz_deterministic(root / "other.npz", arrays)
+    split = write_split(make_split(data.load_prepared(path), DIGITS_FOLDS, seed=0), root / "split.json")
+    return path, split

@@ -82,26 +82,72 @@ def load_fold(metrics_path: Path) -> dict[str, Any]:
     return metrics
 
 
+SUMMARY_DIR = "_summary"  # results/_summary/<experiment>.json; "_" never starts an experiment name
+
+
+def summary_path(results_dir: str, experiment: str) -> str:
+    """Where one experiment's fold summary goes: outside every run directory, so DVC can depend on
+    ``results/<experiment>`` (a directory) and the final step on ``results/_summary``."""
+    return f"{results_dir}/{SUMMARY_DIR}/{experiment}.json"
+
+
+def summarize_experiment(study: Any, experiment: str) -> dict[str, Any]:
+    """Fold means and spreads of one experiment, from its run directories."""
+    folds = [load_fold(Path(study.run_dir(experiment, k)) / "metrics.json") for k in range(study.folds)]
+    return aggregate(folds)["experiments"][experiment]
+
+
+def combine(study: Any) -> dict[str, Any]:
+    """results/metrics.json: the study card plus every experiment's summary, in study order."""
+    experiments = {
+        name: json.loads(Path(summary_path(study.results_dir, name)).read_text())
+        for name in study.experiments
+    }
+    first = json.loads((Path(study.run_dir(next(iter(study.experiments)), 0)) / "metrics.json").read_text())
+    return {
+        "study": {
+            "name": study.name,
+            "dataset": study.dataset,
+            "data_sha256": first["data_sha256"],
+            "split_id": first["split_id"],
+            "folds": study.folds,
+            "seed": study.seed,
+            "code_version": first["code_version"],
+            "packages": first["packages"],
+        },
+        "experiments": experiments,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench aggregate",
-        description="Combine per-fold metrics.json files into fold means and spreads per experiment.",
+        description="Fold means and spreads: with --experiment, of one experiment's folds "
+        "(results/<experiment>/fold<k>/metrics.json and perf.json); without, the study's "
+        "results/metrics.json from every experiment's summary.",
     )
-    parser.add_argument("metrics", type=Path, nargs="+",
-                        help="per-fold metrics.json files; the perf.json beside each is read too")
-    parser.add_argument("--out", type=Path, required=True, help="aggregated metrics JSON to write")
+    parser.add_argument("--study", type=Path, required=True, help="the study file (params.yaml)")
+    parser.add_argument("--experiment", default=None, help="summarize this experiment's folds")
+    parser.add_argument("--out", type=Path, required=True, help="JSON to write")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from convbench.study import load_study
+
     args = build_parser().parse_args(argv)
     try:
-        fold_metrics = [load_fold(path) for path in args.metrics]
-        result = aggregate(fold_metrics)
+        study = load_study(args.study)
+        if args.experiment is not None:
+            study.experiment(args.experiment)  # refuses an unknown name
+            result = {"experiments": {args.experiment: summarize_experiment(study, args.experiment)}}
+            write_json_atomic(args.out, result["experiments"][args.experiment])
+        else:
+            result = combine(study)
+            write_json_atomic(args.out, result)
     except (OSError, ValueError, KeyError) as err:
         print(f"convbench aggregate: error: {err}", file=sys.stderr)
         return 1
-    write_json_atomic(args.out, result)
     width = max(map(len, result["experiments"]), default=10)
     for name, row in result["experiments"].items():
         print(

@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    from convbench.prepared import load_prepared
+    from convbench.prepared import DataError, load_prepared
     from convbench.splits import check_matches, load_split
 
     try:
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics, perf["inference"] = evaluate_checkpoint(
                 checkpoint, dataset, split, device=pick_device(device_name), weights=args.weights
             )
-    except (ValueError, OSError, RuntimeError) as err:
+    except (DataError, ValueError, OSError, RuntimeError) as err:
         print(f"convbench evaluate: error: {err}", file=sys.stderr)
         return 1
     write_json_atomic(args.out, metrics)

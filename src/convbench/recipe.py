@@ -9,6 +9,7 @@ d2l's per-network learning rate, batch size and resolution.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,8 @@ def _check_number(key: str, value: Any, *, minimum: float, strict: bool, integer
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise ValueError(f"recipe.{key}: must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"recipe.{key}: must be finite, got {value!r}")
     if value < minimum or (strict and value == minimum):
         bound = ">" if strict else ">="
         raise ValueError(f"recipe.{key}: must be {bound} {minimum}, got {value!r}")

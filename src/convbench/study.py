@@ -25,9 +25,10 @@ STUDY_DIR = Path("conf/study")
 DATASET_NAMES = ("digits", "mnist", "fashion_mnist", "kmnist")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TOP_LEVEL_KEYS = {
-    "name", "description", "dataset", "mirror", "folds", "seed", "threads", "results_dir",
-    "reports_dir", "recipe", "experiments", "ablations", "study",
+    "study", "description", "dataset", "mirror", "folds", "fold_ids", "seed", "threads",
+    "results_dir", "reports_dir", "recipe", "experiments", "ablations",
 }
+RESERVED_NAMES = {"_summary"}
 
 
 class StudyError(ValueError):
@@ -127,13 +128,16 @@ def parse_study(config: dict[str, Any]) -> Study:
     unknown = sorted(set(config) - TOP_LEVEL_KEYS)
     if unknown:
         raise _fail(unknown[0], f"unknown key; known keys: {', '.join(sorted(TOP_LEVEL_KEYS))}")
-    name = config.get("name")
+    name = config.get("study")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise _fail("name", f"must be a name of letters, digits, '_', '-', '.', got {name!r}")
+        raise _fail("study", f"must be a name of letters, digits, '_', '-', '.', got {name!r}")
     dataset = config.get("dataset")
     if dataset not in DATASET_NAMES:
         raise _fail("dataset", f"must be one of {list(DATASET_NAMES)}, got {dataset!r}")
     folds = _require_int("folds", config.get("folds"), 2)
+    if "fold_ids" in config and config["fold_ids"] != list(range(folds)):
+        # DVC's matrix needs the folds as a list; it must say the same as `folds`.
+        raise _fail("fold_ids", f"must be {list(range(folds))} for folds: {folds}, got {config['fold_ids']!r}")
     seed = _require_int("seed", config.get("seed", 0), 0)
     threads = _require_int("threads", config.get("threads", 1), 1)
     defaults = _require_mapping("recipe", config.get("recipe"))
@@ -196,30 +200,40 @@ def bundled_studies(root: Path = Path(".")) -> list[str]:
     return sorted(p.stem for p in (root / STUDY_DIR).glob("*.yaml"))
 
 
-def select_study(config: dict[str, Any], root: Path = Path(".")) -> dict[str, Any]:
-    """The study a run uses: params.yaml's, unless ``study: NAME`` selects a bundled one.
-
-    ``snakemake --config study=NAME`` and ``dvc exp run -S study=NAME`` both set ``study``.
-    """
-    selection = config.get("study")
-    if selection in (None, config.get("name")):
-        return config
-    path = root / STUDY_DIR / f"{selection}.yaml"
+def bundled_study_path(name: str, root: Path = Path(".")) -> Path:
+    path = root / STUDY_DIR / f"{name}.yaml"
     if not path.exists():
-        raise _fail("study", f"no bundled study {selection!r} ({path} does not exist); "
+        raise _fail("study", f"no bundled study {name!r} ({path} does not exist); "
                              f"bundled studies: {', '.join(bundled_studies(root))}")
-    with open(path) as file:
-        return yaml.safe_load(file)
+    return path
+
+
+def study_file(params_path: Path | str, selection: str | None) -> Path:
+    """The file that describes the study to run: params.yaml itself, or, when ``selection``
+    names another study than params.yaml's, the bundled ``conf/study/<selection>.yaml``.
+
+    ``snakemake --config study=NAME`` and ``dvc exp run -S study=NAME`` select the same file
+    (DVC's Hydra composition writes it into params.yaml; Snakemake reads it directly).
+    """
+    params_path = Path(params_path)
+    if selection is None:
+        return params_path
+    with open(params_path) as file:
+        on_disk = (yaml.safe_load(file) or {}).get("study")
+    if selection == on_disk:
+        return params_path
+    return bundled_study_path(selection, params_path.parent)
 
 
 def load_study(path: Path | str, selection: str | None = None) -> Study:
-    """Read and validate a study file (params.yaml), honouring ``study:`` or ``selection``."""
-    path = Path(path)
+    """Read and validate a study file (params.yaml), or the bundled study ``selection`` names."""
+    path = study_file(path, selection)
     with open(path) as file:
         config = yaml.safe_load(file) or {}
-    if selection is not None:
-        config = {**config, "study": selection}
-    return parse_study(select_study(config, path.parent))
+    try:
+        return parse_study(config)
+    except StudyError as err:
+        raise StudyError(f"{path}: {err}") from None
 
 
 def plan(study: Study) -> dict[str, Any]:
@@ -260,5 +274,5 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(study.experiments)} experiments, {len(study.jobs())} training jobs -> {study.results_dir}/")
     for name, e in study.experiments.items():
         knobs = ", ".join(f"{k}={v}" for k, v in e.knobs.items()) or "defaults"
-        print(f"  {name:<24} {e.arch:<14} {e.input_size:>4} px  {knobs}")
+        print(f"  {name:<28} {e.arch:<14} {e.input_size:>4} px  {knobs}")
     return 0

@@ -152,8 +152,22 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
+def _interned(value: Any) -> Any:
+    """``value`` with every string interned. pickle memoizes by object identity, so without this
+    the bytes depend on where equal strings came from: a resumed run's history and optimizer keys
+    come from the unpickled checkpoint, and its model.pt would differ from an uninterrupted run's."""
+    if type(value) is str:
+        return sys.intern(value)
+    if isinstance(value, dict):
+        return type(value)((_interned(k), _interned(v)) for k, v in value.items())
+    if type(value) is list:
+        return [_interned(v) for v in value]
+    return value
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
+    state = _interned(state)
     atomic_write(path, lambda file: torch.save(state, file))
 
 
@@ -477,6 +491,8 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from convbench.prepared import DataError
+
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
@@ -488,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"convbench train: error: {err}", file=sys.stderr)
         return 1
-    except (ValueError, OSError, RuntimeError) as err:
+    except (DataError, ValueError, OSError, RuntimeError) as err:
         print(f"convbench train: error: {err}", file=sys.stderr)
         return 1
     last = result.history[-1]

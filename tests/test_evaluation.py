@@ -1,0 +1,352 @@
+"""Evaluation of trained digits models (the test set, once, with the best epoch's weights), the
+metrics it writes, and the fold means and spreads ``convbench aggregate`` makes of them."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from convbench import data
+from convbench.aggregate import aggregate, load_fold
+from convbench.device import BatchTransform, channel_stats
+from convbench.evaluation import classification_metrics, evaluate_checkpoint, training_perf
+from convbench.models import build
+from convbench.splits import load_split, make_split, write_split
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+N_TEST = 450  # the digits' fixed 25% hold-out
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+# ------------------------------------------------------------------- classification_metrics
+
+
+def test_classification_metrics_on_hand_made_logits() -> None:
+    labels = torch.tensor([0, 0, 1, 2, 2])
+    predicted = torch.tensor([0, 1, 1, 2, 0])
+    logits = F.one_hot(predicted, 3).float() * 3 + torch.linspace(-0.5, 0.5, 15).reshape(5, 3)
+    assert torch.equal(logits.argmax(1), predicted)
+    metrics = classification_metrics(logits, labels, num_classes=3)
+    assert metrics["n"] == 5
+    assert metrics["accuracy"] == pytest.approx(3 / 5)
+    assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]  # rows: true
+    assert metrics["per_class_accuracy"] == pytest.approx([0.5, 1.0, 0.5])
+    assert metrics["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
+    json.dumps(metrics)  # plain Python types only
+
+
+def test_a_class_without_examples_has_no_accuracy() -> None:
+    logits = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 5.0]])
+    metrics = classification_metrics(logits, torch.tensor([0, 1]), num_classes=4)
+    assert metrics["per_class_accuracy"] == [1.0, 0.0, None, None]
+    assert metrics["confusion_matrix"][1] == [0, 0, 0, 1]
+    assert np.array(metrics["confusion_matrix"]).sum() == 2
+
+
+# ------------------------------------------------------------------------ convbench evaluate
+
+
+def test_evaluate_writes_test_and_validation_metrics(
+    digits_run: Any, digits: data.Dataset, digits_split: Path
+) -> None:
+    metrics = load_json(digits_run.metrics)
+    checkpoint = torch.load(digits_run.model, weights_only=True)
+    split = load_split(digits_split)
+    assert (metrics["experiment"], metrics["arch"], metrics["fold"], metrics["seed"]) == (
+        "lenet", "lenet", 0, 0
+    )
+    assert (metrics["dataset"], metrics["data_sha256"]) == ("digits", digits.sha256)
+    assert metrics["split_id"] == split.split_id
+    assert metrics["weights"] == "best" and metrics["epochs"] == 3
+    assert metrics["best_epoch"] == checkpoint["best_epoch"]
+    assert metrics["params"] == sum(p.numel() for p in build("lenet", input_size=16).parameters())
+    assert metrics["macs"] > 0
+    assert metrics["final_train_loss"] == checkpoint["history"][-1]["train_loss"]
+
+    for part, labels in (("val", digits.train_labels[split.val(0)]), ("test", digits.test_labels)):
+        scores = metrics[part]
+        confusion = np.array(scores["confusion_matrix"])
+        assert confusion.shape == (10, 10)
+        assert scores["n"] == confusion.sum() == len(labels)
+        np.testing.assert_array_equal(confusion.sum(1), np.bincount(labels, minlength=10))
+        assert scores["accuracy"] == pytest.approx(np.trace(confusion) / len(labels))
+        assert len(scores["per_class_accuracy"]) == 10
+        np.testing.assert_allclose(scores["per_class_accuracy"], confusion.diagonal() / confusion.sum(1))
+        assert scores["accuracy"] > 0.5
+    assert metrics["test"]["n"] == N_TEST
+    # validation is scored with the best epoch's weights, as training scored them
+    assert metrics["val"]["accuracy"] == pytest.approx(checkpoint["best_val_acc"], abs=1e-6)
+
+
+def test_misclassified_examples_agree_with_the_confusion_matrix(
+    digits_run: Any, digits: data.Dataset
+) -> None:
+    test = load_json(digits_run.metrics)["test"]
+    confusion = np.array(test["confusion_matrix"])
+    errors = int(confusion.sum() - np.trace(confusion))
+    wrong = test["misclassified"]
+    assert len(wrong) == min(64, errors) > 0
+    indices = [entry["index"] for entry in wrong]
+    assert indices == sorted(set(indices))
+    counted = np.zeros_like(confusion)
+    for entry in wrong:
+        assert entry["true"] == digits.test_labels[entry["index"]]
+        assert entry["predicted"] != entry["true"]
+        counted[entry["true"], entry["predicted"]] += 1
+    assert np.all(counted <= confusion)
+    if errors <= 64:
+        np.testing.assert_array_equal(counted + np.diag(confusion.diagonal()), confusion)
+
+
+def test_the_test_set_is_the_prepared_files_and_in_no_fold(
+    digits_run: Any, digits: data.Dataset, digits_split: Path
+) -> None:
+    split = load_split(digits_split)
+    folds = np.concatenate([split.val(fold) for fold in range(split.folds)])
+    np.testing.assert_array_equal(np.sort(folds), np.arange(len(digits.train_labels)))
+    assert len(digits.train_labels) + N_TEST == 1797  # every digit is in the train part or the test set
+
+    # score the prepared test images here, independently, with the checkpoint's best weights
+    checkpoint = torch.load(digits_run.model, weights_only=True)
+    model = build("lenet", input_size=16, activation="relu")
+    model.load_state_dict(checkpoint["best_model"])
+    model.eval()
+    train_images = torch.from_numpy(digits.train_images[split.train_indices(0)])
+    transform = BatchTransform(16, *channel_stats(train_images))
+    with torch.no_grad():
+        predicted = model(transform(torch.from_numpy(digits.test_images))).argmax(1).numpy()
+    confusion = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(confusion, (digits.test_labels, predicted), 1)
+    np.testing.assert_array_equal(load_json(digits_run.metrics)["test"]["confusion_matrix"], confusion)
+
+
+def test_perf_json_has_training_and_inference_speed(digits_run: Any) -> None:
+    perf = load_json(digits_run.perf)
+    with open(digits_run.history, newline="") as file:
+        rows = list(csv.DictReader(file))
+    training = perf["training"]
+    assert training["epochs"] == len(rows) == 3
+    assert training["seconds"] == pytest.approx(sum(float(row["seconds"]) for row in rows))
+    assert training["examples_per_s"] > 0
+    assert training["devices"] == [rows[0]["device"]]
+    inference = perf["inference"]
+    assert inference["images_per_s"] > 0 and inference["peak_memory_mb"] > 0
+    assert inference["device"].startswith("cpu:")
+    assert "images_per_s" not in digits_run.metrics.read_text()  # timings stay out of metrics
+
+
+def test_training_perf_refuses_an_empty_history(tmp_path: Path) -> None:
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,examples_per_s,device\n")
+    with pytest.raises(ValueError, match="no epochs recorded"):
+        training_perf(history)
+
+
+def test_evaluate_the_last_epochs_weights(
+    digits_run: Any, convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "last" / "metrics.json"
+    code = convbench(["evaluate", "--checkpoint", str(digits_run.model), "--data", str(digits_npz),
+                      "--split", str(digits_split), "--out", str(out), "--weights", "last"])
+    assert code == 0
+    metrics = load_json(out)
+    history = torch.load(digits_run.model, weights_only=True)["history"]
+    assert metrics["weights"] == "last"
+    assert metrics["val"]["accuracy"] == pytest.approx(history[-1]["val_acc"], abs=1e-6)
+    assert (out.parent / "perf.json").exists()  # history.csv is found next to the checkpoint
+
+
+def evaluate_argv(checkpoint: Path, data_path: Path, split: Path, out: Path) -> list[str]:
+    return ["evaluate", "--checkpoint", str(checkpoint), "--data", str(data_path),
+            "--split", str(split), "--out", str(out)]
+
+
+def test_evaluate_refuses_a_run_that_did_not_complete(
+    digits_run: Any, convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    state = torch.load(digits_run.model, weights_only=True)
+    state["completed"] = False
+    torch.save(state, tmp_path / "checkpoint.pt")
+    out = tmp_path / "metrics.json"
+    assert convbench(evaluate_argv(tmp_path / "checkpoint.pt", digits_npz, digits_split, out)) == 1
+    assert "training did not complete" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_evaluate_refuses_data_or_splits_the_model_was_not_trained_on(
+    digits_run: Any, digits: data.Dataset, convbench: Callable[[list[str]], int],
+    digits_npz: Path, other_digits: tuple[Path, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    other_npz, other_split = other_digits
+    another_split = tmp_path / "split_seed1.json"
+    write_split(make_split(digits, 3, seed=1), another_split)
+    out = tmp_path / "metrics.json"
+
+    assert convbench(evaluate_argv(digits_run.model, digits_npz, other_split, out)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("convbench evaluate: error: split ") and "make a new split" in err
+    for data_path, split in ((digits_npz, another_split), (other_npz, other_split)):
+        assert convbench(evaluate_argv(digits_run.model, data_path, split, out)) == 1
+        assert "trained on other data or another split" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "perf.json").exists()
+
+    # the function refuses too
+    checkpoint = torch.load(digits_run.model, weights_only=True)
+    with pytest.raises(ValueError, match="other data or another split"):
+        evaluate_checkpoint(checkpoint, digits, load_split(another_split), device=torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------- aggregate
+
+
+def fold_result(experiment: str, fold: int, val: float, test: float, **changes: Any) -> dict[str, Any]:
+    """A fold's metrics.json, as much of it as aggregation reads, with its perf.json."""
+    return {
+        "experiment": experiment, "arch": "lenet", "knobs": {"activation": "relu"},
+        "input_size": 16, "split_id": "abc", "data_sha256": "0f" * 32, "recipe": {"lr": 0.1},
+        "params": 21386, "macs": 95400, "fold": fold, "best_epoch": 2 + fold,
+        "val": {"accuracy": val}, "test": {"accuracy": test},
+        "perf": {"training": {"seconds": 10.0 + fold, "examples_per_s": 100.0 * (fold + 1)},
+                 "inference": {"images_per_s": 1000.0 + fold}},
+        **changes,
+    }
+
+
+def test_aggregate_means_and_sample_std_per_experiment() -> None:
+    val, test = [0.91, 0.87, 0.95], [0.90, 0.88, 0.93]
+    folds = [fold_result("lenet", f, val[f], test[f]) for f in (2, 0, 1)]  # any order
+    folds.append(fold_result("alexnet", 0, 0.5, 0.4, arch="alexnet"))
+    result = aggregate(folds)["experiments"]
+    assert list(result) == ["alexnet", "lenet"]
+    lenet = result["lenet"]
+    assert lenet["folds"] == 3
+    assert lenet["val_acc_per_fold"] == val and lenet["test_acc_per_fold"] == test  # by fold
+    assert lenet["val_acc_mean"] == pytest.approx(np.mean(val))
+    assert lenet["val_acc_std"] == pytest.approx(np.std(val, ddof=1))
+    assert lenet["test_acc_mean"] == pytest.approx(np.mean(test))
+    assert lenet["test_acc_std"] == pytest.approx(np.std(test, ddof=1))
+    assert lenet["train_seconds_mean"] == pytest.approx(11.0)
+    assert lenet["train_seconds_total"] == pytest.approx(33.0)
+    assert lenet["examples_per_s_mean"] == pytest.approx(200.0)
+    assert lenet["inference_images_per_s_mean"] == pytest.approx(1001.0)
+    assert lenet["best_epoch_mean"] == pytest.approx(3.0)
+    assert (lenet["arch"], lenet["params"], lenet["input_size"]) == ("lenet", 21386, 16)
+    single = result["alexnet"]
+    assert (single["folds"], single["val_acc_mean"], single["val_acc_std"]) == (1, 0.5, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("arch", "alexnet"), ("knobs", {}), ("input_size", 28), ("split_id", "other"),
+     ("recipe", {"lr": 0.2})],
+)
+def test_aggregate_refuses_folds_that_disagree(key: str, value: Any) -> None:
+    folds = [fold_result("lenet", 0, 0.9, 0.9), fold_result("lenet", 1, 0.8, 0.8, **{key: value})]
+    with pytest.raises(ValueError, match=f"experiment 'lenet': folds disagree on {key}"):
+        aggregate(folds)
+
+
+def test_aggregate_refuses_a_fold_given_twice() -> None:
+    folds = [fold_result("lenet", f, 0.9, 0.9) for f in (0, 1, 1)]
+    with pytest.raises(ValueError, match=r"fold\(s\) given twice: \[0, 1, 1\]"):
+        aggregate(folds)
+
+
+STUDY = """\
+study: tiny
+dataset: digits
+folds: 3
+seed: 0
+results_dir: {results}
+recipe: {{epochs: 2, batch_size: 64, lr: 0.1}}
+experiments:
+  lenet: {{arch: lenet, knobs: {{activation: relu}}, input_size: 16}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_study(
+    convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """A one-experiment study of the digits, every fold trained and evaluated by the CLIs as the
+    pipeline runs them (``train --study``); its results under its own results_dir."""
+    root = tmp_path_factory.mktemp("study")
+    study = root / "params.yaml"
+    study.write_text(STUDY.format(results=root / "results"))
+    common = ["--data", str(digits_npz), "--split", str(digits_split)]
+    for fold in range(3):
+        run = root / "results" / "lenet" / f"fold{fold}"
+        assert convbench(["train", "--study", str(study), "--experiment", "lenet", *common,
+                          "--fold", str(fold), "--out-dir", str(run)]) == 0
+        assert convbench(["evaluate", *common, "--checkpoint", str(run / "model.pt"),
+                          "--out", str(run / "metrics.json")]) == 0
+    return study
+
+
+def test_aggregate_of_evaluated_folds(tiny_study: Path) -> None:
+    runs = sorted((tiny_study.parent / "results" / "lenet").glob("fold*"))
+    assert len(runs) == 3
+    result = aggregate([load_fold(run / "metrics.json") for run in reversed(runs)])
+    row = result["experiments"]["lenet"]
+    metrics = [load_json(run / "metrics.json") for run in runs]
+    perf = [load_json(run / "perf.json") for run in runs]
+    val = [m["val"]["accuracy"] for m in metrics]
+    test = [m["test"]["accuracy"] for m in metrics]
+    assert row["folds"] == 3 and row["val_acc_per_fold"] == val and row["test_acc_per_fold"] == test
+    assert row["val_acc_mean"] == pytest.approx(np.mean(val))
+    assert row["val_acc_std"] == pytest.approx(np.std(val, ddof=1))
+    assert row["test_acc_mean"] == pytest.approx(np.mean(test))
+    assert row["test_acc_std"] == pytest.approx(np.std(test, ddof=1))
+    assert row["train_seconds_total"] == pytest.approx(sum(p["training"]["seconds"] for p in perf))
+    assert row["params"] == metrics[0]["params"] > 0
+    with pytest.raises(ValueError, match="given twice"):
+        aggregate([load_fold(runs[0] / "metrics.json")] * 2)
+
+
+def test_aggregate_cli_summarizes_an_experiment_then_the_study(
+    tiny_study: Path, convbench: Callable[[list[str]], int], digits: data.Dataset,
+    digits_split: Path,
+) -> None:
+    results = tiny_study.parent / "results"
+    summary = results / "_summary" / "lenet.json"
+    assert convbench(["aggregate", "--study", str(tiny_study), "--experiment", "lenet",
+                      "--out", str(summary)]) == 0
+    row = load_json(summary)
+    val = [load_json(results / "lenet" / f"fold{k}" / "metrics.json")["val"]["accuracy"]
+           for k in range(3)]
+    assert row["val_acc_per_fold"] == val
+    assert row["val_acc_mean"] == pytest.approx(np.mean(val))
+    assert row["val_acc_std"] == pytest.approx(np.std(val, ddof=1))
+
+    assert convbench(["aggregate", "--study", str(tiny_study), "--out", str(results / "metrics.json")]) == 0
+    combined = load_json(results / "metrics.json")
+    assert combined["experiments"] == {"lenet": row}
+    card = combined["study"]
+    assert (card["name"], card["dataset"], card["folds"]) == ("tiny", "digits", 3)
+    assert card["data_sha256"] == digits.sha256
+    assert card["split_id"] == load_split(digits_split).split_id
+
+
+def test_aggregate_cli_refuses_an_unknown_experiment(
+    tiny_study: Path, convbench: Callable[[list[str]], int], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out.json"
+    assert convbench(["aggregate", "--study", str(tiny_study), "--experiment", "vgg", "--out", str(out)]) == 1
+    assert "no experiment 'vgg'" in capsys.readouterr().err
+    assert not out.exists()

@@ -1,0 +1,24 @@
+FIGURES = ["learning_curves", "pareto", "ablations", "fold_spread", "confusion", "misclassified"]
+
+
+rule report:
+    input:
+        metrics=STUDY.metrics_path,
+        runs=expand(f"{STUDY.results_dir}/{{experiment}}/fold{{fold}}/{{name}}",
+                    experiment=list(STUDY.experiments), fold=range(STUDY.folds),
+                    name=["metrics.json", "perf.json", "history.csv"]),
+        data=STUDY.prepared_path,
+    output:
+        html=f"{STUDY.reports_dir}/report.html",
+        notebook=f"{STUDY.reports_dir}/report.ipynb",
+        figures=[
+            report(f"{STUDY.reports_dir}/figures/{name}.png", category="Figures")
+            for name in FIGURES
+        ],
+    params:
+        study=STUDY_FILE,
+        out_dir=STUDY.reports_dir,
+    log:
+        f"{LOGS}/report.log",
+    shell:
+        "convbench report --study {params.study} --out-dir {params.out_dir} > {log} 2>&1"
