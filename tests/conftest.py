@@ -289,5 +289,5 @@ def other_digits(digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     for key in ("train_images", "train_labels"):
         arrays[key] = arrays[key][:600]
     path = write_npz_deterministic(root / "other.npz", arrays)
-    split = write_split(make_split(data.load_prepared(path), DIGITS_FOLDS, seed=0), root / "split.json")
-    return path, split
+    split = make_split(data.load_prepared(path), DIGITS_FOLDS, seed=0)
+    return path, write_split(split, root / "split.json")

@@ -19,6 +19,7 @@ from convbench.device import BatchTransform, channel_stats
 from convbench.evaluation import classification_metrics, evaluate_checkpoint, training_perf
 from convbench.models import build
 from convbench.splits import load_split, make_split, write_split
+from convbench.training import HISTORY_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -82,7 +83,8 @@ def test_evaluate_writes_test_and_validation_metrics(
         np.testing.assert_array_equal(confusion.sum(1), np.bincount(labels, minlength=10))
         assert scores["accuracy"] == pytest.approx(np.trace(confusion) / len(labels))
         assert len(scores["per_class_accuracy"]) == 10
-        np.testing.assert_allclose(scores["per_class_accuracy"], confusion.diagonal() / confusion.sum(1))
+        per_class = confusion.diagonal() / confusion.sum(1)
+        np.testing.assert_allclose(scores["per_class_accuracy"], per_class)
         assert scores["accuracy"] > 0.5
     assert metrics["test"]["n"] == N_TEST
     # validation is scored with the best epoch's weights, as training scored them
@@ -115,7 +117,7 @@ def test_the_test_set_is_the_prepared_files_and_in_no_fold(
     split = load_split(digits_split)
     folds = np.concatenate([split.val(fold) for fold in range(split.folds)])
     np.testing.assert_array_equal(np.sort(folds), np.arange(len(digits.train_labels)))
-    assert len(digits.train_labels) + N_TEST == 1797  # every digit is in the train part or the test set
+    assert len(digits.train_labels) + N_TEST == 1797  # each digit is in one of the two parts
 
     # score the prepared test images here, independently, with the checkpoint's best weights
     checkpoint = torch.load(digits_run.model, weights_only=True)
@@ -128,7 +130,8 @@ def test_the_test_set_is_the_prepared_files_and_in_no_fold(
         predicted = model(transform(torch.from_numpy(digits.test_images))).argmax(1).numpy()
     confusion = np.zeros((10, 10), dtype=np.int64)
     np.add.at(confusion, (digits.test_labels, predicted), 1)
-    np.testing.assert_array_equal(load_json(digits_run.metrics)["test"]["confusion_matrix"], confusion)
+    reported = load_json(digits_run.metrics)["test"]["confusion_matrix"]
+    np.testing.assert_array_equal(reported, confusion)
 
 
 def test_perf_json_has_training_and_inference_speed(digits_run: Any) -> None:
@@ -148,7 +151,7 @@ def test_perf_json_has_training_and_inference_speed(digits_run: Any) -> None:
 
 def test_training_perf_refuses_an_empty_history(tmp_path: Path) -> None:
     history = tmp_path / "history.csv"
-    history.write_text("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,examples_per_s,device\n")
+    history.write_text(",".join(HISTORY_COLUMNS) + "\n")
     with pytest.raises(ValueError, match="no epochs recorded"):
         training_perf(history)
 
@@ -207,13 +210,17 @@ def test_evaluate_refuses_data_or_splits_the_model_was_not_trained_on(
     # the function refuses too
     checkpoint = torch.load(digits_run.model, weights_only=True)
     with pytest.raises(ValueError, match="other data or another split"):
-        evaluate_checkpoint(checkpoint, digits, load_split(another_split), device=torch.device("cpu"))
+        evaluate_checkpoint(
+            checkpoint, digits, load_split(another_split), device=torch.device("cpu")
+        )
 
 
 # ------------------------------------------------------------------------------- aggregate
 
 
-def fold_result(experiment: str, fold: int, val: float, test: float, **changes: Any) -> dict[str, Any]:
+def fold_result(
+    experiment: str, fold: int, val: float, test: float, **changes: Any
+) -> dict[str, Any]:
     """A fold's metrics.json, as much of it as aggregation reads, with its perf.json."""
     return {
         "experiment": experiment, "arch": "lenet", "knobs": {"activation": "relu"},
@@ -333,8 +340,9 @@ def test_aggregate_cli_summarizes_an_experiment_then_the_study(
     assert row["val_acc_mean"] == pytest.approx(np.mean(val))
     assert row["val_acc_std"] == pytest.approx(np.std(val, ddof=1))
 
-    assert convbench(["aggregate", "--study", str(tiny_study), "--out", str(results / "metrics.json")]) == 0
-    combined = load_json(results / "metrics.json")
+    combined_path = results / "metrics.json"
+    assert convbench(["aggregate", "--study", str(tiny_study), "--out", str(combined_path)]) == 0
+    combined = load_json(combined_path)
     assert combined["experiments"] == {"lenet": row}
     card = combined["study"]
     assert (card["name"], card["dataset"], card["folds"]) == ("tiny", "digits", 3)
@@ -347,6 +355,7 @@ def test_aggregate_cli_refuses_an_unknown_experiment(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "out.json"
-    assert convbench(["aggregate", "--study", str(tiny_study), "--experiment", "vgg", "--out", str(out)]) == 1
+    argv = ["aggregate", "--study", str(tiny_study), "--experiment", "vgg", "--out", str(out)]
+    assert convbench(argv) == 1
     assert "no experiment 'vgg'" in capsys.readouterr().err
     assert not out.exists()

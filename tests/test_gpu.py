@@ -42,7 +42,9 @@ def holders(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
         process.wait()
 
 
-def hold(holders: list[subprocess.Popen[str]], lock_dir: Path, n_slots: int) -> tuple[subprocess.Popen[str], int]:
+def hold(
+    holders: list[subprocess.Popen[str]], lock_dir: Path, n_slots: int
+) -> tuple[subprocess.Popen[str], int]:
     """Start a process that takes one of ``n_slots`` and keeps it; returns it and its slot."""
     process = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(lock_dir), str(n_slots)],
@@ -83,7 +85,9 @@ def test_a_slot_is_released_when_its_block_raises(tmp_path: Path) -> None:
         assert slot == 0
 
 
-def test_holder_processes_get_distinct_slots(tmp_path: Path, holders: list[subprocess.Popen[str]]) -> None:
+def test_holder_processes_get_distinct_slots(
+    tmp_path: Path, holders: list[subprocess.Popen[str]]
+) -> None:
     first, slot_a = hold(holders, tmp_path, 2)
     second, slot_b = hold(holders, tmp_path, 2)
     assert {slot_a, slot_b} == {0, 1}

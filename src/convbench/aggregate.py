@@ -24,6 +24,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), std
 
 
+def mean_of(records: list[dict[str, Any]], key: str, total: bool = False) -> float | None:
+    """Mean (or sum) of a measured value over the folds that have it; None when none has."""
+    values = [r[key] for r in records if r.get(key) is not None]
+    if not values:
+        return None
+    return float(np.sum(values) if total else np.mean(values))
+
+
 def aggregate(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """Group per-fold metrics by experiment into means, standard deviations and per-fold lists.
 
@@ -45,10 +53,8 @@ def aggregate(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
                     raise ValueError(f"experiment {name!r}: folds disagree on {key}")
         val = [m["val"]["accuracy"] for m in runs]
         test = [m["test"]["accuracy"] for m in runs]
-        perf = [m.get("perf", {}).get("training", {}) for m in runs]
-        seconds = [p.get("seconds", float("nan")) for p in perf]
-        speed = [p.get("examples_per_s", float("nan")) for p in perf]
-        inference = [m.get("perf", {}).get("inference", {}).get("images_per_s", float("nan")) for m in runs]
+        training = [m.get("perf", {}).get("training", {}) for m in runs]
+        inference = [m.get("perf", {}).get("inference", {}) for m in runs]
         val_mean, val_std = mean_std(val)
         test_mean, test_std = mean_std(test)
         experiments[name] = {
@@ -62,10 +68,10 @@ def aggregate(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
             "val_acc_std": val_std,
             "test_acc_mean": test_mean,
             "test_acc_std": test_std,
-            "train_seconds_mean": float(np.mean(seconds)),
-            "train_seconds_total": float(np.sum(seconds)),
-            "examples_per_s_mean": float(np.mean(speed)),
-            "inference_images_per_s_mean": float(np.mean(inference)),
+            "train_seconds_mean": mean_of(training, "seconds"),
+            "train_seconds_total": mean_of(training, "seconds", total=True),
+            "examples_per_s_mean": mean_of(training, "examples_per_s"),
+            "inference_images_per_s_mean": mean_of(inference, "images_per_s"),
             "best_epoch_mean": float(np.mean([m["best_epoch"] for m in runs])),
             "val_acc_per_fold": val,
             "test_acc_per_fold": test,

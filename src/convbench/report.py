@@ -1,0 +1,855 @@
+"""The study report: one self-contained HTML page that says what the study found, and how sure it is.
+
+Everything the report shows is computed here, by functions the tests call; the papermill template
+(``workflow/notebooks/report.ipynb``) only calls them and displays what they return. ``render``
+executes the template, keeps the executed notebook and converts it to ``report.html`` with the code
+hidden, the figures inline and nothing fetched from the network, so the page opens offline.
+
+The numbers come from ``results/metrics.json`` (what ``convbench aggregate`` wrote) and are only
+formatted here, never recomputed; per-fold files add what metrics.json does not summarize (learning
+curves, confusion matrices, misclassified images, devices). The best experiment is chosen by
+cross-validated validation accuracy; test accuracy is shown, never used to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import io
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from convbench.prepared import Dataset
+from convbench.study import Study
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "workflow" / "notebooks" / "report.ipynb"
+FIGURES = ("learning_curves", "pareto", "ablations", "fold_spread", "confusion", "misclassified")
+CONFIDENCE = 0.95
+MISCLASSIFIED_SHOWN = 40
+HISTORY_CURVES = (  # column, label, colour, line style
+    ("train_loss", "train loss", "tab:blue", "-"),
+    ("val_loss", "val loss", "tab:blue", "--"),
+    ("train_acc", "train acc", "tab:orange", "-"),
+    ("val_acc", "val acc", "tab:orange", "--"),
+)
+
+
+class ReportError(ValueError):
+    """The report cannot be made from what is on disk; the message says what is missing."""
+
+
+# ------------------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report reads, loaded once."""
+
+    study: Study
+    summary: dict[str, Any]  # results/metrics.json, as written by ``convbench aggregate``
+    fold_metrics: dict[tuple[str, int], dict[str, Any]]  # results/<exp>/fold<k>/metrics.json
+    perf: dict[tuple[str, int], dict[str, Any]]  # results/<exp>/fold<k>/perf.json
+    history: pd.DataFrame  # every history.csv, with experiment and fold columns
+    dataset: Dataset
+
+
+def _read_json(path: Path, made_by: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{path} does not exist; make it with '{made_by}'") from None
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{path}: not valid JSON ({err})") from None
+
+
+def check_summary(study: Study, summary: dict[str, Any]) -> None:
+    """metrics.json must cover every experiment of the study, fold by fold."""
+    experiments = summary.get("experiments", {})
+    for name in study.experiments:
+        row = experiments.get(name)
+        if row is None:
+            raise ReportError(
+                f"{study.metrics_path} has no experiment {name!r}; "
+                "rerun 'convbench aggregate' for this study"
+            )
+        if len(row["val_acc_per_fold"]) != study.folds:
+            raise ReportError(
+                f"{study.metrics_path}: experiment {name!r} has {len(row['val_acc_per_fold'])} "
+                f"folds, the study {study.folds}"
+            )
+
+
+def load_report_data(
+    study_path: str | Path,
+    selection: str | None = None,
+    results_dir: str | Path | None = None,
+    data_path: str | Path | None = None,
+) -> ReportData:
+    """Read the study, results/metrics.json, every fold's files and the prepared data.
+
+    ``results_dir`` and ``data_path`` default to the study's own paths. A fold file that disagrees
+    with metrics.json (a stale aggregate) is refused rather than reported.
+    """
+    from convbench.prepared import load_prepared
+    from convbench.study import load_study
+
+    study = load_study(study_path, selection)
+    if results_dir is not None:
+        study = replace(study, results_dir=str(results_dir).rstrip("/"))
+    summary = _read_json(Path(study.metrics_path), "convbench aggregate")
+    check_summary(study, summary)
+    fold_metrics: dict[tuple[str, int], dict[str, Any]] = {}
+    perf: dict[tuple[str, int], dict[str, Any]] = {}
+    histories = []
+    for name in study.experiments:
+        for fold in range(study.folds):
+            run = Path(study.run_dir(name, fold))
+            metrics = _read_json(run / "metrics.json", "convbench evaluate")
+            expected = summary["experiments"][name]["val_acc_per_fold"][fold]
+            if metrics["val"]["accuracy"] != expected:
+                raise ReportError(
+                    f"{run / 'metrics.json'} disagrees with {study.metrics_path} "
+                    f"(val accuracy {metrics['val']['accuracy']} vs {expected}); "
+                    "rerun 'convbench aggregate'"
+                )
+            fold_metrics[name, fold] = metrics
+            perf[name, fold] = _read_json(run / "perf.json", "convbench evaluate")
+            try:
+                history = pd.read_csv(run / "history.csv")
+            except FileNotFoundError:
+                raise ReportError(f"{run / 'history.csv'} does not exist; make it with 'convbench train'") from None
+            histories.append(history.assign(experiment=name, fold=fold))
+    dataset = load_prepared(data_path if data_path is not None else study.prepared_path)
+    return ReportData(study, summary, fold_metrics, perf, pd.concat(histories, ignore_index=True), dataset)
+
+
+# ---------------------------------------------------------------------------------- leaderboard
+
+
+def percent(value: float) -> str:
+    """An accuracy (a fraction) as percent with two decimals: the one rounding the report shows."""
+    return f"{100 * value:.2f}"
+
+
+def leaderboard(summary: dict[str, Any]) -> pd.DataFrame:
+    """metrics.json's experiments, ranked by mean validation accuracy (ties: fewer MACs first)."""
+    board = pd.DataFrame.from_dict(summary["experiments"], orient="index")
+    board.index.name = "experiment"
+    board = board.sort_values(["val_acc_mean", "macs"], ascending=[False, True], kind="stable")
+    board.insert(0, "rank", range(1, len(board) + 1))
+    return board
+
+
+def best_experiment(summary: dict[str, Any]) -> str:
+    """The experiment with the highest cross-validated (validation) accuracy; never by test."""
+    return str(leaderboard(summary).index[0])
+
+
+def format_leaderboard(board: pd.DataFrame, descriptions: dict[str, str] | None = None) -> pd.DataFrame:
+    """The leaderboard as the strings the report shows, every number from metrics.json."""
+    descriptions = descriptions or {}
+    rows = []
+    for name, row in board.iterrows():
+        knobs = ", ".join(f"{k}={v}" for k, v in row["knobs"].items()) or "defaults"
+        rows.append({
+            "#": row["rank"],
+            "experiment": name,
+            "network": f"{row['arch']} ({knobs})",
+            "input (px)": row["input_size"],
+            "params": f"{row['params']:,}",
+            "MACs": f"{row['macs']:,}",
+            "val acc (%)": f"{percent(row['val_acc_mean'])} ± {percent(row['val_acc_std'])}",
+            "test acc (%)": f"{percent(row['test_acc_mean'])} ± {percent(row['test_acc_std'])}",
+            "best epoch": f"{row['best_epoch_mean']:.1f}",
+            "train s / fold": f"{row['train_seconds_mean']:.1f}",
+            "train img/s": f"{row['examples_per_s_mean']:,.0f}",
+            "inference img/s": f"{row['inference_images_per_s_mean']:,.0f}",
+            "description": descriptions.get(str(name), ""),
+        })
+    return pd.DataFrame(rows)
+
+
+def table_html(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, border=0, classes="convbench-table", escape=True)
+
+
+# ------------------------------------------------------------------------------ learning curves
+
+
+def learning_curves(history: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment and epoch: mean, min and max over folds of the loss and accuracy columns."""
+    columns = [column for column, *_ in HISTORY_CURVES]
+    grouped = history.groupby(["experiment", "epoch"], sort=False)[columns]
+    return grouped.agg(["mean", "min", "max"])
+
+
+def _grid(count: int, columns: int, panel: tuple[float, float]) -> tuple[Figure, list[Any]]:
+    rows = max(1, math.ceil(count / columns))
+    columns = min(columns, max(count, 1))
+    fig = Figure(figsize=(panel[0] * columns, panel[1] * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).flatten().tolist()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
+
+
+def learning_curves_figure(history: pd.DataFrame, order: Sequence[str] | None = None) -> Figure:
+    """d2l's plot of train/val loss and accuracy per epoch, one panel per experiment: the fold
+    mean as a line, the range over folds as a band."""
+    curves = learning_curves(history)
+    order = list(order) if order is not None else list(dict.fromkeys(history["experiment"]))
+    fig, axes = _grid(len(order), 4, (4.0, 2.8))
+    for ax, name in zip(axes, order):
+        frame = curves.loc[name]
+        epochs = frame.index.to_numpy()
+        top = 1.05
+        for column, label, colour, style in HISTORY_CURVES:
+            ax.plot(epochs, frame[(column, "mean")], style, color=colour, label=label,
+                    marker="o" if len(epochs) < 3 else None, markersize=3)
+            ax.fill_between(epochs, frame[(column, "min")], frame[(column, "max")], color=colour,
+                            alpha=0.15 if style == "-" else 0.25, linewidth=0)
+            top = max(top, float(frame[(column, "max")].max()))
+        ax.set_ylim(0, min(top * 1.05, 3.0))
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        if len(epochs) < 10:
+            ax.set_xticks(epochs)
+    if axes:
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside upper center", ncols=4, fontsize=9, frameon=False)
+    return fig
+
+
+# ------------------------------------------------------------------------------- accuracy / cost
+
+
+def pareto_front(cost: Sequence[float], value: Sequence[float]) -> np.ndarray:
+    """Mask of the points on the Pareto front: no other point costs at most as much and scores at
+    least as well while being strictly better in one of the two. Equal points are all on it;
+    points with a NaN never are."""
+    cost = np.asarray(cost, dtype=np.float64)
+    value = np.asarray(value, dtype=np.float64)
+    if cost.shape != value.shape or cost.ndim != 1:
+        raise ValueError(f"cost and value must be 1-d and of equal length, got {cost.shape} and {value.shape}")
+    finite = np.isfinite(cost) & np.isfinite(value)
+    # dominates[i, j]: point j dominates point i
+    no_worse = (cost[None, :] <= cost[:, None]) & (value[None, :] >= value[:, None])
+    better = (cost[None, :] < cost[:, None]) | (value[None, :] > value[:, None])
+    dominates = no_worse & better & finite[None, :]
+    return finite & ~dominates.any(axis=1)
+
+
+def pareto_figure(board: pd.DataFrame) -> Figure:
+    """Validation accuracy (fold mean, ± one std) against MACs and against parameters, with the
+    Pareto front of the experiments (most accurate for the cost) drawn and marked."""
+    fig = Figure(figsize=(13, 5.2), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    accuracy = 100 * board["val_acc_mean"].to_numpy(dtype=np.float64)
+    spread = 100 * board["val_acc_std"].to_numpy(dtype=np.float64)
+    for ax, column, label in zip(axes, ("macs", "params"), ("MACs per image", "parameters")):
+        cost = board[column].to_numpy(dtype=np.float64)
+        front = pareto_front(cost, accuracy)
+        ax.errorbar(cost, accuracy, yerr=spread, fmt="o", color="0.55", ecolor="0.75",
+                    markersize=5, capsize=2, label="experiment (± std over folds)")
+        ax.scatter(cost[front], accuracy[front], s=60, color="tab:red", zorder=3, label="Pareto front")
+        steps = np.argsort(cost[front], kind="stable")
+        ax.step(cost[front][steps], accuracy[front][steps], where="post", color="tab:red", alpha=0.6)
+        for name, x, y, on_front in zip(board.index, cost, accuracy, front):
+            ax.annotate(name, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7,
+                        color="tab:red" if on_front else "0.3")
+        if (cost > 0).all():
+            ax.set_xscale("log")
+        ax.set_xlabel(f"{label} (log scale)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("validation accuracy (%), mean over folds")
+    axes[0].legend(loc="lower right", fontsize=8)
+    return fig
+
+
+# ------------------------------------------------------------------------------------ ablations
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Treatment minus baseline, fold by fold, in accuracy points (percent)."""
+
+    differences: tuple[float, ...]
+    mean: float
+    std: float  # sample standard deviation of the differences (0 for one fold)
+    ci_low: float  # the confidence interval of the mean difference (t distribution)
+    ci_high: float
+    t: float  # the paired t statistic; NaN where undefined (one fold, or no spread at all)
+    p: float  # its two-sided p value; NaN where undefined
+    confidence: float = CONFIDENCE
+
+    @property
+    def n(self) -> int:
+        return len(self.differences)
+
+
+def paired_comparison(
+    baseline: Sequence[float], treatment: Sequence[float], confidence: float = CONFIDENCE
+) -> PairedComparison:
+    """Paired t-test (``scipy.stats.ttest_rel``) and t confidence interval of the mean per-fold
+    difference. Folds pair the two runs: both trained and validated on the same split.
+
+    No spread at all (every fold differs by the same amount) leaves the t statistic undefined: the
+    interval is then the single value, with no p value, instead of a NaN crash.
+    """
+    from scipy import stats
+
+    baseline_ = np.asarray(baseline, dtype=np.float64)
+    treatment_ = np.asarray(treatment, dtype=np.float64)
+    if baseline_.shape != treatment_.shape or baseline_.ndim != 1 or len(baseline_) == 0:
+        raise ValueError(
+            f"need one baseline and one treatment value per fold, got {len(baseline_)} and {len(treatment_)}"
+        )
+    # Accuracies are multiples of 1/n; rounding away float noise keeps equal folds exactly equal.
+    differences = np.round(100 * (treatment_ - baseline_), 9)
+    n = len(differences)
+    mean = float(differences.mean())
+    if n < 2:
+        return PairedComparison(tuple(differences.tolist()), mean, 0.0, -math.inf, math.inf,
+                                math.nan, math.nan, confidence)
+    std = float(differences.std(ddof=1))
+    if std == 0:
+        return PairedComparison(tuple(differences.tolist()), mean, 0.0, mean, mean, math.nan,
+                                math.nan, confidence)
+    test = stats.ttest_rel(treatment_, baseline_)
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * std / math.sqrt(n)
+    return PairedComparison(tuple(differences.tolist()), mean, std, mean - half, mean + half,
+                            float(test.statistic), float(test.pvalue), confidence)
+
+
+def format_p(p: float) -> str:
+    if math.isnan(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def verdict(comparison: PairedComparison, baseline: str, treatment: str) -> str:
+    """One line that claims no more than the interval supports."""
+    c = comparison
+    level = f"{100 * c.confidence:g}%"
+    interval = f"{level} CI [{c.ci_low:+.2f}, {c.ci_high:+.2f}] points"
+    folds = f"{c.n} folds"
+    if c.n < 2:
+        return f"cannot tell: a paired comparison needs at least 2 folds, this has {c.n}"
+    if c.std == 0:
+        if c.mean == 0:
+            return f"no difference: {treatment} and {baseline} score the same on all {folds}"
+        direction = "better" if c.mean > 0 else "worse"
+        return (f"{treatment} {direction} than {baseline} by {c.mean:+.2f} points on every one of "
+                f"the {folds} (no spread between folds, so no t-test)")
+    if c.ci_low <= 0 <= c.ci_high:
+        return (f"no clear effect: the {interval} includes zero "
+                f"(mean {c.mean:+.2f}, p = {format_p(c.p)}, {folds})")
+    direction = "better" if c.mean > 0 else "worse"
+    return (f"{treatment} {direction} than {baseline}: {c.mean:+.2f} points, {interval} "
+            f"(paired t-test p = {format_p(c.p)}, {folds})")
+
+
+def fold_accuracies(summary: dict[str, Any]) -> pd.DataFrame:
+    """One row per experiment and fold: validation and test accuracy (fractions), from metrics.json."""
+    rows = [
+        {"experiment": name, "fold": fold, "val_acc": val, "test_acc": test}
+        for name, row in summary["experiments"].items()
+        for fold, (val, test) in enumerate(zip(row["val_acc_per_fold"], row["test_acc_per_fold"]))
+    ]
+    return pd.DataFrame(rows, columns=["experiment", "fold", "val_acc", "test_acc"])
+
+
+ABLATION_METRICS = (("val_acc_per_fold", "validation (cross-validated)"), ("test_acc_per_fold", "test"))
+
+
+def ablation_results(study: Study, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every named ablation, compared on validation and test accuracy, fold by fold."""
+    results = []
+    for ablation in study.ablations.values():
+        base = summary["experiments"][ablation.baseline]
+        treat = summary["experiments"][ablation.treatment]
+        for key, metric in ABLATION_METRICS:
+            comparison = paired_comparison(base[key], treat[key])
+            results.append({
+                "ablation": ablation.name,
+                "question": ablation.question,
+                "baseline": ablation.baseline,
+                "treatment": ablation.treatment,
+                "metric": metric,
+                "comparison": comparison,
+                "verdict": verdict(comparison, ablation.baseline, ablation.treatment),
+            })
+    return results
+
+
+def format_ablations(results: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        c: PairedComparison = r["comparison"]
+        rows.append({
+            "ablation": r["ablation"],
+            "treatment − baseline": f"{r['treatment']} − {r['baseline']}",
+            "accuracy": r["metric"],
+            "per-fold Δ (points)": ", ".join(f"{d:+.2f}" for d in c.differences),
+            "mean Δ": f"{c.mean:+.2f}",
+            f"{100 * c.confidence:g}% CI": f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]",
+            "p": format_p(c.p),
+            "verdict": r["verdict"],
+        })
+    return pd.DataFrame(rows)
+
+
+def ablations_html(results: list[dict[str, Any]]) -> str:
+    """The question and the validation verdict of each ablation, then the full table."""
+    if not results:
+        return "<p>This study names no ablations.</p>"
+    items = []
+    for r in results:
+        if r["metric"] == ABLATION_METRICS[0][1]:
+            items.append(
+                f"<li><b>{html.escape(r['ablation'])}</b>: {html.escape(r['question'] or '')}<br>"
+                f"<span class='verdict'>{html.escape(r['verdict'])}</span></li>"
+            )
+    return f"<ul class='verdicts'>{''.join(items)}</ul>" + table_html(format_ablations(results))
+
+
+def ablations_figure(results: list[dict[str, Any]]) -> Figure:
+    """Per-fold differences (dots) with the mean and its confidence interval (bar), per ablation."""
+    names = list(dict.fromkeys(r["ablation"] for r in results))
+    fig = Figure(figsize=(10, 1.0 + 0.75 * max(len(names), 1)), layout="constrained")
+    ax = fig.subplots()
+    if not names:
+        ax.text(0.5, 0.5, "this study names no ablations", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    styles = {ABLATION_METRICS[0][1]: ("tab:blue", -0.15), ABLATION_METRICS[1][1]: ("tab:orange", 0.15)}
+    for r in results:
+        colour, offset = styles[r["metric"]]
+        y = names.index(r["ablation"]) + offset
+        c: PairedComparison = r["comparison"]
+        label = r["metric"] if r["ablation"] == names[0] else None
+        ax.scatter(c.differences, [y] * c.n, color=colour, alpha=0.6, s=22, label=label)
+        if math.isfinite(c.ci_low) and math.isfinite(c.ci_high):
+            ax.errorbar([c.mean], [y], xerr=[[c.mean - c.ci_low], [c.ci_high - c.mean]], fmt="|",
+                        color=colour, markersize=12, capsize=4, linewidth=1.5)
+    ax.axvline(0, color="0.3", linewidth=1)
+    pairs = {r["ablation"]: f"{r['treatment']} − {r['baseline']}" for r in results}
+    ax.set_yticks(range(len(names)), [f"{name}\n{pairs[name]}" for name in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"accuracy difference, treatment − baseline (points); bars: mean and "
+                  f"{100 * CONFIDENCE:g}% CI")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+# ----------------------------------------------------------------------------------- fold spread
+
+
+def fold_spread_figure(summary: dict[str, Any]) -> Figure:
+    """Each fold's validation and test accuracy per experiment, best (by validation) on top."""
+    order = list(leaderboard(summary).index)
+    folds = fold_accuracies(summary)
+    fig = Figure(figsize=(10, 1.2 + 0.38 * len(order)), layout="constrained")
+    ax = fig.subplots()
+    for column, colour, offset, label in (("val_acc", "tab:blue", -0.12, "validation"),
+                                          ("test_acc", "tab:orange", 0.12, "test")):
+        for i, name in enumerate(order):
+            values = 100 * folds.loc[folds["experiment"] == name, column].to_numpy()
+            ax.scatter(values, np.full(len(values), i + offset), color=colour, s=18, alpha=0.7,
+                       label=label if i == 0 else None)
+            ax.plot([values.mean()] * 2, [i + offset - 0.15, i + offset + 0.15], color=colour, linewidth=2)
+    ax.set_yticks(range(len(order)), order, fontsize=8)
+    ax.set_ylim(len(order) - 0.5, -0.5)
+    ax.set_xlabel("accuracy (%) per fold; vertical tick: mean over folds")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
+
+
+# --------------------------------------------------------------------------------- best model
+
+
+def summed_confusion(data: ReportData, experiment: str) -> np.ndarray:
+    """The test confusion matrices (rows: true, columns: predicted) of all folds' models, summed."""
+    return sum(np.asarray(data.fold_metrics[experiment, fold]["test"]["confusion_matrix"], dtype=np.int64)
+               for fold in range(data.study.folds))
+
+
+def confusion_figure(matrix: np.ndarray, classes: Sequence[str], title: str = "") -> Figure:
+    """Counts in the cells; colour is the fraction of each true class (the row)."""
+    size = len(classes)
+    side = min(max(4.5, 0.5 * size + 2), 14)
+    fig = Figure(figsize=(side + 1, side), layout="constrained")
+    ax = fig.subplots()
+    rows = matrix.sum(axis=1, keepdims=True)
+    fractions = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    if size <= 20:
+        for (i, j), count in np.ndenumerate(matrix):
+            if count:
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                        color="white" if fractions[i, j] > 0.5 else "black")
+    ax.set_xticks(range(size), classes, rotation=45 if max(map(len, classes)) > 2 else 0, ha="right"
+                  if max(map(len, classes)) > 2 else "center", fontsize=8)
+    ax.set_yticks(range(size), classes, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
+    return fig
+
+
+def misclassified(data: ReportData, experiment: str) -> pd.DataFrame:
+    """Test images the experiment's fold models got wrong: one row per image, with how many of the
+    folds' models got it wrong and their most common wrong answer. Most often wrong first."""
+    rows = [
+        {"fold": fold, **wrong}
+        for fold in range(data.study.folds)
+        for wrong in data.fold_metrics[experiment, fold]["test"]["misclassified"]
+    ]
+    frame = pd.DataFrame(rows, columns=["fold", "index", "true", "predicted"])
+    if frame.empty:
+        return pd.DataFrame(columns=["index", "true", "predicted", "folds_wrong"])
+    grouped = frame.groupby("index").agg(
+        true=("true", "first"),
+        predicted=("predicted", lambda p: p.value_counts().sort_index().idxmax()),
+        folds_wrong=("fold", "nunique"),
+    ).reset_index()
+    return grouped.sort_values(["folds_wrong", "index"], ascending=[False, True], kind="stable",
+                               ignore_index=True)
+
+
+def misclassified_figure(
+    dataset: Dataset, wrong: pd.DataFrame, folds: int, limit: int = MISCLASSIFIED_SHOWN
+) -> Figure:
+    """A grid of misclassified test images titled with their true and predicted class names."""
+    shown = wrong.head(limit)
+    columns = 10
+    fig, axes = _grid(max(len(shown), 1), columns, (1.35, 1.6))
+    if shown.empty:
+        axes[0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
+        axes[0].set_axis_off()
+        return fig
+    for ax, row in zip(axes, shown.itertuples()):
+        image = dataset.test_images[row.index]  # C x H x W, uint8
+        if image.shape[0] == 1:
+            ax.imshow(image[0], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            ax.imshow(np.moveaxis(image, 0, -1), interpolation="nearest")
+        ax.set_title(f"true {dataset.classes[row.true]}\npred {dataset.classes[row.predicted]} "
+                     f"({row.folds_wrong}/{folds})", fontsize=7)
+        ax.set_axis_off()
+    return fig
+
+
+# ------------------------------------------------------------------------------- network tables
+
+
+def layer_table(study: Study, experiment: str, in_channels: int, num_classes: int) -> dict[str, Any]:
+    """``convbench summary`` of one experiment's network, built on the meta device (no weights)."""
+    import torch
+
+    from convbench.models import build
+    from convbench.summary import summarize
+
+    exp = study.experiments[experiment]
+    with torch.device("meta"):
+        model = build(exp.arch, in_channels=in_channels, num_classes=num_classes,
+                      input_size=exp.input_size, **exp.knobs)
+    return summarize(model, in_channels=in_channels, input_size=exp.input_size)
+
+
+def layer_tables_html(study: Study, in_channels: int, num_classes: int) -> str:
+    """One collapsed <details> per experiment: its layers, output shapes and parameters."""
+    blocks = []
+    for name, exp in study.experiments.items():
+        result = layer_table(study, name, in_channels, num_classes)
+        frame = pd.DataFrame([
+            {"layer": row["name"], "type": row["type"],
+             "output shape": " × ".join(map(str, row["output_shape"])), "params": f"{row['params']:,}"}
+            for row in result["layers"]
+        ])
+        knobs = ", ".join(f"{k}={v}" for k, v in exp.knobs.items()) or "defaults"
+        head = (f"<b>{html.escape(name)}</b>: {html.escape(exp.arch)} ({html.escape(knobs)}), "
+                f"input {in_channels} × {exp.input_size} × {exp.input_size}, "
+                f"{result['params']:,} params, {result['macs']:,} MACs, {len(result['layers'])} layers")
+        blocks.append(f"<details><summary>{head}</summary>{table_html(frame)}</details>")
+    return "\n".join(blocks)
+
+
+# ----------------------------------------------------------------------------------- study card
+
+
+def _settings(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def study_card(data: ReportData) -> pd.DataFrame:
+    """What was run, on what, with what: the facts a reader needs to trust or redo the numbers."""
+    study, summary, dataset = data.study, data.summary, data.dataset
+    card = summary.get("study", {})
+    recipes = {name: data.fold_metrics[name, 0]["recipe"] for name in study.experiments}
+    keys = list(dict.fromkeys(k for r in recipes.values() for k in r))
+    shared = {k: recipes[next(iter(recipes))].get(k) for k in keys
+              if len({json.dumps(r.get(k), sort_keys=True) for r in recipes.values()}) == 1}
+    differing = [
+        f"{name}: {_settings({k: v for k, v in r.items() if k not in shared})}"
+        for name, r in recipes.items() if set(r) - set(shared)
+    ]
+    training_devices = sorted({d for p in data.perf.values() for d in p["training"].get("devices", [])})
+    inference_devices = sorted({p["inference"]["device"] for p in data.perf.values()})
+    seconds = sum(p["training"]["seconds"] for p in data.perf.values())
+    inference_seconds = sum(
+        len(dataset.test_labels) / p["inference"]["images_per_s"] for p in data.perf.values()
+        if p["inference"].get("images_per_s")
+    )
+    mismatch = "" if card.get("data_sha256") == dataset.sha256 else \
+        f" (the models were trained on {card.get('data_sha256')}: the data file has changed since)"
+    size = f"{dataset.in_channels} × {dataset.image_size} × {dataset.image_size}"
+    rows = [
+        ("study", f"{study.name}: {study.description}".rstrip(": ")),
+        ("data set", f"{dataset.name}: {len(dataset.train_labels):,} train / {len(dataset.test_labels):,} "
+                     f"test images of {size}"),
+        ("classes", f"{dataset.num_classes}: {', '.join(dataset.classes)}"),
+        ("data checksum (sha256)", f"{dataset.sha256}{mismatch}"),
+        ("cross-validation", f"{study.folds} stratified folds of the train part, seed {study.seed}, "
+                             f"split {card.get('split_id', '?')}"),
+        ("experiments", f"{len(study.experiments)} ({len(study.jobs())} training jobs), "
+                        f"{len(study.ablations)} named ablations"),
+        ("recipe (all experiments)", _settings(shared)),
+        *([("recipe (differences)", "; ".join(differing))] if differing else []),
+        ("code version", str(card.get("code_version", "?"))),
+        ("packages", _settings(card.get("packages", {}))),
+        ("training device(s)", ", ".join(training_devices)),
+        ("inference device(s)", ", ".join(inference_devices)),
+        ("compute time", f"{seconds:,.1f} s of training (sum over all {len(data.perf)} jobs' epochs) "
+                         f"+ {inference_seconds:,.1f} s of test-set inference"),
+    ]
+    return pd.DataFrame(rows, columns=["", "value"])
+
+
+def header_html(data: ReportData) -> str:
+    study = data.study
+    best = best_experiment(data.summary)
+    row = data.summary["experiments"][best]
+    return (
+        f"<h1>convbench report: {html.escape(study.name)}</h1>"
+        f"<p>{html.escape(study.description)}</p>"
+        f"<p>{len(study.experiments)} experiments on <b>{html.escape(data.dataset.name)}</b>, "
+        f"{study.folds}-fold cross-validation (seed {study.seed}). Best by cross-validated "
+        f"validation accuracy: <b>{html.escape(best)}</b>, {percent(row['val_acc_mean'])} ± "
+        f"{percent(row['val_acc_std'])} % (test {percent(row['test_acc_mean'])} ± "
+        f"{percent(row['test_acc_std'])} %).</p>"
+    )
+
+
+# -------------------------------------------------------------------------------------- figures
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (no timestamp in the metadata, so equal figures give equal files)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def save_png(fig: Figure, figures_dir: str | Path, name: str) -> bytes:
+    """Write ``figures_dir/name`` (the file a Snakemake ``report()`` flag points at) and return
+    the bytes, which the notebook displays: the page and the file show the same image."""
+    png = figure_png(fig)
+    path = Path(figures_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return png
+
+
+# -------------------------------------------------------------------------------------- render
+
+# nbconvert's lab template, less everything it would fetch from a CDN (require.js, MathJax,
+# mermaid, the widget manager): the report must open offline.
+HTML_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block extra_css %}
+<style type="text/css">
+main { max-width: 1280px; margin: 0 auto; }
+table.convbench-table { font-size: 12px; margin-bottom: 1em; }
+table.convbench-table td { white-space: nowrap; }
+details { margin: 0.3em 0; }
+details summary { cursor: pointer; }
+ul.verdicts li { margin-bottom: 0.5em; }
+span.verdict { font-style: italic; }
+</style>
+{% endblock extra_css %}
+"""
+# What a browser would fetch: src= / href= / url( / @import pointing off the page.
+EXTERNAL_REFERENCE = re.compile(
+    r"""(?:\b(?:src|href)\s*=\s*["']?|url\(\s*["']?|@import\s+["']?)\s*(?:https?:)?//""", re.IGNORECASE
+)
+
+
+def external_references(page: str) -> list[str]:
+    """The places in an HTML page that would make a browser reach for the network."""
+    return [page[max(m.start() - 20, 0): m.end() + 60] for m in EXTERNAL_REFERENCE.finditer(page)]
+
+
+def notebook_to_html(notebook_path: Path, title: str) -> str:
+    """The executed notebook as one offline HTML page: outputs only, figures inline."""
+    import jinja2
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
+
+    notebook = nbformat.read(notebook_path, as_version=4)
+    notebook.metadata["title"] = title
+    exporter = HTMLExporter(
+        template_name="lab",
+        template_file="convbench_report.html.j2",
+        extra_loaders=[jinja2.DictLoader({"convbench_report.html.j2": HTML_TEMPLATE})],
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
+    exporter.register_preprocessor(
+        TagRemovePreprocessor(remove_cell_tags={"parameters", "injected-parameters"}), enabled=True
+    )
+    page, _ = exporter.from_notebook_node(notebook)
+    found = external_references(page)
+    if found:
+        raise ReportError(f"the HTML would fetch from the network: {found[0]!r}")
+    return page
+
+
+def default_kernel() -> str:
+    """The kernel named "python3", provided it runs this interpreter (jupyter_client runs a bare
+    ``python`` as ``sys.executable``); another interpreter's kernel would import another convbench."""
+    import os
+
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        raise ReportError(
+            f"no Jupyter kernel 'python3'; install one with '{sys.executable} -m ipykernel install "
+            "--sys-prefix' or name one with --kernel"
+        ) from None
+    executable = spec.argv[0] if spec.argv else ""
+    bare = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
+    if executable not in bare and os.path.abspath(executable) != os.path.abspath(sys.executable):
+        raise ReportError(
+            f"the Jupyter kernel 'python3' runs {executable}, not this interpreter ({sys.executable}); "
+            f"install one with '{sys.executable} -m ipykernel install --sys-prefix' or name one with --kernel"
+        )
+    return "python3"
+
+
+def render(
+    study_path: str | Path,
+    out_dir: str | Path,
+    kernel_name: str | None = None,
+    *,
+    selection: str | None = None,
+    results_dir: str | Path | None = None,
+    data_path: str | Path | None = None,
+    template: str | Path = TEMPLATE,
+) -> Path:
+    """Execute the report template with papermill and convert it to ``out_dir/report.html``.
+
+    Keeps the executed notebook at ``out_dir/report.ipynb`` and the figures in ``out_dir/figures``.
+    Paths are taken relative to the current directory, where the kernel runs too (the repo root in
+    the pipeline). Returns the HTML path.
+    """
+    import logging
+
+    import papermill
+
+    from convbench.study import load_study
+
+    study = load_study(study_path, selection)
+    if results_dir is not None:
+        study = replace(study, results_dir=str(results_dir).rstrip("/"))
+    check_summary(study, _read_json(Path(study.metrics_path), "convbench aggregate"))
+    kernel = kernel_name or default_kernel()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / "report.ipynb"
+    parameters = {
+        "study_path": str(study_path),
+        "study_selection": selection,
+        "results_dir": study.results_dir,
+        "data_path": str(data_path) if data_path is not None else None,
+        "figures_dir": str(out_dir / "figures"),
+    }
+    quiet = logging.getLogger("papermill")  # it warns that black is not there to format parameters
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        papermill.execute_notebook(
+            str(template), str(executed), parameters=parameters, kernel_name=kernel,
+            cwd=str(Path.cwd()), progress_bar=False, log_output=False,
+        )
+    finally:
+        quiet.setLevel(level)
+    page = notebook_to_html(executed, f"convbench report: {study.name}")
+    html_path = out_dir / "report.html"
+    html_path.write_text(page, encoding="utf-8")
+    return html_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convbench report",
+        description="Render the study's report: execute the papermill template "
+        "(workflow/notebooks/report.ipynb), keep the executed notebook and write a self-contained "
+        "report.html (code hidden, figures inline, nothing fetched from the network).",
+    )
+    parser.add_argument("--study", type=Path, default=Path("params.yaml"),
+                        help="the study file (default: params.yaml)")
+    parser.add_argument("--select", default=None, metavar="NAME", help="select a bundled study by name")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="where report.html, report.ipynb and figures/ go (default: the study's reports_dir)")
+    parser.add_argument("--kernel", default=None, metavar="NAME",
+                        help="Jupyter kernel to execute the template (default: 'python3' of this interpreter)")
+    parser.add_argument("--template", type=Path, default=TEMPLATE, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import yaml
+    from papermill.exceptions import PapermillExecutionError
+
+    from convbench.study import StudyError, load_study
+
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    out_dir = args.out_dir
+    try:
+        out_dir = out_dir or Path(load_study(args.study, args.select).reports_dir)
+        html_path = render(args.study, out_dir, args.kernel, selection=args.select, template=args.template)
+    except PapermillExecutionError as err:
+        print(f"convbench report: error: the report notebook failed in cell {err.exec_count}: "
+              f"{err.ename}: {' '.join(str(err.evalue).split())} (see {out_dir / 'report.ipynb'})",
+              file=sys.stderr)
+        return 1
+    except (ReportError, StudyError, OSError, yaml.YAMLError, ValueError, KeyError) as err:
+        message = " ".join(str(err).split())
+        print(f"convbench report: error: {message}", file=sys.stderr)
+        return 1
+    print(f"wrote {html_path} ({time.perf_counter() - started:.1f} s)")
+    return 0

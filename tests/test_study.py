@@ -1,0 +1,104 @@
+"""Study validation: every bad value is refused with its key before any job runs."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from convbench.cli import main as cli
+from convbench.study import StudyError, load_study, parse_study, plan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def default_config() -> dict:
+    with open(ROOT / "params.yaml") as file:
+        return yaml.safe_load(file)
+
+
+def test_params_yaml_is_the_composed_default_study(default_config: dict) -> None:
+    """params.yaml is what DVC's Hydra composition writes from conf/: the two never drift."""
+    with open(ROOT / "conf/study/digits.yaml") as file:
+        assert yaml.safe_load(file) == default_config
+
+
+def test_the_default_study_covers_every_family_with_ablations(default_config: dict) -> None:
+    study = parse_study(default_config)
+    archs = {e.arch for e in study.experiments.values()}
+    for family in ("lenet", "alexnet", "vgg11", "nin", "googlenet", "lenet_bn", "resnet18", "densenet"):
+        assert family in archs
+    assert study.dataset == "digits" and study.folds >= 3
+    assert len(study.ablations) >= 3
+    assert study.results_dir == "results"
+
+
+@pytest.mark.parametrize("name", ["digits", "fashion_mnist_d2l"])
+def test_bundled_studies_are_valid(name: str) -> None:
+    study = load_study(ROOT / "params.yaml", name)
+    assert study.name == name
+    assert len(plan(study)["models"]) == len(study.experiments) * study.folds
+
+
+def test_the_seeds_study_is_d2l_at_d2l_settings() -> None:
+    study = load_study(ROOT / "params.yaml", "fashion_mnist_d2l")
+    assert study.dataset == "fashion_mnist" and study.folds == 5
+    assert study.results_dir != "results"  # never overwrites the default study
+    alexnet = study.experiment("alexnet")
+    assert (alexnet.input_size, alexnet.recipe.lr, alexnet.recipe.batch_size) == (224, 0.01, 128)
+    assert alexnet.recipe.momentum == 0 and alexnet.recipe.weight_decay == 0
+    assert alexnet.recipe.schedule == "constant" and alexnet.recipe.init == "xavier"
+    assert study.experiment("resnet18").input_size == 96
+    assert all(e.recipe.epochs == 10 for e in study.experiments.values())
+
+
+def test_unknown_selection_names_the_bundled_studies() -> None:
+    with pytest.raises(StudyError, match="study.*nope.*fashion_mnist_d2l"):
+        load_study(ROOT / "params.yaml", "nope")
+
+
+def mutate(config: dict, path: str, value) -> dict:
+    config = copy.deepcopy(config)
+    *parents, last = path.split(".")
+    node = config
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("experiments.lenet.arch", "lenet9", r"experiments\.lenet\.arch: unknown network 'lenet9'"),
+        ("experiments.lenet.knobs", {"shortcut": False}, r"experiments\.lenet\.knobs:.*shortcut"),
+        ("folds", 1, r"folds: must be >= 2, got 1"),
+        ("recipe.lr", -0.1, r"recipe\.lr: must be > 0, got -0\.1"),
+        ("experiments.alexnet.input_size", 32, r"experiments\.alexnet\.input_size:.*>= 65, got 32"),
+        ("experiments.mlp_plain.recipe", {"epochs": 0}, r"recipe\.epochs: must be >= 1, got 0"),
+        ("dataset", "cifar10", r"dataset: must be one of"),
+        ("fold_ids", [0, 1], r"fold_ids: must be \[0, 1, 2\]"),
+        ("ablations.dropout.baseline", "missing", r"ablations\.dropout\.baseline"),
+        ("recipe.optimiser", "sgd", r"recipe: unknown key\(s\) optimiser"),
+    ],
+)
+def test_bad_values_are_refused_by_key(default_config: dict, path: str, value, message: str) -> None:
+    with pytest.raises(StudyError, match=message):
+        parse_study(mutate(default_config, path, value))
+
+
+def test_study_cli_names_the_bad_key(tmp_path: Path, default_config: dict, capsys) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(mutate(default_config, "recipe.lr", -1.0)))
+    assert cli(["study", str(params)]) == 1
+    err = capsys.readouterr().err
+    assert "recipe.lr: must be > 0, got -1.0" in err and str(params) in err
+
+
+def test_study_cli_lists_the_plan(capsys) -> None:
+    assert cli(["study", str(ROOT / "params.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "51 training jobs" in out and "resnet18_plain" in out
