@@ -82,7 +82,6 @@ def evaluate_checkpoint(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics of one trained job on its validation fold and on the test set, and the inference
     measurements (throughput, peak memory), which vary from run to run and are kept apart."""
-    from convbench.summary import summarize
     from convbench.training import fold_data
 
     meta = checkpoint["meta"]
@@ -118,8 +117,6 @@ def evaluate_checkpoint(
         "peak_memory_mb": peak_memory_mb(device),
         "device": describe_device(device),
     }
-    summary = summarize(model.float().to("cpu").to(memory_format=torch.contiguous_format),
-                        in_channels=meta["in_channels"], input_size=meta["input_size"])
     history = checkpoint["history"]
     metrics = {
         "experiment": meta["experiment"],
@@ -135,8 +132,8 @@ def evaluate_checkpoint(
         "weights": weights,
         "best_epoch": checkpoint["best_epoch"],
         "epochs": checkpoint["epoch"],
-        "params": summary["params"],
-        "macs": summary["macs"],
+        "params": meta["params"],
+        "macs": meta["macs"],
         "val": classification_metrics(val_logits.cpu(), data.val_labels.cpu(), dataset.num_classes),
         "test": test,
         "final_train_loss": history[-1]["train_loss"],

@@ -168,8 +168,8 @@ def format_leaderboard(board: pd.DataFrame, descriptions: dict[str, str] | None 
             "input (px)": row["input_size"],
             "params": f"{row['params']:,}",
             "MACs": f"{row['macs']:,}",
-            "val acc (%)": f"{percent(row['val_acc_mean'])} ± {percent(row['val_acc_std'])}",
-            "test acc (%)": f"{percent(row['test_acc_mean'])} ± {percent(row['test_acc_std'])}",
+            "val acc (%)": f"{percent(row['val_acc_mean'])}\u00a0±\u00a0{percent(row['val_acc_std'])}",
+            "test acc (%)": f"{percent(row['test_acc_mean'])}\u00a0±\u00a0{percent(row['test_acc_std'])}",
             "best epoch": f"{row['best_epoch_mean']:.1f}",
             "train s / fold": f"{row['train_seconds_mean']:.1f}",
             "train img/s": f"{row['examples_per_s_mean']:,.0f}",
@@ -180,6 +180,7 @@ def format_leaderboard(board: pd.DataFrame, descriptions: dict[str, str] | None 
 
 
 def table_html(frame: pd.DataFrame) -> str:
+    """A DataFrame as the report's table (escaped: names and descriptions are text, not markup)."""
     return frame.to_html(index=False, border=0, classes="convbench-table", escape=True)
 
 
@@ -334,9 +335,16 @@ def paired_comparison(
 
 
 def format_p(p: float) -> str:
+    """A p value for a table cell: ``0.042``, ``< 0.001`` or ``n/a`` (undefined)."""
     if math.isnan(p):
         return "n/a"
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_text(p: float) -> str:
+    """A p value in a sentence: ``p = 0.042`` or ``p < 0.001``."""
+    cell = format_p(p)
+    return f"p {cell}" if cell.startswith("<") else f"p = {cell}"
 
 
 def verdict(comparison: PairedComparison, baseline: str, treatment: str) -> str:
@@ -355,10 +363,10 @@ def verdict(comparison: PairedComparison, baseline: str, treatment: str) -> str:
                 f"the {folds} (no spread between folds, so no t-test)")
     if c.ci_low <= 0 <= c.ci_high:
         return (f"no clear effect: the {interval} includes zero "
-                f"(mean {c.mean:+.2f}, p = {format_p(c.p)}, {folds})")
+                f"(mean {c.mean:+.2f}, {p_text(c.p)}, {folds})")
     direction = "better" if c.mean > 0 else "worse"
     return (f"{treatment} {direction} than {baseline}: {c.mean:+.2f} points, {interval} "
-            f"(paired t-test p = {format_p(c.p)}, {folds})")
+            f"(paired t-test {p_text(c.p)}, {folds})")
 
 
 def fold_accuracies(summary: dict[str, Any]) -> pd.DataFrame:
@@ -406,22 +414,25 @@ def format_ablations(results: list[dict[str, Any]]) -> pd.DataFrame:
             "mean Δ": f"{c.mean:+.2f}",
             f"{100 * c.confidence:g}% CI": f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]",
             "p": format_p(c.p),
-            "verdict": r["verdict"],
         })
     return pd.DataFrame(rows)
 
 
 def ablations_html(results: list[dict[str, Any]]) -> str:
-    """The question and the validation verdict of each ablation, then the full table."""
+    """Each ablation's question and verdicts (validation first), then the numbers in a table."""
     if not results:
         return "<p>This study names no ablations.</p>"
-    items = []
+    by_name: dict[str, list[dict[str, Any]]] = {}
     for r in results:
-        if r["metric"] == ABLATION_METRICS[0][1]:
-            items.append(
-                f"<li><b>{html.escape(r['ablation'])}</b>: {html.escape(r['question'] or '')}<br>"
-                f"<span class='verdict'>{html.escape(r['verdict'])}</span></li>"
-            )
+        by_name.setdefault(r["ablation"], []).append(r)
+    items = []
+    for name, rows in by_name.items():
+        verdicts = "".join(
+            f"<br>{html.escape(r['metric'])}: <span class='verdict'>{html.escape(r['verdict'])}</span>"
+            for r in rows
+        )
+        question = html.escape(rows[0]["question"] or f"{rows[0]['treatment']} vs {rows[0]['baseline']}")
+        items.append(f"<li><b>{html.escape(name)}</b>: {question}{verdicts}</li>")
     return f"<ul class='verdicts'>{''.join(items)}</ul>" + table_html(format_ablations(results))
 
 
@@ -475,7 +486,7 @@ def fold_spread_figure(summary: dict[str, Any]) -> Figure:
     ax.set_ylim(len(order) - 0.5, -0.5)
     ax.set_xlabel("accuracy (%) per fold; vertical tick: mean over folds")
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=8, loc="lower left")
+    fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
     return fig
 
 
@@ -491,7 +502,7 @@ def summed_confusion(data: ReportData, experiment: str) -> np.ndarray:
 def confusion_figure(matrix: np.ndarray, classes: Sequence[str], title: str = "") -> Figure:
     """Counts in the cells; colour is the fraction of each true class (the row)."""
     size = len(classes)
-    side = min(max(4.5, 0.5 * size + 2), 14)
+    side = min(max(4.5, 0.4 * size + 1.5), 14)
     fig = Figure(figsize=(side + 1, side), layout="constrained")
     ax = fig.subplots()
     rows = matrix.sum(axis=1, keepdims=True)
@@ -689,7 +700,7 @@ HTML_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 <style type="text/css">
 main { max-width: 1280px; margin: 0 auto; }
 table.convbench-table { font-size: 12px; margin-bottom: 1em; }
-table.convbench-table td { white-space: nowrap; }
+table.convbench-table td, table.convbench-table th { text-align: left; vertical-align: top; }
 details { margin: 0.3em 0; }
 details summary { cursor: pointer; }
 ul.verdicts li { margin-bottom: 0.5em; }
@@ -701,6 +712,10 @@ span.verdict { font-style: italic; }
 EXTERNAL_REFERENCE = re.compile(
     r"""(?:\b(?:src|href)\s*=\s*["']?|url\(\s*["']?|@import\s+["']?)\s*(?:https?:)?//""", re.IGNORECASE
 )
+
+
+STYLE_BLOCK = re.compile(r"<style[^>]*>.*?</style>", re.DOTALL | re.IGNORECASE)
+CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 
 
 def external_references(page: str) -> list[str]:
@@ -729,6 +744,9 @@ def notebook_to_html(notebook_path: Path, title: str) -> str:
         TagRemovePreprocessor(remove_cell_tags={"parameters", "injected-parameters"}), enabled=True
     )
     page, _ = exporter.from_notebook_node(notebook)
+    # The theme's CSS comments cite web pages; they fetch nothing, but a page without any URL is
+    # easier to check.
+    page = STYLE_BLOCK.sub(lambda block: CSS_COMMENT.sub("", block.group(0)), page)
     found = external_references(page)
     if found:
         raise ReportError(f"the HTML would fetch from the network: {found[0]!r}")
@@ -803,6 +821,8 @@ def render(
         papermill.execute_notebook(
             str(template), str(executed), parameters=parameters, kernel_name=kernel,
             cwd=str(Path.cwd()), progress_bar=False, log_output=False,
+            # the kernel's start-up chatter (a local TCP kernel without encryption) is not news
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     finally:
         quiet.setLevel(level)

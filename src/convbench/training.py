@@ -385,6 +385,7 @@ def run_job(
     """
     from convbench.prepared import load_prepared
     from convbench.splits import check_matches, load_split
+    from convbench.summary import summarize
 
     dataset = load_prepared(data_path)
     split = load_split(split_path)
@@ -396,8 +397,13 @@ def run_job(
         input_size=job.input_size, **{"init": job.recipe.init, **job.knobs},
     )
     identity = job.identity(dataset.sha256, split.split_id)
+    # Counted here, where torch's compiler machinery is loaded anyway (SGD imports it), so the
+    # evaluation jobs need not pay its start-up.
+    size = summarize(model, in_channels=dataset.in_channels, input_size=job.input_size)
     meta = {
         **identity,
+        "params": size["params"],
+        "macs": size["macs"],
         "dataset": dataset.name,
         "in_channels": dataset.in_channels,
         "num_classes": dataset.num_classes,
