@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from convbench.prepared import Dataset
 from convbench.study import Study
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "workflow" / "notebooks" / "report.ipynb"
+TEMPLATE = Path("workflow/notebooks/report.ipynb")  # in the pipeline's directory (the repo root)
 FIGURES = ("learning_curves", "pareto", "ablations", "fold_spread", "confusion", "misclassified")
 CONFIDENCE = 0.95
 MISCLASSIFIED_SHOWN = 40
@@ -179,9 +179,9 @@ def format_leaderboard(board: pd.DataFrame, descriptions: dict[str, str] | None 
     return pd.DataFrame(rows)
 
 
-def table_html(frame: pd.DataFrame) -> str:
+def table_html(frame: pd.DataFrame, header: bool = True) -> str:
     """A DataFrame as the report's table (escaped: names and descriptions are text, not markup)."""
-    return frame.to_html(index=False, border=0, classes="convbench-table", escape=True)
+    return frame.to_html(index=False, header=header, border=0, classes="convbench-table", escape=True)
 
 
 # ------------------------------------------------------------------------------ learning curves
@@ -700,7 +700,8 @@ HTML_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 <style type="text/css">
 main { max-width: 1280px; margin: 0 auto; }
 table.convbench-table { font-size: 12px; margin-bottom: 1em; }
-table.convbench-table td, table.convbench-table th { text-align: left; vertical-align: top; }
+.jp-RenderedHTMLCommon table.convbench-table td,
+.jp-RenderedHTMLCommon table.convbench-table th { text-align: left; vertical-align: top; }
 details { margin: 0.3em 0; }
 details summary { cursor: pointer; }
 ul.verdicts li { margin-bottom: 0.5em; }
@@ -777,6 +778,17 @@ def default_kernel() -> str:
     return "python3"
 
 
+def default_template() -> Path:
+    """The pipeline's own template, the one Snakemake and DVC track, when run where the pipeline
+    runs; otherwise the one beside this source tree."""
+    if TEMPLATE.exists():
+        return TEMPLATE
+    beside = Path(__file__).resolve().parents[2] / TEMPLATE
+    if not beside.exists():
+        raise ReportError(f"no report template: neither {TEMPLATE} nor {beside} exists; give --template")
+    return beside
+
+
 def render(
     study_path: str | Path,
     out_dir: str | Path,
@@ -785,13 +797,13 @@ def render(
     selection: str | None = None,
     results_dir: str | Path | None = None,
     data_path: str | Path | None = None,
-    template: str | Path = TEMPLATE,
+    template: str | Path | None = None,
 ) -> Path:
     """Execute the report template with papermill and convert it to ``out_dir/report.html``.
 
     Keeps the executed notebook at ``out_dir/report.ipynb`` and the figures in ``out_dir/figures``.
     Paths are taken relative to the current directory, where the kernel runs too (the repo root in
-    the pipeline). Returns the HTML path.
+    the pipeline). ``template`` defaults to :func:`default_template`. Returns the HTML path.
     """
     import logging
 
@@ -803,6 +815,7 @@ def render(
     if results_dir is not None:
         study = replace(study, results_dir=str(results_dir).rstrip("/"))
     check_summary(study, _read_json(Path(study.metrics_path), "convbench aggregate"))
+    template = Path(template) if template is not None else default_template()
     kernel = kernel_name or default_kernel()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -846,7 +859,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where report.html, report.ipynb and figures/ go (default: the study's reports_dir)")
     parser.add_argument("--kernel", default=None, metavar="NAME",
                         help="Jupyter kernel to execute the template (default: 'python3' of this interpreter)")
-    parser.add_argument("--template", type=Path, default=TEMPLATE, help=argparse.SUPPRESS)
+    parser.add_argument("--template", type=Path, default=None,
+                        help=f"the papermill template (default: {TEMPLATE}, else the one of this source tree)")
     return parser
 
 

@@ -98,20 +98,38 @@ class VGG(nn.Module):
 VGG_MIN_INPUT = 32
 
 
-@register("vgg11", default_input_size=224, min_input_size=VGG_MIN_INPUT)
-def vgg11(
-    *,
-    in_channels: int,
-    num_classes: int,
-    input_size: int,
-    activation: str = "relu",
-    pool: str = "max",
-    batch_norm: bool = False,
-    dropout: float = 0.5,
-    width: float = 1.0,
-    hidden: int = HIDDEN_UNITS,
-) -> nn.Module:
-    """VGG-11 (configuration A): 8 convolutions in 5 blocks, then three linear layers.
+VGG_SUMMARIES = {
+    "vgg11": "VGG-11 (configuration A): 8 convolutions in 5 blocks, then three linear layers.",
+    "vgg13": "VGG-13 (configuration B): 10 convolutions, two per block, then three linear layers.",
+    "vgg16": "VGG-16 (configuration D): 13 convolutions (2, 2, 3, 3, 3), then three linear layers.",
+    "vgg19": "VGG-19 (configuration E): 16 convolutions (2, 2, 4, 4, 4), then three linear layers.",
+}
+
+
+def _vgg_builder(depth: str):
+    """A registered builder for one row of VGG_STAGES (the depths differ in nothing else)."""
+
+    def builder(
+        *,
+        in_channels: int,
+        num_classes: int,
+        input_size: int,
+        activation: str = "relu",
+        pool: str = "max",
+        batch_norm: bool = False,
+        dropout: float = 0.5,
+        width: float = 1.0,
+        hidden: int = HIDDEN_UNITS,
+    ) -> nn.Module:
+        return VGG(
+            stages=VGG_STAGES[depth],
+            in_channels=in_channels, num_classes=num_classes, input_size=input_size,
+            activation=activation, pool=pool, batch_norm=batch_norm, dropout=dropout, width=width,
+            hidden=hidden,
+        )
+
+    builder.__name__ = builder.__qualname__ = depth
+    builder.__doc__ = f"""{VGG_SUMMARIES[depth]}
 
     Knobs: ``activation`` everywhere; ``pool`` max or avg for the five 2x2/2 poolings;
     ``batch_norm`` adds BatchNorm2d after every convolution (torchvision's ``vgg*_bn``); ``dropout``
@@ -119,84 +137,10 @@ def vgg11(
     channels only (d2l's narrow VGG-11 is ``width=0.25``); ``hidden`` units of the two hidden
     linear layers (4096; small data sets need far fewer).
     """
-    return VGG(
-        stages=VGG_STAGES["vgg11"],
-        in_channels=in_channels, num_classes=num_classes, input_size=input_size,
-        activation=activation, pool=pool, batch_norm=batch_norm, dropout=dropout, width=width,
-        hidden=hidden,
-    )
+    return register(depth, default_input_size=224, min_input_size=VGG_MIN_INPUT)(builder)
 
 
-@register("vgg13", default_input_size=224, min_input_size=VGG_MIN_INPUT)
-def vgg13(
-    *,
-    in_channels: int,
-    num_classes: int,
-    input_size: int,
-    activation: str = "relu",
-    pool: str = "max",
-    batch_norm: bool = False,
-    dropout: float = 0.5,
-    width: float = 1.0,
-    hidden: int = HIDDEN_UNITS,
-) -> nn.Module:
-    """VGG-13 (configuration B): 10 convolutions, two per block, then three linear layers.
-
-    Knobs as for ``vgg11``.
-    """
-    return VGG(
-        stages=VGG_STAGES["vgg13"],
-        in_channels=in_channels, num_classes=num_classes, input_size=input_size,
-        activation=activation, pool=pool, batch_norm=batch_norm, dropout=dropout, width=width,
-        hidden=hidden,
-    )
-
-
-@register("vgg16", default_input_size=224, min_input_size=VGG_MIN_INPUT)
-def vgg16(
-    *,
-    in_channels: int,
-    num_classes: int,
-    input_size: int,
-    activation: str = "relu",
-    pool: str = "max",
-    batch_norm: bool = False,
-    dropout: float = 0.5,
-    width: float = 1.0,
-    hidden: int = HIDDEN_UNITS,
-) -> nn.Module:
-    """VGG-16 (configuration D): 13 convolutions (2, 2, 3, 3, 3), then three linear layers.
-
-    Knobs as for ``vgg11``.
-    """
-    return VGG(
-        stages=VGG_STAGES["vgg16"],
-        in_channels=in_channels, num_classes=num_classes, input_size=input_size,
-        activation=activation, pool=pool, batch_norm=batch_norm, dropout=dropout, width=width,
-        hidden=hidden,
-    )
-
-
-@register("vgg19", default_input_size=224, min_input_size=VGG_MIN_INPUT)
-def vgg19(
-    *,
-    in_channels: int,
-    num_classes: int,
-    input_size: int,
-    activation: str = "relu",
-    pool: str = "max",
-    batch_norm: bool = False,
-    dropout: float = 0.5,
-    width: float = 1.0,
-    hidden: int = HIDDEN_UNITS,
-) -> nn.Module:
-    """VGG-19 (configuration E): 16 convolutions (2, 2, 4, 4, 4), then three linear layers.
-
-    Knobs as for ``vgg11``.
-    """
-    return VGG(
-        stages=VGG_STAGES["vgg19"],
-        in_channels=in_channels, num_classes=num_classes, input_size=input_size,
-        activation=activation, pool=pool, batch_norm=batch_norm, dropout=dropout, width=width,
-        hidden=hidden,
-    )
+vgg11 = _vgg_builder("vgg11")
+vgg13 = _vgg_builder("vgg13")
+vgg16 = _vgg_builder("vgg16")
+vgg19 = _vgg_builder("vgg19")
