@@ -521,3 +521,49 @@ def test_a_killed_run_resumes_to_the_uninterrupted_model(
     for row, before in zip(rows[:done], interrupted["history"], strict=True):
         assert row["seconds"] == f"{before['seconds']:.6g}"
     assert timeless(rows) == timeless(read_history(whole_dir / "history.csv"))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"precision": "bf16"},
+        {"precision": "fp16"},
+        {"channels_last": True},
+        {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.01},
+        {"nesterov": True, "schedule": "onecycle", "grad_clip": 1.0},
+        {"schedule": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1},
+    ],
+    ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()),
+)
+def test_every_recipe_option_trains_on_the_cpu(fold0: FoldData, settings: dict[str, Any]) -> None:
+    """The GPU-minded options (mixed precision, channels_last) must also run, finitely, on the CPU."""
+    result = train(tiny_lenet(), fold0, tiny_recipe(epochs=2, **settings),
+                   input_size=SIZE, seed=0)
+    assert len(result.history) == 2
+    assert all(np.isfinite(row["train_loss"]) for row in result.history)
+    assert result.best_val_acc > 0.1  # above chance after two epochs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (on the CPU, "
+                    "inductor's C++ build takes a minute; it passed there when last checked)")
+def test_compiled_training_matches_eager_accuracy_closely(digits: data.Dataset,
+                                                         digits_split: Path) -> None:
+    data_ = fold_data(digits, load_split(digits_split), 0, torch.device("cuda"))
+    eager = train(tiny_lenet(), data_, tiny_recipe(epochs=1), input_size=SIZE, seed=0)
+    compiled = train(tiny_lenet(), data_, tiny_recipe(epochs=1, compile=True),
+                     input_size=SIZE, seed=0)
+    assert abs(eager.history[0]["train_loss"] - compiled.history[0]["train_loss"]) < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_gpu_training_keeps_the_split_on_the_device(digits: data.Dataset, digits_split: Path,
+                                                    precision: str) -> None:
+    device = torch.device("cuda")
+    data = fold_data(digits, load_split(digits_split), 0, device)
+    assert data.train_images.is_cuda and data.train_images.dtype == torch.uint8
+    recipe = tiny_recipe(epochs=2, precision=precision, channels_last=True, deterministic=True)
+    result = train(tiny_lenet(), data, recipe, input_size=SIZE, seed=0)
+    assert result.best_val_acc > 0.1

@@ -1,0 +1,313 @@
+"""The report: built from a tiny real study (the real stages on the bundled digits), then checked
+for its numbers, its statistics, its self-containedness and, where Chromium is installed, how a
+browser renders it offline."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from convbench import report
+
+EXPERIMENTS = ("lenet_relu", "mlp")
+FOLDS = 2
+TINY_STUDY = {
+    "study": "tiny_report",
+    "description": "two small networks, two folds, one epoch",
+    "dataset": "digits",
+    "folds": FOLDS,
+    "fold_ids": list(range(FOLDS)),
+    "seed": 0,
+    "threads": 1,
+    "results_dir": "results",
+    "reports_dir": "reports",
+    "recipe": {"lr": 0.1, "batch_size": 64, "epochs": 1, "warmup_epochs": 0},
+    "experiments": {
+        "lenet_relu": {"arch": "lenet", "input_size": 12, "knobs": {"activation": "relu", "pool": "max"},
+                       "description": "LeNet with <ReLU> & max pooling"},
+        "mlp": {"arch": "mlp", "input_size": 8, "recipe": {"weight_decay": 0.0}},
+    },
+    "ablations": {"convolutions": {"baseline": "mlp", "treatment": "lenet_relu",
+                                   "question": "Does LeNet beat the MLP?"}},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_study(
+    tmp_path_factory: pytest.TempPathFactory, digits_npz: Path, convbench: Callable[[list[str]], int]
+) -> Path:
+    """A study directory laid out as the pipeline lays it out, made by the real stages (in this
+    process), with its report rendered by ``convbench report``. Read only."""
+    root = tmp_path_factory.mktemp("report_study")
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY_STUDY, sort_keys=False))
+    (root / "data/prepared").mkdir(parents=True)
+    shutil.copy(digits_npz, root / "data/prepared/digits.npz")
+    split = f"data/splits/digits-k{FOLDS}-s0.json"
+    data = ["--data", "data/prepared/digits.npz", "--split", split]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        assert convbench(["split", "--data", "data/prepared/digits.npz", "--folds", str(FOLDS),
+                          "--seed", "0", "--out", split]) == 0
+        for exp in EXPERIMENTS:
+            for fold in range(FOLDS):
+                run = f"results/{exp}/fold{fold}"
+                assert convbench(["train", "--study", "params.yaml", "--experiment", exp, "--fold",
+                                  str(fold), *data, "--out-dir", run]) == 0
+                assert convbench(["evaluate", "--checkpoint", f"{run}/model.pt", *data,
+                                  "--out", f"{run}/metrics.json"]) == 0
+            assert convbench(["aggregate", "--study", "params.yaml", "--experiment", exp,
+                              "--out", f"results/_summary/{exp}.json"]) == 0
+        assert convbench(["aggregate", "--study", "params.yaml", "--out", "results/metrics.json"]) == 0
+        assert convbench(["report", "--study", "params.yaml"]) == 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def page(tiny_study: Path) -> str:
+    return (tiny_study / "reports/report.html").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def metrics(tiny_study: Path) -> dict[str, Any]:
+    return json.loads((tiny_study / "results/metrics.json").read_text())
+
+
+# ------------------------------------------------------------------------------ the rendered report
+
+
+def test_report_writes_html_notebook_and_named_figures(tiny_study: Path) -> None:
+    reports = tiny_study / "reports"
+    assert (reports / "report.html").stat().st_size > 0
+    notebook = json.loads((reports / "report.ipynb").read_text())
+    assert any("injected-parameters" in cell["metadata"].get("tags", []) for cell in notebook["cells"])
+    for name in report.FIGURES:
+        png = (reports / "figures" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
+
+
+def test_every_experiment_and_its_leaderboard_numbers_appear(page: str, metrics: dict[str, Any]) -> None:
+    assert set(metrics["experiments"]) == set(EXPERIMENTS)
+    for name, row in metrics["experiments"].items():
+        assert f">{name}<" in page
+        for key in ("val_acc_mean", "val_acc_std", "test_acc_mean", "test_acc_std"):
+            assert f"{100 * row[key]:.2f}" in page, (name, key)
+        assert f"{row['params']:,}" in page
+        assert f"{row['macs']:,}" in page
+
+
+def test_leaderboard_shows_exactly_the_metrics_json_values(metrics: dict[str, Any]) -> None:
+    shown = report.format_leaderboard(report.leaderboard(metrics)).set_index("experiment")
+    for name, row in metrics["experiments"].items():
+        assert shown.loc[name, "val acc (%)"] == (
+            f"{100 * row['val_acc_mean']:.2f}\u00a0±\u00a0{100 * row['val_acc_std']:.2f}"
+        )
+        assert shown.loc[name, "test acc (%)"] == (
+            f"{100 * row['test_acc_mean']:.2f}\u00a0±\u00a0{100 * row['test_acc_std']:.2f}"
+        )
+    ranked = sorted(metrics["experiments"], key=lambda n: -metrics["experiments"][n]["val_acc_mean"])
+    assert list(shown.index) == ranked
+
+
+def test_report_has_ablation_verdicts_layer_tables_and_study_card(
+    page: str, metrics: dict[str, Any], tiny_study: Path
+) -> None:
+    assert "Does LeNet beat the MLP?" in page
+    assert "LeNet with &lt;ReLU&gt; &amp; max pooling" in page  # descriptions are escaped text
+    assert page.count("<details>") == len(EXPERIMENTS)
+    card = metrics["study"]
+    assert card["data_sha256"] in page
+    assert "1,347 train / 450 test" in page
+    assert f"torch={card['packages']['torch']}" in page
+
+
+def test_html_is_self_contained(page: str) -> None:
+    assert not re.search(r"https?://", page)
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.IGNORECASE)
+    assert not re.search(r"<link[^>]*\bhref\s*=", page, re.IGNORECASE)
+    images = re.findall(r"<img[^>]*\bsrc=\"([^\"]*)\"", page)
+    assert len(images) == len(report.FIGURES)
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    assert report.external_references(page) == []
+
+
+def test_external_references_are_found() -> None:
+    page = ('<script src="https://cdn.example/require.js"></script><img src="//cdn.example/a.png">'
+            '<style>@import url(http://fonts.example/f.css);</style><a href="#top">top</a>')
+    assert len(report.external_references(page)) == 3
+
+
+def test_best_experiment_is_chosen_by_validation_not_test() -> None:
+    def row(val: float, test: float) -> dict[str, Any]:
+        return {"val_acc_mean": val, "test_acc_mean": test, "macs": 1}
+
+    summary = {"experiments": {"a": row(0.90, 0.99), "b": row(0.95, 0.80)}}
+    assert report.best_experiment(summary) == "b"
+
+
+def test_summed_confusion_counts_every_test_image_once_per_fold(tiny_study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tiny_study)
+    data = report.load_report_data("params.yaml")
+    matrix = report.summed_confusion(data, "lenet_relu")
+    assert matrix.sum() == FOLDS * len(data.dataset.test_labels)
+    assert (matrix.sum(axis=1) == FOLDS * np.bincount(data.dataset.test_labels, minlength=10)).all()
+    wrong = report.misclassified(data, "lenet_relu")
+    assert (wrong["true"] != wrong["predicted"]).all()
+    assert wrong["folds_wrong"].between(1, FOLDS).all()
+
+
+def test_stale_aggregate_is_refused(tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "study"
+    shutil.copytree(tiny_study, copy, ignore=shutil.ignore_patterns("*.pt", "reports"))
+    summary = json.loads((copy / "results/metrics.json").read_text())
+    summary["experiments"]["mlp"]["val_acc_per_fold"][1] += 0.01
+    (copy / "results/metrics.json").write_text(json.dumps(summary))
+    monkeypatch.chdir(copy)
+    with pytest.raises(report.ReportError, match="disagrees with results/metrics.json"):
+        report.load_report_data("params.yaml")
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_errors_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert report.main(["--study", "missing.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("convbench report: error: ") and err.count("\n") == 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_STUDY))
+    assert report.main(["--study", "params.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("convbench report: error: results/metrics.json does not exist; "
+                   "make it with 'convbench aggregate'\n")
+    assert not (tmp_path / "reports").exists()
+
+
+def test_default_kernel_runs_this_interpreter() -> None:
+    assert report.default_kernel() == "python3"
+
+
+# ------------------------------------------------------------------------------------ statistics
+
+
+def test_clear_positive_effect() -> None:
+    baseline, treatment = [0.80, 0.82, 0.81], [0.85, 0.87, 0.865]
+    c = report.paired_comparison(baseline, treatment)
+    assert c.differences == pytest.approx((5.0, 5.0, 5.5))
+    reference = stats.ttest_rel(treatment, baseline)
+    assert c.p == pytest.approx(reference.pvalue)
+    low, high = reference.confidence_interval(0.95)
+    assert (c.ci_low, c.ci_high) == pytest.approx((100 * low, 100 * high))
+    line = report.verdict(c, "base", "treat")
+    assert line.startswith("treat better than base: +5.17 points, 95% CI [+4.45, +5.88] points")
+    assert "nan" not in line
+
+
+def test_clear_negative_effect() -> None:
+    c = report.paired_comparison([0.90, 0.91, 0.92, 0.93], [0.80, 0.82, 0.81, 0.84])
+    assert c.ci_high < 0
+    assert report.verdict(c, "base", "treat").startswith("treat worse than base: -9.75 points, 95% CI [")
+
+
+def test_interval_crossing_zero_does_not_claim_an_effect() -> None:
+    c = report.paired_comparison([0.80, 0.81, 0.82], [0.82, 0.80, 0.825])
+    assert c.ci_low < 0 < c.ci_high
+    line = report.verdict(c, "base", "treat")
+    assert line.startswith(f"no clear effect: the 95% CI [{c.ci_low:+.2f}, {c.ci_high:+.2f}] points includes zero")
+    assert "better" not in line and "worse" not in line
+
+
+def test_equal_folds_give_no_difference_without_nan() -> None:
+    c = report.paired_comparison([0.8, 0.9, 0.7], [0.8, 0.9, 0.7])
+    assert (c.mean, c.std, c.ci_low, c.ci_high) == (0.0, 0.0, 0.0, 0.0)
+    assert math.isnan(c.p) and report.format_p(c.p) == "n/a"
+    assert report.verdict(c, "base", "treat") == "no difference: treat and base score the same on all 3 folds"
+
+
+def test_constant_difference_is_reported_without_a_t_test() -> None:
+    # Accuracies whose float differences are not bit-equal: rounding keeps the spread at zero.
+    c = report.paired_comparison([0.1, 0.2, 0.3], [0.11, 0.21, 0.31])
+    assert c.std == 0 and c.ci_low == c.ci_high == pytest.approx(1.0)
+    line = report.verdict(c, "base", "treat")
+    assert line == "treat better than base by +1.00 points on every one of the 3 folds (no spread between folds, so no t-test)"
+
+
+def test_one_fold_cannot_tell() -> None:
+    c = report.paired_comparison([0.8], [0.9])
+    assert report.verdict(c, "base", "treat").startswith("cannot tell")
+
+
+def test_paired_comparison_refuses_unpaired_folds() -> None:
+    with pytest.raises(ValueError, match="one baseline and one treatment value per fold"):
+        report.paired_comparison([0.8, 0.9], [0.9])
+
+
+# ---------------------------------------------------------------------------------------- Pareto
+
+
+def test_pareto_front_on_hand_made_points() -> None:
+    cost = [1, 2, 3, 4, 2, 5, math.nan]
+    accuracy = [50, 60, 55, 70, 60, 70, 99]
+    # (3, 55) loses to (2, 60); (5, 70) to (4, 70); the two (2, 60) are equal, neither beats the
+    # other; a point without a cost is never on the front.
+    assert report.pareto_front(cost, accuracy).tolist() == [True, True, False, True, True, False, False]
+
+
+def test_pareto_front_edge_cases() -> None:
+    assert report.pareto_front([], []).tolist() == []
+    assert report.pareto_front([3], [1]).tolist() == [True]
+    with pytest.raises(ValueError):
+        report.pareto_front([1, 2], [1])
+
+
+# -------------------------------------------------------------------------------- in a browser
+
+CHECK_SCRIPT = """<script>
+window.convbenchErrors = [];
+window.addEventListener("error", e => window.convbenchErrors.push(String(e.message || e.target.src || e.type)), true);
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const broken = images.filter(image => !(image.complete && image.naturalWidth > 0)).length;
+  const marker = document.createElement("pre");
+  marker.id = "convbench-check";
+  marker.textContent = `images=${images.length} broken=${broken} errors=${window.convbenchErrors.length} ` +
+    window.convbenchErrors.join("|");
+  document.body.appendChild(marker);
+});
+</script>"""
+
+
+def test_report_renders_offline_in_chromium(page: str, tiny_study: Path, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian package 'chromium')")
+    checked = tiny_study / "reports" / "report.checked.html"  # beside the report, as a user opens it
+    checked.write_text(page.replace("<head>", "<head>" + CHECK_SCRIPT, 1), encoding="utf-8")
+    try:
+        proc = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--host-resolver-rules=MAP * ~NOTFOUND",
+             "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom",
+             checked.as_uri()],
+            capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        checked.unlink()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    marker = re.search(r'id="convbench-check">([^<]*)<', proc.stdout)
+    assert marker, proc.stdout[-2000:]
+    assert marker.group(1).strip() == f"images={len(report.FIGURES)} broken=0 errors=0"
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == []
