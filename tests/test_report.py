@@ -154,7 +154,9 @@ def test_best_experiment_is_chosen_by_validation_not_test() -> None:
     assert report.best_experiment(summary) == "b"
 
 
-def test_summed_confusion_counts_every_test_image_once_per_fold(tiny_study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_summed_confusion_counts_every_test_image_once_per_fold(
+    tiny_study: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tiny_study)
     data = report.load_report_data("params.yaml")
     matrix = report.summed_confusion(data, "lenet_relu")
@@ -165,7 +167,9 @@ def test_summed_confusion_counts_every_test_image_once_per_fold(tiny_study: Path
     assert wrong["folds_wrong"].between(1, FOLDS).all()
 
 
-def test_stale_aggregate_is_refused(tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stale_aggregate_is_refused(
+    tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     copy = tmp_path / "study"
     shutil.copytree(tiny_study, copy, ignore=shutil.ignore_patterns("*.pt", "reports"))
     summary = json.loads((copy / "results/metrics.json").read_text())
@@ -224,7 +228,8 @@ def test_interval_crossing_zero_does_not_claim_an_effect() -> None:
     c = report.paired_comparison([0.80, 0.81, 0.82], [0.82, 0.80, 0.825])
     assert c.ci_low < 0 < c.ci_high
     line = report.verdict(c, "base", "treat")
-    assert line.startswith(f"no clear effect: the 95% CI [{c.ci_low:+.2f}, {c.ci_high:+.2f}] points includes zero")
+    interval = f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
+    assert line.startswith(f"no clear effect: the 95% CI {interval} points includes zero")
     assert "better" not in line and "worse" not in line
 
 
@@ -240,7 +245,8 @@ def test_constant_difference_is_reported_without_a_t_test() -> None:
     c = report.paired_comparison([0.1, 0.2, 0.3], [0.11, 0.21, 0.31])
     assert c.std == 0 and c.ci_low == c.ci_high == pytest.approx(1.0)
     line = report.verdict(c, "base", "treat")
-    assert line == "treat better than base by +1.00 points on every one of the 3 folds (no spread between folds, so no t-test)"
+    assert line == ("treat better than base by +1.00 points on every one of the 3 folds "
+                    "(no spread between folds, so no t-test)")
 
 
 def test_one_fold_cannot_tell() -> None:
@@ -251,6 +257,17 @@ def test_one_fold_cannot_tell() -> None:
 def test_paired_comparison_refuses_unpaired_folds() -> None:
     with pytest.raises(ValueError, match="one baseline and one treatment value per fold"):
         report.paired_comparison([0.8, 0.9], [0.9])
+
+
+def test_recipe_card_shows_the_common_recipe_and_each_exception() -> None:
+    common, exceptions = report.recipe_exceptions({
+        "a": {"lr": 0.05, "weight_decay": 5e-4},
+        "b": {"lr": 0.05, "weight_decay": 0.0},
+        "c": {"lr": 0.01, "weight_decay": 5e-4},
+        "d": {"lr": 0.05, "weight_decay": 5e-4},
+    })
+    assert common == {"lr": 0.05, "weight_decay": 5e-4}
+    assert exceptions == {"b": {"weight_decay": 0.0}, "c": {"lr": 0.01}}
 
 
 # ---------------------------------------------------------------------------------------- Pareto
@@ -275,7 +292,8 @@ def test_pareto_front_edge_cases() -> None:
 
 CHECK_SCRIPT = """<script>
 window.convbenchErrors = [];
-window.addEventListener("error", e => window.convbenchErrors.push(String(e.message || e.target.src || e.type)), true);
+window.addEventListener("error",
+  e => window.convbenchErrors.push(String(e.message || e.target.src || e.type)), true);
 window.addEventListener("load", () => {
   const images = Array.from(document.images);
   const broken = images.filter(image => !(image.complete && image.naturalWidth > 0)).length;
@@ -311,3 +329,4 @@ def test_report_renders_offline_in_chromium(page: str, tiny_study: Path, tmp_pat
     assert marker.group(1).strip() == f"images={len(report.FIGURES)} broken=0 errors=0"
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []
+

@@ -72,6 +72,16 @@ def timed_predict(
     return logits, (len(images) / seconds if seconds > 0 else float("inf"))
 
 
+def size_of(model: nn.Module, meta: dict[str, Any]) -> dict[str, int]:
+    """Params and MACs as training counted them (checkpoints before 0.1 lack them: count now)."""
+    if "params" in meta and "macs" in meta:
+        return {"params": meta["params"], "macs": meta["macs"]}
+    from convbench.summary import summarize
+
+    counted = summarize(model.float().cpu(), in_channels=meta["in_channels"], input_size=meta["input_size"])
+    return {"params": counted["params"], "macs": counted["macs"]}
+
+
 def evaluate_checkpoint(
     checkpoint: dict[str, Any],
     dataset: Any,
@@ -132,8 +142,7 @@ def evaluate_checkpoint(
         "weights": weights,
         "best_epoch": checkpoint["best_epoch"],
         "epochs": checkpoint["epoch"],
-        "params": meta["params"],
-        "macs": meta["macs"],
+        **size_of(model, meta),
         "val": classification_metrics(val_logits.cpu(), data.val_labels.cpu(), dataset.num_classes),
         "test": test,
         "final_train_loss": history[-1]["train_loss"],

@@ -17,7 +17,9 @@ import argparse
 import html
 import io
 import json
+import logging
 import math
+import os
 import re
 import sys
 import time
@@ -89,6 +91,23 @@ def check_summary(study: Study, summary: dict[str, Any]) -> None:
             )
 
 
+def load_summary(
+    study_path: str | Path, selection: str | None = None, results_dir: str | Path | None = None
+) -> tuple[Study, dict[str, Any]]:
+    """The study and its results/metrics.json, checked to cover every experiment and fold.
+
+    ``results_dir`` replaces the study's own (where its ``convbench aggregate`` wrote).
+    """
+    from convbench.study import load_study
+
+    study = load_study(study_path, selection)
+    if results_dir is not None:
+        study = replace(study, results_dir=str(results_dir).rstrip("/"))
+    summary = _read_json(Path(study.metrics_path), "convbench aggregate")
+    check_summary(study, summary)
+    return study, summary
+
+
 def load_report_data(
     study_path: str | Path,
     selection: str | None = None,
@@ -101,13 +120,8 @@ def load_report_data(
     with metrics.json (a stale aggregate) is refused rather than reported.
     """
     from convbench.prepared import load_prepared
-    from convbench.study import load_study
 
-    study = load_study(study_path, selection)
-    if results_dir is not None:
-        study = replace(study, results_dir=str(results_dir).rstrip("/"))
-    summary = _read_json(Path(study.metrics_path), "convbench aggregate")
-    check_summary(study, summary)
+    study, summary = load_summary(study_path, selection, results_dir)
     fold_metrics: dict[tuple[str, int], dict[str, Any]] = {}
     perf: dict[tuple[str, int], dict[str, Any]] = {}
     histories = []
@@ -124,10 +138,9 @@ def load_report_data(
                 )
             fold_metrics[name, fold] = metrics
             perf[name, fold] = _read_json(run / "perf.json", "convbench evaluate")
-            try:
-                history = pd.read_csv(run / "history.csv")
-            except FileNotFoundError:
-                raise ReportError(f"{run / 'history.csv'} does not exist; make it with 'convbench train'") from None
+            if not (run / "history.csv").exists():
+                raise ReportError(f"{run / 'history.csv'} does not exist; make it with 'convbench train'")
+            history = pd.read_csv(run / "history.csv")
             histories.append(history.assign(experiment=name, fold=fold))
     dataset = load_prepared(data_path if data_path is not None else study.prepared_path)
     return ReportData(study, summary, fold_metrics, perf, pd.concat(histories, ignore_index=True), dataset)
@@ -243,7 +256,7 @@ def pareto_front(cost: Sequence[float], value: Sequence[float]) -> np.ndarray:
     cost = np.asarray(cost, dtype=np.float64)
     value = np.asarray(value, dtype=np.float64)
     if cost.shape != value.shape or cost.ndim != 1:
-        raise ValueError(f"cost and value must be 1-d and of equal length, got {cost.shape} and {value.shape}")
+        raise ValueError(f"cost and value must be 1-d and of one length, got {cost.shape} and {value.shape}")
     finite = np.isfinite(cost) & np.isfinite(value)
     # dominates[i, j]: point j dominates point i
     no_worse = (cost[None, :] <= cost[:, None]) & (value[None, :] >= value[:, None])
@@ -267,8 +280,11 @@ def pareto_figure(board: pd.DataFrame) -> Figure:
         ax.scatter(cost[front], accuracy[front], s=60, color="tab:red", zorder=3, label="Pareto front")
         steps = np.argsort(cost[front], kind="stable")
         ax.step(cost[front][steps], accuracy[front][steps], where="post", color="tab:red", alpha=0.6)
-        for name, x, y, on_front in zip(board.index, cost, accuracy, front):
-            ax.annotate(name, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7,
+        for i, (name, x, y, on_front) in enumerate(zip(board.index, cost, accuracy, front)):
+            # experiments of equal cost (one network, other training) alternate right and left
+            left = int(np.sum((cost[:i] == x) & (accuracy[:i] >= y))) % 2 == 1
+            ax.annotate(name, (x, y), xytext=(-4 if left else 4, 3), textcoords="offset points",
+                        ha="right" if left else "left", fontsize=7,
                         color="tab:red" if on_front else "0.3")
         if (cost > 0).all():
             ax.set_xscale("log")
@@ -324,10 +340,11 @@ def paired_comparison(
     if n < 2:
         return PairedComparison(tuple(differences.tolist()), mean, 0.0, -math.inf, math.inf,
                                 math.nan, math.nan, confidence)
+    if (differences == differences[0]).all():
+        constant = float(differences[0])
+        return PairedComparison(tuple(differences.tolist()), constant, 0.0, constant, constant,
+                                math.nan, math.nan, confidence)
     std = float(differences.std(ddof=1))
-    if std == 0:
-        return PairedComparison(tuple(differences.tolist()), mean, 0.0, mean, mean, math.nan,
-                                math.nan, confidence)
     test = stats.ttest_rel(treatment_, baseline_)
     half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * std / math.sqrt(n)
     return PairedComparison(tuple(differences.tolist()), mean, std, mean - half, mean + half,
@@ -462,7 +479,7 @@ def ablations_figure(results: list[dict[str, Any]]) -> Figure:
     ax.set_xlabel(f"accuracy difference, treatment − baseline (points); bars: mean and "
                   f"{100 * CONFIDENCE:g}% CI")
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=8, loc="best")
+    fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
     return fig
 
 
@@ -513,8 +530,9 @@ def confusion_figure(matrix: np.ndarray, classes: Sequence[str], title: str = ""
             if count:
                 ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
                         color="white" if fractions[i, j] > 0.5 else "black")
-    ax.set_xticks(range(size), classes, rotation=45 if max(map(len, classes)) > 2 else 0, ha="right"
-                  if max(map(len, classes)) > 2 else "center", fontsize=8)
+    long_names = max(map(len, classes)) > 2
+    ax.set_xticks(range(size), classes, fontsize=8, rotation=45 if long_names else 0,
+                  ha="right" if long_names else "center")
     ax.set_yticks(range(size), classes, fontsize=8)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
@@ -541,6 +559,22 @@ def misclassified(data: ReportData, experiment: str) -> pd.DataFrame:
     ).reset_index()
     return grouped.sort_values(["folds_wrong", "index"], ascending=[False, True], kind="stable",
                                ignore_index=True)
+
+
+def misclassified_caption(data: ReportData, experiment: str, shown: int) -> str:
+    """What the grid shows, and whether evaluation's cap on kept images makes its counts partial
+    (an HTML paragraph)."""
+    from convbench.evaluation import MISCLASSIFIED_KEPT
+
+    tests = [data.fold_metrics[experiment, fold]["test"] for fold in range(data.study.folds)]
+    wrong = [int(np.sum(t["confusion_matrix"]) - np.trace(t["confusion_matrix"])) for t in tests]
+    text = (f"{shown} of the test images {experiment}'s fold models get wrong "
+            f"({', '.join(map(str, wrong))} per fold model), those most fold models get wrong first. "
+            "Title: true class, most common prediction (fold models wrong).")
+    if any(len(t["misclassified"]) >= MISCLASSIFIED_KEPT for t in tests):
+        text += (f" Evaluation keeps each fold model's first {MISCLASSIFIED_KEPT} misclassified "
+                 "images (by test index); the grid and its counts cover those only.")
+    return f"<p>{html.escape(text)}</p>"
 
 
 def misclassified_figure(
@@ -608,18 +642,30 @@ def _settings(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
+def recipe_exceptions(
+    recipes: dict[str, dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The recipe most experiments share (each setting's most common value) and, per experiment,
+    the settings where it departs from that."""
+    keys = list(dict.fromkeys(k for recipe in recipes.values() for k in recipe))
+    common = {}
+    for key in keys:
+        values = [json.dumps(recipe.get(key), sort_keys=True) for recipe in recipes.values()]
+        common[key] = json.loads(max(dict.fromkeys(values), key=values.count))
+    exceptions = {
+        name: diff for name, recipe in recipes.items()
+        if (diff := {k: recipe.get(k) for k in keys if recipe.get(k) != common[k]})
+    }
+    return common, exceptions
+
+
 def study_card(data: ReportData) -> pd.DataFrame:
     """What was run, on what, with what: the facts a reader needs to trust or redo the numbers."""
     study, summary, dataset = data.study, data.summary, data.dataset
     card = summary.get("study", {})
-    recipes = {name: data.fold_metrics[name, 0]["recipe"] for name in study.experiments}
-    keys = list(dict.fromkeys(k for r in recipes.values() for k in r))
-    shared = {k: recipes[next(iter(recipes))].get(k) for k in keys
-              if len({json.dumps(r.get(k), sort_keys=True) for r in recipes.values()}) == 1}
-    differing = [
-        f"{name}: {_settings({k: v for k, v in r.items() if k not in shared})}"
-        for name, r in recipes.items() if set(r) - set(shared)
-    ]
+    common, exceptions = recipe_exceptions(
+        {name: data.fold_metrics[name, 0]["recipe"] for name in study.experiments}
+    )
     training_devices = sorted({d for p in data.perf.values() for d in p["training"].get("devices", [])})
     inference_devices = sorted({p["inference"]["device"] for p in data.perf.values()})
     seconds = sum(p["training"]["seconds"] for p in data.perf.values())
@@ -640,8 +686,9 @@ def study_card(data: ReportData) -> pd.DataFrame:
                              f"split {card.get('split_id', '?')}"),
         ("experiments", f"{len(study.experiments)} ({len(study.jobs())} training jobs), "
                         f"{len(study.ablations)} named ablations"),
-        ("recipe (all experiments)", _settings(shared)),
-        *([("recipe (differences)", "; ".join(differing))] if differing else []),
+        ("recipe", _settings(common)),
+        *([("recipe exceptions", "; ".join(f"{n}: {_settings(d)}" for n, d in exceptions.items()))]
+          if exceptions else []),
         ("code version", str(card.get("code_version", "?"))),
         ("packages", _settings(card.get("packages", {}))),
         ("training device(s)", ", ".join(training_devices)),
@@ -702,6 +749,7 @@ main { max-width: 1280px; margin: 0 auto; }
 table.convbench-table { font-size: 12px; margin-bottom: 1em; }
 .jp-RenderedHTMLCommon table.convbench-table td,
 .jp-RenderedHTMLCommon table.convbench-table th { text-align: left; vertical-align: top; }
+table.convbench-table td:first-child { white-space: nowrap; }
 details { margin: 0.3em 0; }
 details summary { cursor: pointer; }
 ul.verdicts li { margin-bottom: 0.5em; }
@@ -713,8 +761,6 @@ span.verdict { font-style: italic; }
 EXTERNAL_REFERENCE = re.compile(
     r"""(?:\b(?:src|href)\s*=\s*["']?|url\(\s*["']?|@import\s+["']?)\s*(?:https?:)?//""", re.IGNORECASE
 )
-
-
 STYLE_BLOCK = re.compile(r"<style[^>]*>.*?</style>", re.DOTALL | re.IGNORECASE)
 CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 
@@ -757,8 +803,6 @@ def notebook_to_html(notebook_path: Path, title: str) -> str:
 def default_kernel() -> str:
     """The kernel named "python3", provided it runs this interpreter (jupyter_client runs a bare
     ``python`` as ``sys.executable``); another interpreter's kernel would import another convbench."""
-    import os
-
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     try:
@@ -805,16 +849,9 @@ def render(
     Paths are taken relative to the current directory, where the kernel runs too (the repo root in
     the pipeline). ``template`` defaults to :func:`default_template`. Returns the HTML path.
     """
-    import logging
-
     import papermill
 
-    from convbench.study import load_study
-
-    study = load_study(study_path, selection)
-    if results_dir is not None:
-        study = replace(study, results_dir=str(results_dir).rstrip("/"))
-    check_summary(study, _read_json(Path(study.metrics_path), "convbench aggregate"))
+    study, _ = load_summary(study_path, selection, results_dir)  # fail here, not in a kernel
     template = Path(template) if template is not None else default_template()
     kernel = kernel_name or default_kernel()
     out_dir = Path(out_dir)
@@ -856,11 +893,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the study file (default: params.yaml)")
     parser.add_argument("--select", default=None, metavar="NAME", help="select a bundled study by name")
     parser.add_argument("--out-dir", type=Path, default=None,
-                        help="where report.html, report.ipynb and figures/ go (default: the study's reports_dir)")
+                        help="where report.html, report.ipynb and figures/ go "
+                             "(default: the study's reports_dir)")
     parser.add_argument("--kernel", default=None, metavar="NAME",
-                        help="Jupyter kernel to execute the template (default: 'python3' of this interpreter)")
+                        help="Jupyter kernel to execute the template "
+                             "(default: 'python3', checked to run this interpreter)")
     parser.add_argument("--template", type=Path, default=None,
-                        help=f"the papermill template (default: {TEMPLATE}, else the one of this source tree)")
+                        help=f"the papermill template (default: {TEMPLATE} if it exists, "
+                             "else the one of this source tree)")
     return parser
 
 
@@ -868,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
     from papermill.exceptions import PapermillExecutionError
 
-    from convbench.study import StudyError, load_study
+    from convbench.study import load_study
 
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
@@ -881,7 +921,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{err.ename}: {' '.join(str(err.evalue).split())} (see {out_dir / 'report.ipynb'})",
               file=sys.stderr)
         return 1
-    except (ReportError, StudyError, OSError, yaml.YAMLError, ValueError, KeyError) as err:
+    except (OSError, yaml.YAMLError, ValueError, KeyError) as err:  # ReportError, StudyError too
         message = " ".join(str(err).split())
         print(f"convbench report: error: {message}", file=sys.stderr)
         return 1
