@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from convbench._io import atomic_write
 from convbench.prepared import Dataset
 from convbench.study import Study
 
@@ -730,7 +731,7 @@ def save_png(fig: Figure, figures_dir: str | Path, name: str) -> bytes:
     png = figure_png(fig)
     path = Path(figures_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
+    atomic_write(path, lambda file: file.write(png))
     return png
 
 
@@ -857,6 +858,9 @@ def render(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / "report.ipynb"
+    # A new file, never one written over in place: with DVC's hardlinked cache the old output
+    # may share its bytes with the cache.
+    executed.unlink(missing_ok=True)
     parameters = {
         "study_path": str(study_path),
         "study_selection": selection,
@@ -878,7 +882,7 @@ def render(
         quiet.setLevel(level)
     page = notebook_to_html(executed, f"convbench report: {study.name}")
     html_path = out_dir / "report.html"
-    html_path.write_text(page, encoding="utf-8")
+    atomic_write(html_path, lambda file: file.write(page.encode("utf-8")))
     return html_path
 
 
