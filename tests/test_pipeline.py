@@ -180,3 +180,12 @@ def test_bad_params_are_refused_by_name_before_any_job(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "experiments.mlp.knobs" in proc.stdout + proc.stderr
     assert not (project / "results").exists() or not any((project / "results").rglob("*.pt"))
+
+
+def test_snakemake_report_and_dvc_plots_render(project: Path) -> None:
+    """The report figures are flagged with report() and the histories are DVC plots."""
+    run(["snakemake", "--cores", "1", "--report", "smk-report.html"], project)
+    page = (project / "smk-report.html").read_text(errors="replace")
+    assert "learning_curves.png" in page and "pareto.png" in page
+    out = run(["dvc", "plots", "show", "--json"], project).stdout
+    assert "results/lenet_relu/fold0/history.csv" in out
