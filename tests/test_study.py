@@ -102,3 +102,17 @@ def test_study_cli_lists_the_plan(capsys) -> None:
     assert cli(["study", str(ROOT / "params.yaml")]) == 0
     out = capsys.readouterr().out
     assert "51 training jobs" in out and "resnet18_plain" in out
+
+
+def test_dvc_study_override_composes_the_bundled_study(tmp_path: Path) -> None:
+    """`dvc exp run -S study=NAME` writes params.yaml with Hydra from conf/: the same file
+    Snakemake's `--config study=NAME` reads."""
+    from dvc.utils.hydra import compose_and_dump
+
+    params = tmp_path / "params.yaml"
+    compose_and_dump(str(params), str(ROOT / "conf"), None, "config", str(tmp_path),
+                     ["study=fashion_mnist_d2l"])
+    composed = yaml.safe_load(params.read_text())
+    with open(ROOT / "conf/study/fashion_mnist_d2l.yaml") as file:
+        assert composed == yaml.safe_load(file)
+    assert parse_study(composed).name == "fashion_mnist_d2l"
