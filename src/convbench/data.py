@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from convbench import __version__
 from convbench._io import CHUNK_BYTES, atomic_write, run_cli, sha256_file, write_npz_deterministic
-from convbench.prepared import PREPARED_KEYS, DataError, Dataset, check_prepared, load_prepared
+from convbench.prepared import DataError, Dataset, check_prepared, load_prepared
 from convbench.prepared import reason as _reason
 
 __all__ = ["DATASETS", "ChecksumError", "DataError", "Dataset", "download", "load_prepared", "prepare"]

@@ -12,6 +12,7 @@ from torch import nn
 
 from convbench.models._layers import activation as make_activation
 from convbench.models._layers import check_probability, flat_features, pool2d, scaled
+from convbench.models._layers import two_hidden_layers
 from convbench.models._registry import register
 
 HIDDEN_UNITS = 4096
@@ -77,18 +78,7 @@ class VGG(nn.Module):
         # N x 512 x 7 x 7 at 224 px (N x 128 x 7 x 7 with width 0.25)
         self.features = nn.Sequential(*blocks, nn.Flatten())
         flat = flat_features(self.features, in_channels, input_size)
-        drop = [nn.Dropout(dropout)] if dropout > 0 else []
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
-        self.classifier = nn.Sequential(
-            nn.Linear(flat, hidden),
-            make_activation(activation),
-            *drop,
-            nn.Linear(hidden, hidden),
-            make_activation(activation),
-            *drop,
-            nn.Linear(hidden, num_classes),
-        )
+        self.classifier = two_hidden_layers(flat, hidden, num_classes, activation, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
