@@ -35,8 +35,22 @@ def write_idx_gz(path: Path, array: np.ndarray) -> None:
         file.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
+def regzip(source: Path, target: Path, change_byte_at: int | None = None) -> Path:
+    """Write ``source``'s content re-gzipped another way (level 1, another header), as a
+    distribution's package does; with ``change_byte_at``, one content byte is altered too."""
+    content = bytearray(gzip.decompress(source.read_bytes()))
+    if change_byte_at is not None:
+        content[change_byte_at] ^= 0xFF
+    target.write_bytes(gzip.compress(bytes(content), compresslevel=1, mtime=1234567890))
+    return target
+
+
 def md5_of(path: Path) -> str:
     return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def content_md5_of(path: Path) -> str:
+    return hashlib.md5(gzip.decompress(path.read_bytes()), usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,7 @@ class IdxMirror:
 
     directory: Path
     resources: tuple[tuple[str, str], ...]  # (file name, md5), as in a DatasetSpec
+    content_md5: tuple[tuple[str, str], ...]  # (file name, md5 of the decompressed file)
     train_images: np.ndarray  # N x H x W, as stored in the IDX file
     train_labels: np.ndarray
     test_images: np.ndarray
@@ -76,6 +91,7 @@ def idx_mirror(tmp_path: Path) -> IdxMirror:
     return IdxMirror(
         directory=directory,
         resources=tuple((name, md5_of(directory / name)) for name in arrays),
+        content_md5=tuple((name, content_md5_of(directory / name)) for name in arrays),
         train_images=arrays["train-images-idx3-ubyte.gz"],
         train_labels=arrays["train-labels-idx1-ubyte.gz"],
         test_images=arrays["t10k-images-idx3-ubyte.gz"],
@@ -87,15 +103,22 @@ def idx_mirror(tmp_path: Path) -> IdxMirror:
 def use_mirror(monkeypatch: pytest.MonkeyPatch, idx_mirror: IdxMirror) -> Callable[..., None]:
     """Point the real ``fashion_mnist`` spec at the generated files: their md5s, given mirrors.
 
-    ``use_mirror(*mirrors)`` swaps in a copy of the registry entry, so download and prepare run
-    their real code path, only with the tiny files' checksums. Undone after the test.
+    ``use_mirror(*mirrors, local_copies=())`` swaps in a copy of the registry entry, so download
+    and prepare run their real code path, only with the tiny files' checksums. No system copy (the
+    real Debian package may be installed) and no ``$CONVBENCH_DATA_MIRRORS`` unless a test sets
+    them. Undone after the test.
     """
 
-    def point(*mirrors: str) -> None:
+    def point(*mirrors: str, local_copies: tuple[str, ...] = ()) -> None:
         spec = dataclasses.replace(
-            data.DATASETS["fashion_mnist"], resources=idx_mirror.resources, mirrors=tuple(mirrors)
+            data.DATASETS["fashion_mnist"],
+            resources=idx_mirror.resources,
+            content_md5=idx_mirror.content_md5,
+            mirrors=tuple(mirrors),
+            local_copies=local_copies,
         )
         monkeypatch.setitem(data.DATASETS, "fashion_mnist", spec)
+        monkeypatch.delenv(data.MIRRORS_ENV, raising=False)
 
     return point
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -17,7 +18,7 @@ from sklearn.datasets import load_digits
 from convbench import cli, data
 from convbench._io import atomic_write, sha256_file, write_npz_deterministic
 
-from conftest import IdxMirror, md5_of, write_idx_gz
+from conftest import IdxMirror, md5_of, regzip, write_idx_gz
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -90,8 +91,10 @@ def test_explicit_mirror_overrides_spec(
 
 
 def tamper(path: Path) -> None:
+    """Flip a byte of the gzip trailer's CRC: neither the file's md5 nor its content verifies.
+    (A flipped byte in the header's file name would leave the content, and so the data, intact.)"""
     content = bytearray(path.read_bytes())
-    content[len(content) // 2] ^= 0xFF
+    content[-6] ^= 0xFF
     path.write_bytes(bytes(content))
 
 
@@ -180,7 +183,7 @@ def test_stale_file_is_reported_when_no_source_works(
     use_mirror(closed_port_url)
     out = shutil.copytree(idx_mirror.directory, tmp_path / "raw")
     tamper(out / idx_mirror.files[2])
-    with pytest.raises(data.DataError, match="exists but failed its md5 checksum"):
+    with pytest.raises(data.DataError, match="exists but failed its checksum"):
         data.download("fashion_mnist", out, progress=False)
 
 
@@ -212,6 +215,144 @@ def test_mirror_that_is_neither_url_nor_directory(tmp_path: Path, use_mirror) ->
     use_mirror()
     with pytest.raises(data.DataError, match="neither a URL"):
         data.download("fashion_mnist", tmp_path / "raw", mirror=str(tmp_path / "nowhere"))
+
+
+# ---------------------------------------------------------- content checks and local copies
+
+
+def regzipped_mirror(idx_mirror: IdxMirror, directory: Path, change: str | None = None) -> Path:
+    """All four files re-gzipped another way; ``change`` names one whose content is altered."""
+    directory.mkdir()
+    for name in idx_mirror.files:
+        regzip(idx_mirror.directory / name, directory / name, 20 if name == change else None)
+    return directory
+
+
+def test_regzipped_copy_is_accepted_by_its_content(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, closed_port_url: str
+) -> None:
+    use_mirror(closed_port_url)
+    mirror = regzipped_mirror(idx_mirror, tmp_path / "debian")
+    assert all(md5_of(mirror / name) != md5 for name, md5 in idx_mirror.resources)
+    said: list[str] = []
+    paths = data.download("fashion_mnist", tmp_path / "raw", mirror=mirror, progress=False,
+                          say=said.append)
+    assert [path.read_bytes() for path in paths] == [
+        (mirror / name).read_bytes() for name in idx_mirror.files
+    ]
+    assert said == [
+        f"{name}: from {mirror / name}, matches the published md5 of its decompressed content"
+        for name in idx_mirror.files
+    ]
+
+
+def test_regzipped_copy_with_one_altered_byte_is_refused(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror
+) -> None:
+    use_mirror()
+    altered = idx_mirror.files[2]
+    mirror = regzipped_mirror(idx_mirror, tmp_path / "debian", change=altered)
+    out = tmp_path / "raw"
+    with pytest.raises(data.ChecksumError) as info:
+        data.download("fashion_mnist", out, mirror=mirror, progress=False)
+    message = str(info.value)
+    assert f"{altered} failed its checksum" in message
+    assert dict(idx_mirror.content_md5)[altered] in message  # what was expected
+    assert leftovers(out) == idx_mirror.files[:2]  # the two good files before it, nothing else
+    with pytest.raises(data.ChecksumError, match=altered):
+        data.prepare("fashion_mnist", mirror, tmp_path / "fm.npz")
+    assert not (tmp_path / "fm.npz").exists()
+
+
+def test_without_a_published_content_md5_only_the_file_md5_counts(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_mirror()
+    spec = dataclasses.replace(data.DATASETS["fashion_mnist"], content_md5=())
+    monkeypatch.setitem(data.DATASETS, "fashion_mnist", spec)
+    mirror = regzipped_mirror(idx_mirror, tmp_path / "debian")
+    with pytest.raises(data.ChecksumError, match="failed its checksum"):
+        data.download("fashion_mnist", tmp_path / "raw", mirror=mirror, progress=False)
+
+
+def test_prepared_file_depends_on_content_not_on_the_gzip_container(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror
+) -> None:
+    use_mirror()
+    official = data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "official.npz")
+    mirror = regzipped_mirror(idx_mirror, tmp_path / "debian")
+    repacked = data.prepare("fashion_mnist", mirror, tmp_path / "debian.npz")
+    assert official.read_bytes() == repacked.read_bytes()
+
+
+def test_local_copies_are_tried_before_the_network(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, serve
+) -> None:
+    class Forbidden(BaseHTTPRequestHandler):  # any request fails the test
+        requests: list[str] = []
+
+        def do_GET(self) -> None:
+            Forbidden.requests.append(self.path)
+            self.send_error(500)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    system_copy = regzipped_mirror(idx_mirror, tmp_path / "usr-share-datasets")
+    use_mirror(serve(Forbidden), local_copies=(str(tmp_path / "absent"), str(system_copy)))
+    said: list[str] = []
+    data.download("fashion_mnist", tmp_path / "raw", progress=False, say=said.append)
+    assert Forbidden.requests == []
+    assert all(f"from {system_copy}/" in line for line in said) and len(said) == 4
+
+
+@pytest.mark.parametrize("layout", ["flat", "per-dataset"])
+def test_mirrors_from_the_environment_variable(
+    tmp_path: Path, idx_mirror: IdxMirror, use_mirror, closed_port_url: str,
+    monkeypatch: pytest.MonkeyPatch, layout: str,
+) -> None:
+    use_mirror(closed_port_url)
+    root = tmp_path / "datasets"
+    root.mkdir()
+    files = root if layout == "flat" else root / "fashion_mnist"
+    shutil.copytree(idx_mirror.directory, files, dirs_exist_ok=True)
+    monkeypatch.setenv(data.MIRRORS_ENV, os.pathsep.join([str(tmp_path / "missing"), str(root)]))
+    said: list[str] = []
+    data.download("fashion_mnist", tmp_path / "raw", progress=False, say=said.append)
+    assert said[0] == (
+        f"{idx_mirror.files[0]}: from {files / idx_mirror.files[0]}, matches the published md5"
+    )
+
+
+def test_already_present_files_say_so(tmp_path: Path, idx_mirror: IdxMirror, use_mirror) -> None:
+    use_mirror()
+    said: list[str] = []
+    data.download("fashion_mnist", idx_mirror.directory, progress=False, say=said.append)
+    assert said[0] == (
+        f"{idx_mirror.files[0]}: already in {idx_mirror.directory}, matches the published md5"
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "content_ok"),
+    [
+        (lambda payload: gzip.compress(payload, mtime=0), True),
+        (lambda payload: gzip.compress(payload[:50], mtime=0) + gzip.compress(payload[50:]), True),
+        (lambda payload: gzip.compress(payload, mtime=0)[:-30], False),  # truncated
+        (lambda payload: payload, False),  # not gzip at all
+        (lambda payload: gzip.compress(payload, mtime=0) + b"junk", False),
+    ],
+    ids=["one member", "two members", "truncated", "plain", "trailing junk"],
+)
+def test_raw_digests_content_md5(make, content_ok: bool) -> None:
+    payload = bytes(range(256)) * 40
+    blob = make(payload)
+    digests = data.RawDigests()
+    for start in range(0, len(blob), 777):  # chunk boundaries anywhere, members included
+        digests.update(blob[start : start + 777])
+    assert digests.md5 == hashlib.md5(blob).hexdigest()
+    expected = hashlib.md5(payload).hexdigest() if content_ok else None
+    assert digests.content_md5 == expected
 
 
 def test_atomic_write_keeps_old_content_on_failure(tmp_path: Path) -> None:
@@ -311,9 +452,11 @@ def test_prepare_round_trips_the_idx_arrays(
     assert (dataset.num_classes, dataset.in_channels, dataset.image_size) == (10, 1, 28)
     assert dataset.sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
 
-    # source_sha256 is `sha256sum <sorted raw files> | sha256sum`
+    # source_sha256 is `sha256sum <sorted decompressed raw files> | sha256sum`
     manifest = "".join(
-        f"{sha256_file(idx_mirror.directory / name)}  {name}\n" for name in sorted(idx_mirror.files)
+        f"{hashlib.sha256(gzip.decompress((idx_mirror.directory / name).read_bytes())).hexdigest()}"
+        f"  {name.removesuffix('.gz')}\n"
+        for name in sorted(idx_mirror.files)
     )
     assert dataset.source_sha256 == hashlib.sha256(manifest.encode()).hexdigest()
 

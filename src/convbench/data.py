@@ -2,13 +2,16 @@
 
 Three stages, each a pure function plus a thin CLI:
 
-- :func:`download` puts a dataset's raw files in a directory, each checked against the md5
-  torchvision publishes (its ``mirrors``, ``resources`` and ``classes`` are reused, never retyped).
-  Nothing unverified ever appears under a final name, so a directory filled by hand (or by an
-  earlier run) is as good as a download and works without network.
+- :func:`download` puts a dataset's raw files in a directory, each verified: either its bytes match
+  the md5 torchvision publishes for the ``.gz`` file (its ``mirrors``, ``resources`` and
+  ``classes`` are reused, never retyped), or its decompressed content matches the published md5 of
+  the uncompressed IDX file (a re-gzipped copy, such as Debian's ``dataset-fashion-mnist``, holds
+  the same data in another container). Known local copies are tried before the network. Nothing
+  unverified ever appears under a final name, so a directory filled by hand (or by an earlier run)
+  is as good as a download and works without network.
 - :func:`prepare` turns the raw files into one uncompressed ``.npz`` of uint8 images (N, 1, H, W)
-  and int64 labels whose bytes depend only on the data, so its sha256 identifies the data: every
-  split, checkpoint and result records it.
+  and int64 labels whose bytes depend only on the data (never on the gzip container it came in),
+  so its sha256 identifies the data: every split, checkpoint and result records it.
 - :func:`load_prepared` reads that file back as a :class:`Dataset`, validated.
 
 ``digits`` is scikit-learn's bundled 8x8 digits (1797 real images, no network). It has no official
@@ -25,18 +28,20 @@ import gzip
 import hashlib
 import http.client
 import math
+import os
 import struct
+import sys
 import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 from urllib.parse import urljoin, urlsplit
 from urllib.request import Request, urlopen
 
 import numpy as np
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
-from torchvision.datasets.utils import calculate_md5
 from tqdm.auto import tqdm
 
 from convbench import __version__
@@ -51,7 +56,30 @@ URL_SCHEMES = ("http", "https", "file")
 DIGITS_FILE = "digits.npz"
 DIGITS_TEST_SIZE = 0.25
 DIGITS_SPLIT_SEED = 0
+# Directories (or URLs) to look in before the network, separated like PATH. Each entry may hold a
+# dataset's files directly or in a sub-directory named after the dataset.
+MIRRORS_ENV = "CONVBENCH_DATA_MIRRORS"
 
+# md5 of each *decompressed* raw file. A copy that was re-gzipped (another compression level,
+# header or tool) has another .gz md5 but the same content. Fashion-MNIST: the md5s of the
+# uncompressed IDX files of Zalando's release (the .gz files whose md5s torchvision publishes),
+# as public loaders record them (e.g. loaders that check `raw_data` next to torchvision's
+# `resources`); the files of Debian's `dataset-fashion-mnist` match them (checked 2026-11-23).
+# MNIST and KMNIST: their publishers (yann.lecun.com/exdb/mnist, github.com/rois-codh/kmnist) give
+# no checksums of the uncompressed files that we could find and cite, so their files are verified
+# by the .gz md5 alone until a citable source is added here.
+CONTENT_MD5: dict[str, tuple[tuple[str, str], ...]] = {
+    "fashion_mnist": (
+        ("train-images-idx3-ubyte.gz", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+        ("train-labels-idx1-ubyte.gz", "9018921c3c673c538a1fc5bad174d6f9"),
+        ("t10k-images-idx3-ubyte.gz", "8181f5470baa50b63fa0f6fddb340f0a"),
+        ("t10k-labels-idx1-ubyte.gz", "15d484375f8d13e6eb1aabb0c3f46965"),
+    ),
+}
+# Where distributions install a data set (Debian: `apt-get install dataset-fashion-mnist`).
+SYSTEM_COPIES: dict[str, tuple[str, ...]] = {
+    "fashion_mnist": ("/usr/share/datasets/fashion-mnist",),
+}
 
 
 class ChecksumError(DataError):
@@ -62,8 +90,10 @@ class ChecksumError(DataError):
 class DatasetSpec:
     """Where a dataset's raw files come from and how to check them.
 
-    ``resources`` are (file name, md5) pairs fetched from one of ``mirrors``; an empty tuple means
-    the raw data is bundled with scikit-learn (``digits``).
+    ``resources`` are (file name, md5 of the file) pairs fetched from one of ``mirrors``; an empty
+    tuple means the raw data is bundled with scikit-learn (``digits``). ``content_md5`` are (file
+    name, md5 of the decompressed file) pairs, where published. ``local_copies`` are directories
+    where a system package installs the files.
     """
 
     name: str
@@ -71,6 +101,8 @@ class DatasetSpec:
     classes: tuple[str, ...]
     mirrors: tuple[str, ...] = ()
     resources: tuple[tuple[str, str], ...] = ()
+    content_md5: tuple[tuple[str, str], ...] = ()
+    local_copies: tuple[str, ...] = ()
 
     @property
     def raw_files(self) -> tuple[str, ...]:
@@ -85,6 +117,8 @@ def _from_torchvision(name: str, source: type[MNIST], summary: str) -> DatasetSp
         classes=tuple(source.classes),
         mirrors=tuple(source.mirrors),
         resources=tuple((file, md5) for file, md5 in source.resources),
+        content_md5=CONTENT_MD5.get(name, ()),
+        local_copies=SYSTEM_COPIES.get(name, ()),
     )
 
 
@@ -122,14 +156,18 @@ def download(
     out_dir: str | Path,
     mirror: str | Path | None = None,
     progress: bool = True,
+    say: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Make ``out_dir`` hold the dataset's raw files, each verified; return their paths.
 
-    A file already there with the right md5 is kept untouched (so a directory filled by hand works
-    offline, and its modification time does not trigger pipeline reruns). Otherwise each source is
-    tried in turn: ``mirror`` if given (an http/https/file URL or a local directory), else
-    torchvision's mirrors. A download streams into a temporary file that is renamed into place only
-    after its md5 matched; on any failure, Ctrl-C included, the temporary file is removed.
+    A file already there that passes :func:`verify_raw_file` is kept untouched (so a directory
+    filled by hand works offline, and its modification time does not trigger pipeline reruns).
+    Otherwise each source is tried in turn: ``mirror`` alone if given (an http/https/file URL or a
+    local directory); else local copies first (the entries of ``$CONVBENCH_DATA_MIRRORS``, then
+    the directories a system package installs, such as Debian's), then torchvision's mirrors. A
+    download streams into a temporary file that is renamed into place only after it verified; on
+    any failure, Ctrl-C included, the temporary file is removed. ``say`` receives one line per file
+    telling where it came from and which checksum it matched.
 
     ``digits`` needs no network (``mirror`` is ignored): its raw file is scikit-learn's bundled
     copy, written as ``digits.npz`` (uint8 images 0..16 and int64 targets), rewritten only if its
@@ -145,25 +183,125 @@ def download(
             f"mirror {str(mirror)!r} is neither a URL ({', '.join(URL_SCHEMES)}) "
             "nor an existing directory"
         )
-    sources = [str(mirror)] if mirror is not None else list(spec.mirrors)
+    sources = [str(mirror)] if mirror is not None else [*local_sources(spec), *spec.mirrors]
     return [
-        _fetch_verified(spec, file, md5, out_dir, sources, progress) for file, md5 in spec.resources
+        _fetch_verified(spec, file, out_dir, sources, progress, say or (lambda line: None))
+        for file, _ in spec.resources
     ]
+
+
+def local_sources(spec: DatasetSpec) -> list[str]:
+    """Local copies to try before the network: ``$CONVBENCH_DATA_MIRRORS``, then system copies.
+
+    A directory entry of the variable is used as ``DIR/<dataset>`` when that exists (one variable
+    can serve several data sets), else as ``DIR``. Directories that do not exist are skipped.
+    """
+    found: list[str] = []
+    for entry in filter(None, os.environ.get(MIRRORS_ENV, "").split(os.pathsep)):
+        if _is_url(entry):
+            found.append(entry)
+        elif (Path(entry) / spec.name).is_dir():
+            found.append(str(Path(entry) / spec.name))
+        elif Path(entry).is_dir():
+            found.append(entry)
+    found += [directory for directory in spec.local_copies if Path(directory).is_dir()]
+    return list(dict.fromkeys(found))
 
 
 def _is_url(text: str) -> bool:
     return urlsplit(text).scheme in URL_SCHEMES
 
 
+class RawDigests:
+    """md5 of a raw file's bytes and of its gzip-decompressed content, fed chunk by chunk.
+
+    Streaming both keeps a download to one pass and little memory. Concatenated gzip members are
+    one payload, as ``gzip.open`` reads them.
+    """
+
+    def __init__(self) -> None:
+        self._raw = hashlib.md5(usedforsecurity=False)
+        self._content = hashlib.md5(usedforsecurity=False)
+        self._inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+        self._members = 0  # complete gzip members seen
+        self._in_member = False  # bytes of an unfinished member have been fed
+        self._is_gzip = True
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._raw.update(chunk)
+        self.size += len(chunk)
+        while chunk and self._is_gzip:
+            try:
+                self._content.update(self._inflate.decompress(chunk))
+            except zlib.error:
+                self._is_gzip = False
+                return
+            self._in_member = not self._inflate.eof
+            if not self._inflate.eof:
+                return
+            self._members += 1  # a member ended; any bytes left over start the next one
+            chunk = self._inflate.unused_data
+            self._inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+
+    @property
+    def md5(self) -> str:
+        return self._raw.hexdigest()
+
+    @property
+    def content_md5(self) -> str | None:
+        """md5 of the decompressed bytes; None unless the bytes are complete gzip data."""
+        if not self._is_gzip or self._members == 0 or self._in_member:
+            return None
+        return self._content.hexdigest()
+
+
+def digest_file(path: Path) -> RawDigests:
+    digests = RawDigests()
+    with open(path, "rb") as file:
+        for chunk in _chunks(file):
+            digests.update(chunk)
+    return digests
+
+
+def match_checksum(spec: DatasetSpec, file: str, digests: RawDigests) -> str | None:
+    """Which published checksum ``file``'s digests match ("the published .gz md5" or "the
+    published md5 of its decompressed content"), or None if neither."""
+    if digests.md5 == dict(spec.resources).get(file):
+        return "the published md5"
+    content = dict(spec.content_md5).get(file)
+    if content is not None and digests.content_md5 == content:
+        return "the published md5 of its decompressed content"
+    return None
+
+
+def checksum_problem(spec: DatasetSpec, file: str, digests: RawDigests) -> str:
+    """Why ``file`` failed: the md5s found and the ones expected."""
+    expected = f"expected {dict(spec.resources)[file]}"
+    content = dict(spec.content_md5).get(file)
+    if content is not None:
+        found = digests.content_md5 or "not gzip data"
+        expected += f", or decompressed content {content} (found {found})"
+    return f"md5 {digests.md5}, {expected}"
+
+
 def _fetch_verified(
-    spec: DatasetSpec, file: str, md5: str, out_dir: Path, sources: list[str], progress: bool
+    spec: DatasetSpec,
+    file: str,
+    out_dir: Path,
+    sources: list[str],
+    progress: bool,
+    say: Callable[[str], None],
 ) -> Path:
     target = out_dir / file
     stale = ""
     if target.is_file():
-        if calculate_md5(target) == md5:
+        digests = digest_file(target)
+        matched = match_checksum(spec, file, digests)
+        if matched:
+            say(f"{file}: already in {out_dir}, matches {matched}")
             return target
-        stale = f" ({target} exists but failed its md5 checksum, so it was not used)"
+        stale = f" ({target} exists but failed its checksum, so it was not used)"
 
     failures: list[str] = []
     checksum_failed = False
@@ -177,12 +315,13 @@ def _fetch_verified(
                     _copy_verified,
                     stream=stream,
                     size=size,
+                    spec=spec,
                     file=file,
                     location=location,
-                    md5=md5,
                     progress=progress,
                 )
                 atomic_write(target, verified_copy)
+            say(f"{file}: from {location}, matches {match_checksum(spec, file, digest_file(target))}")
             return target
         except ChecksumError as exc:
             checksum_failed = True
@@ -193,7 +332,7 @@ def _fetch_verified(
     message = (
         f"could not get a verified {file}{stale}; tried {'; '.join(failures) or 'no sources'}. "
         f"Use --mirror URL_OR_DIR (a URL or directory holding {', '.join(spec.raw_files)}), "
-        f"or put those files in {out_dir} yourself"
+        f"list such directories in ${MIRRORS_ENV}, or put those files in {out_dir} yourself"
     )
     raise (ChecksumError if checksum_failed else DataError)(message)
 
@@ -216,28 +355,26 @@ def _copy_verified(
     *,
     stream: IO[bytes],
     size: int | None,
+    spec: DatasetSpec,
     file: str,
     location: str,
-    md5: str,
     progress: bool,
 ) -> None:
-    """Copy ``stream`` to ``out``; raise ChecksumError (nothing is kept) unless the md5 matches."""
-    digest = hashlib.md5(usedforsecurity=False)
-    received = 0
+    """Copy ``stream`` to ``out``; raise ChecksumError (nothing is kept) unless it verifies."""
+    digests = RawDigests()
     with tqdm(
         total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=file, disable=not progress
     ) as bar:
         for chunk in _chunks(stream):
             out.write(chunk)
-            digest.update(chunk)
-            received += len(chunk)
+            digests.update(chunk)
             bar.update(len(chunk))
-    got = digest.hexdigest()
-    truncated = size is not None and received != size
-    if got != md5 or truncated:
-        detail = f"; received {received} of {size} bytes" if truncated else ""
+    truncated = size is not None and digests.size != size
+    matched = None if truncated else match_checksum(spec, file, digests)
+    if matched is None:
+        detail = f"; received {digests.size} of {size} bytes" if truncated else ""
         raise ChecksumError(
-            f"{location}: {file} failed its checksum (md5 {got}, expected {md5}{detail})"
+            f"{location}: {file} failed its checksum ({checksum_problem(spec, file, digests)}{detail})"
         )
 
 
@@ -293,10 +430,12 @@ def prepare(name: str, raw_dir: str | Path, out_path: str | Path) -> Path:
     """Turn the raw files in ``raw_dir`` into one ``.npz`` at ``out_path``; return its path.
 
     The file holds ``name``, ``train_images``/``test_images`` (uint8, N x 1 x H x W),
-    ``train_labels``/``test_labels`` (int64), ``classes`` and ``source_sha256``, the sha256 of
-    the raw files' ``sha256sum`` lines in sorted file-name order. Same raw files in, same bytes
-    out, so the file's own sha256 (``Dataset.sha256``) is a stable name for the data. Raw files are
-    checked against their md5 first, so a stale or hand-edited directory cannot slip through.
+    ``train_labels``/``test_labels`` (int64), ``classes`` and ``source_sha256`` (see
+    :func:`source_sha256`: it depends on the files' content, not on their gzip container). Same
+    data in, same bytes out, whether the files came from the official mirrors, a re-gzipped system
+    copy or a hand-filled directory, so the file's own sha256 (``Dataset.sha256``) is a stable name
+    for the data. Raw files are verified first (:func:`match_checksum`), so a stale or hand-edited
+    directory cannot slip through.
     """
     spec = get_spec(name)
     raw_dir = Path(raw_dir)
@@ -308,12 +447,12 @@ def prepare(name: str, raw_dir: str | Path, out_path: str | Path) -> Path:
             f"{raw_dir}: missing raw file(s) {', '.join(missing)}; "
             f"run 'convbench download {name} --out {raw_dir}' first"
         )
-    for file, md5 in spec.resources:
-        got = calculate_md5(raw_dir / file)
-        if got != md5:
+    for file, _ in spec.resources:
+        digests = digest_file(raw_dir / file)
+        if match_checksum(spec, file, digests) is None:
             raise ChecksumError(
-                f"{raw_dir / file}: {file} failed its md5 checksum ({got}, expected {md5}); "
-                "download it again"
+                f"{raw_dir / file}: {file} failed its checksum "
+                f"({checksum_problem(spec, file, digests)}); download it again"
             )
 
     arrays = (
@@ -327,15 +466,36 @@ def prepare(name: str, raw_dir: str | Path, out_path: str | Path) -> Path:
 
 
 def source_sha256(paths: Sequence[Path]) -> str:
-    """sha256 of ``sha256sum``-style lines for ``paths`` in sorted file-name order.
+    """sha256 of ``sha256sum``-style lines for the raw files' content, in sorted name order.
 
-    The same value as ``sha256sum <files, sorted> | sha256sum`` run inside the raw directory, so
-    anyone can check by hand which raw files a prepared dataset came from.
+    A ``.gz`` file counts by its decompressed bytes, under its name without ``.gz``, so a
+    re-gzipped copy of the same data gives the same value. By hand, in the raw directory:
+    ``gunzip -k *.gz && sha256sum $(ls | grep -v '\\.gz$' | sort) | sha256sum`` (or ``sha256sum
+    digits.npz | sha256sum`` for digits).
     """
     lines = "".join(
-        f"{sha256_file(path)}  {path.name}\n" for path in sorted(paths, key=lambda p: p.name)
+        f"{content_sha256(path)}  {content_name(path)}\n"
+        for path in sorted(paths, key=content_name)
     )
     return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def content_name(path: Path) -> str:
+    return path.name.removesuffix(".gz")
+
+
+def content_sha256(path: Path) -> str:
+    """sha256 of a raw file's content: the decompressed bytes of a ``.gz`` file, else the bytes."""
+    if path.suffix != ".gz":
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as file:
+            for chunk in _chunks(file):
+                digest.update(chunk)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable gzip file ({_reason(exc)})") from None
+    return digest.hexdigest()
 
 
 def read_idx(path: str | Path, ndim: int) -> np.ndarray:
@@ -423,21 +583,29 @@ def download_main(argv: Sequence[str] | None = None) -> int:
     """``convbench download NAME --out DIR [--mirror URL_OR_DIR] [--no-progress]``."""
     parser = argparse.ArgumentParser(
         prog="convbench download",
-        description="Put a dataset's raw files in a directory, each verified by its checksum. "
-        "Prints 'sha256  path' per file.",
+        description="Put a dataset's raw files in a directory, each verified by its checksum "
+        "(of the file, or of its decompressed content). Without --mirror, local copies are tried "
+        f"before the network: the directories in ${MIRRORS_ENV} (separated by "
+        f"'{os.pathsep}'), then where a system package installs the data (Debian's "
+        "dataset-fashion-mnist). Prints 'sha256  path' per file; where each file came from "
+        "goes to stderr.",
     )
     parser.add_argument("name", metavar="NAME", choices=sorted(DATASETS), help=_names_help())
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="raw-file directory")
     parser.add_argument(
         "--mirror",
         metavar="URL_OR_DIR",
-        help="fetch from this URL (http, https, file) or local directory, not the official mirrors",
+        help="fetch from this URL (http, https, file) or local directory only",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     def action(args: argparse.Namespace) -> None:
         for path in download(
-            args.name, args.out, mirror=args.mirror, progress=not args.no_progress
+            args.name,
+            args.out,
+            mirror=args.mirror,
+            progress=not args.no_progress,
+            say=lambda line: print(f"convbench download: {line}", file=sys.stderr),
         ):
             print(f"{sha256_file(path)}  {path}")
 
