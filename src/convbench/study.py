@@ -162,7 +162,10 @@ def parse_study(config: dict[str, Any]) -> Study:
             check_knobs(arch, knobs)
         except ValueError as err:
             raise _fail(f"{key}.knobs", str(err)) from None
-        settings = {**defaults, **_require_mapping(f"{key}.recipe", raw.get("recipe"))}
+        own = _require_mapping(f"{key}.recipe", raw.get("recipe"))
+        # An experiment that names a preset gets that preset's recipe (plus its own keys), not the
+        # study's defaults: `preset: d2l` next to a modern default recipe means d2l's recipe.
+        settings = dict(own) if "preset" in own else {**defaults, **own}
         try:
             recipe = resolve_recipe(settings, arch)
         except ValueError as err:
