@@ -36,7 +36,7 @@ def test_the_default_study_covers_every_family_with_ablations(default_config: di
     assert study.results_dir == "results"
 
 
-@pytest.mark.parametrize("name", ["digits", "fashion_mnist_d2l"])
+@pytest.mark.parametrize("name", ["digits", "fashion_mnist_d2l", "fashion_mnist_cpu"])
 def test_bundled_studies_are_valid(name: str) -> None:
     study = load_study(ROOT / "params.yaml", name)
     assert study.name == name
@@ -53,6 +53,30 @@ def test_the_seeds_study_is_d2l_at_d2l_settings() -> None:
     assert alexnet.recipe.schedule == "constant" and alexnet.recipe.init == "xavier"
     assert study.experiment("resnet18").input_size == 96
     assert all(e.recipe.epochs == 10 for e in study.experiments.values())
+
+
+def test_an_experiment_naming_a_preset_gets_the_preset_not_the_study_defaults(
+    default_config: dict,
+) -> None:
+    config = copy.deepcopy(default_config)  # defaults: SGD lr 0.05, momentum 0.9, cosine, ...
+    config["experiments"]["book"] = {"arch": "lenet", "recipe": {"preset": "d2l", "epochs": 2}}
+    book = parse_study(config).experiment("book")
+    assert (book.recipe.lr, book.recipe.batch_size, book.recipe.momentum) == (0.9, 256, 0.0)
+    assert book.recipe.schedule == "constant" and book.recipe.epochs == 2
+    assert book.input_size == 28  # d2l's resolution for LeNet
+
+
+def test_the_laptop_study_is_real_fashion_mnist_at_28_px() -> None:
+    study = load_study(ROOT / "params.yaml", "fashion_mnist_cpu")
+    assert study.dataset == "fashion_mnist" and study.folds >= 3
+    assert study.results_dir != "results"
+    assert {e.input_size for e in study.experiments.values()} == {28}
+    d2l = study.experiment("lenet_d2l").recipe
+    assert (d2l.lr, d2l.batch_size, d2l.momentum, d2l.schedule) == (0.9, 256, 0.0, "constant")
+    for ablation in study.ablations.values():  # each pair differs in one thing
+        base, treat = study.experiment(ablation.baseline), study.experiment(ablation.treatment)
+        differences = (base.arch != treat.arch) + (base.knobs != treat.knobs) + (base.recipe != treat.recipe)
+        assert differences == 1, ablation.name
 
 
 def test_unknown_selection_names_the_bundled_studies() -> None:

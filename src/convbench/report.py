@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from convbench import reference
 from convbench._io import atomic_write
 from convbench.prepared import Dataset
 from convbench.study import Study
@@ -196,6 +197,66 @@ def format_leaderboard(board: pd.DataFrame, descriptions: dict[str, str] | None 
 def table_html(frame: pd.DataFrame, header: bool = True) -> str:
     """A DataFrame as the report's table (escaped: names and descriptions are text, not markup)."""
     return frame.to_html(index=False, header=header, border=0, classes="convbench-table", escape=True)
+
+
+# ------------------------------------------------------------------------------- against the book
+
+
+def against_the_book(data: ReportData) -> list[dict[str, Any]]:
+    """Each experiment that has a d2l counterpart, with its published numbers and ours."""
+    book = reference.d2l()
+    rows = []
+    for name, experiment in data.study.experiments.items():
+        published = book.counterpart(
+            data.study.dataset, experiment.arch, experiment.knobs, experiment.input_size,
+            experiment.recipe,
+        )
+        if published is not None:
+            ours = data.summary["experiments"][name]
+            rows.append({"experiment": name, "published": published, "ours": ours,
+                         "verdict": published.verdict(ours["test_acc_mean"])})
+    return rows
+
+
+def format_against_the_book(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame([
+        {
+            "experiment": row["experiment"],
+            "d2l network": row["published"].title,
+            "d2l test acc (%), latest build": percent(row["published"].test_acc),
+            "d2l range over 20 builds (%)": (
+                f"{percent(row['published'].test_acc_low)}\u2013"
+                f"{percent(row['published'].test_acc_high)} "
+                f"(median {percent(row['published'].test_acc_median)})"
+            ),
+            "our test acc (%)": (
+                f"{percent(row['ours']['test_acc_mean'])}\u00a0±\u00a0"
+                f"{percent(row['ours']['test_acc_std'])}"
+            ),
+            "our val acc (%)": (
+                f"{percent(row['ours']['val_acc_mean'])}\u00a0±\u00a0"
+                f"{percent(row['ours']['val_acc_std'])}"
+            ),
+            "verdict": row["verdict"],
+        }
+        for row in rows
+    ])
+
+
+def against_the_book_html(rows: list[dict[str, Any]], study: Study) -> str:
+    if not rows:
+        return (
+            "<p>No experiment of this study has a d2l counterpart: d2l's numbers are for "
+            f"{html.escape(reference.d2l().dataset)}, each network at d2l's resolution, with d2l's "
+            "recipe (<code>recipe: {preset: d2l}</code>) and default knobs.</p>"
+        )
+    caption = (
+        f"<p>Ours: the mean ± standard deviation over {study.folds} fold models, each trained on "
+        f"{study.folds - 1}/{study.folds} of the training set and scored once on the official test "
+        f"set; d2l's: one model trained on the whole training set. Source: "
+        f"{html.escape(reference.d2l().source)}</p>"
+    )
+    return table_html(format_against_the_book(rows)) + caption
 
 
 # ------------------------------------------------------------------------------ learning curves
