@@ -18,6 +18,7 @@ import yaml
 from scipy import stats
 
 from convbench import report
+from convbench.study import load_study
 
 EXPERIMENTS = ("lenet_relu", "mlp")
 FOLDS = 2
@@ -130,6 +131,34 @@ def test_report_has_ablation_verdicts_layer_tables_and_study_card(
     assert f"torch={card['packages']['torch']}" in page
 
 
+def test_ablation_numbers_match_an_independent_corrected_t_test(
+    tiny_study: Path, page: str, metrics: dict[str, Any]
+) -> None:
+    """Recomputed here from the per-fold metrics files, by the formula, without the report's code."""
+    def fold_accuracies(experiment: str, part: str) -> list[float]:
+        return [json.loads((tiny_study / f"results/{experiment}/fold{k}/metrics.json").read_text())
+                [part]["accuracy"] for k in range(FOLDS)]
+
+    study = load_study(tiny_study / "params.yaml")
+    results = {r["metric"]: r for r in report.ablation_results(study, metrics)}
+    for part, metric in (("val", "validation (cross-validated)"), ("test", "test")):
+        base, treat = fold_accuracies("mlp", part), fold_accuracies("lenet_relu", part)
+        d = [100 * (t - b) for b, t in zip(base, treat)]
+        mean = sum(d) / FOLDS
+        variance = sum((x - mean) ** 2 for x in d) / (FOLDS - 1)
+        standard_error = math.sqrt((1 / FOLDS + 1 / (FOLDS - 1)) * variance)  # n_test/n_train
+        c = results[metric]["comparison"]
+        assert c.mean == pytest.approx(mean)
+        if variance == 0:
+            assert math.isnan(c.p)
+            continue
+        t = mean / standard_error
+        p = 2 * stats.t.sf(abs(t), df=FOLDS - 1)
+        assert (c.t, c.p) == pytest.approx((t, p))
+        assert results[metric]["p_holm"] == pytest.approx(p)  # one ablation: Holm changes nothing
+        assert f"<td>{report.format_p(p)}</td>" in page
+
+
 def test_html_is_self_contained(page: str) -> None:
     assert not re.search(r"https?://", page)
     assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.IGNORECASE)
@@ -205,36 +234,73 @@ def test_default_kernel_runs_this_interpreter() -> None:
 # ------------------------------------------------------------------------------------ statistics
 
 
-def test_clear_positive_effect() -> None:
+def test_without_correction_it_is_the_paired_t_test() -> None:
     baseline, treatment = [0.80, 0.82, 0.81], [0.85, 0.87, 0.865]
-    c = report.paired_comparison(baseline, treatment)
+    c = report.paired_comparison(baseline, treatment, test_train_ratio=0)
     assert c.differences == pytest.approx((5.0, 5.0, 5.5))
     reference = stats.ttest_rel(treatment, baseline)
-    assert c.p == pytest.approx(reference.pvalue)
+    assert (c.t, c.p) == pytest.approx((reference.statistic, reference.pvalue))
     low, high = reference.confidence_interval(0.95)
     assert (c.ci_low, c.ci_high) == pytest.approx((100 * low, 100 * high))
+
+
+def test_corrected_resampled_t_test_on_known_numbers() -> None:
+    # Differences 1, 2, 3 points over J = 3 folds of 3-fold CV (n_test/n_train = 1/2):
+    # mean 2, s^2 = 1, variance of the mean (1/3 + 1/2) * 1 = 5/6, t = 2 / sqrt(5/6), 2 df.
+    c = report.paired_comparison([0.5, 0.5, 0.5], [0.51, 0.52, 0.53], test_train_ratio=1 / 2)
+    t = 2 / math.sqrt(5 / 6)
+    assert c.t == pytest.approx(t) == pytest.approx(2.190890)
+    # the two-sided p of Student's t with 2 df has a closed form: 1 - t / sqrt(2 + t^2)
+    assert c.p == pytest.approx(1 - t / math.sqrt(2 + t**2))
+    half = 4.302652729911275 * math.sqrt(5 / 6)  # t_{0.975, 2} from tables
+    assert (c.ci_low, c.ci_high) == pytest.approx((2 - half, 2 + half))
+    plain = report.paired_comparison([0.5, 0.5, 0.5], [0.51, 0.52, 0.53], test_train_ratio=0)
+    assert plain.p < c.p and plain.ci_high - plain.ci_low < c.ci_high - c.ci_low
+
+
+def test_clear_positive_effect() -> None:
+    baseline, treatment = [0.80, 0.82, 0.81, 0.80, 0.815], [0.85, 0.87, 0.865, 0.85, 0.86]
+    c = report.paired_comparison(baseline, treatment, test_train_ratio=1 / 4)
     line = report.verdict(c, "base", "treat")
-    assert line.startswith("treat better than base: +5.17 points, 95% CI [+4.45, +5.88] points")
-    assert "nan" not in line
+    assert line.startswith(f"treat better than base: +5.00 points, 95% CI [{c.ci_low:+.2f}, ")
+    assert "corrected t-test" in line and "nan" not in line
+
+
+def test_holm_adjustment_on_known_numbers() -> None:
+    # sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, 0.04 * 1 -> max(0.06, 0.04)
+    assert report.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = report.holm([math.nan, 0.02, 0.04])  # an undefined p is outside the family
+    assert math.isnan(adjusted[0]) and adjusted[1:] == pytest.approx([0.04, 0.04])
+    assert report.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_a_significant_effect_that_does_not_survive_holm_is_no_clear_difference() -> None:
+    c = report.paired_comparison([0.80, 0.82, 0.81, 0.80, 0.815], [0.85, 0.87, 0.865, 0.85, 0.86],
+                                 test_train_ratio=1 / 4)
+    assert c.ci_low > 0
+    line = report.verdict(c, "base", "treat", p_adjusted=0.2)
+    assert line.startswith("no clear difference once all the ablations are counted: +5.00 points")
+    assert "Holm-adjusted p = 0.200" in line
 
 
 def test_clear_negative_effect() -> None:
-    c = report.paired_comparison([0.90, 0.91, 0.92, 0.93], [0.80, 0.82, 0.81, 0.84])
+    c = report.paired_comparison([0.90, 0.91, 0.92, 0.93], [0.80, 0.82, 0.81, 0.84],
+                                 test_train_ratio=1 / 3)
     assert c.ci_high < 0
     assert report.verdict(c, "base", "treat").startswith("treat worse than base: -9.75 points, 95% CI [")
 
 
 def test_interval_crossing_zero_does_not_claim_an_effect() -> None:
-    c = report.paired_comparison([0.80, 0.81, 0.82], [0.82, 0.80, 0.825])
+    c = report.paired_comparison([0.80, 0.81, 0.82], [0.82, 0.80, 0.825], test_train_ratio=1 / 2)
     assert c.ci_low < 0 < c.ci_high
     line = report.verdict(c, "base", "treat")
     interval = f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
-    assert line.startswith(f"no clear effect: the 95% CI {interval} points includes zero")
+    assert line.startswith(f"no clear difference: the 95% CI {interval} points includes zero")
     assert "better" not in line and "worse" not in line
 
 
 def test_equal_folds_give_no_difference_without_nan() -> None:
-    c = report.paired_comparison([0.8, 0.9, 0.7], [0.8, 0.9, 0.7])
+    c = report.paired_comparison([0.8, 0.9, 0.7], [0.8, 0.9, 0.7], test_train_ratio=1 / 2)
     assert (c.mean, c.std, c.ci_low, c.ci_high) == (0.0, 0.0, 0.0, 0.0)
     assert math.isnan(c.p) and report.format_p(c.p) == "n/a"
     assert report.verdict(c, "base", "treat") == "no difference: treat and base score the same on all 3 folds"
@@ -242,7 +308,7 @@ def test_equal_folds_give_no_difference_without_nan() -> None:
 
 def test_constant_difference_is_reported_without_a_t_test() -> None:
     # Accuracies whose float differences are not bit-equal: rounding keeps the spread at zero.
-    c = report.paired_comparison([0.1, 0.2, 0.3], [0.11, 0.21, 0.31])
+    c = report.paired_comparison([0.1, 0.2, 0.3], [0.11, 0.21, 0.31], test_train_ratio=1 / 2)
     assert c.std == 0 and c.ci_low == c.ci_high == pytest.approx(1.0)
     line = report.verdict(c, "base", "treat")
     assert line == ("treat better than base by +1.00 points on every one of the 3 folds "
@@ -250,13 +316,13 @@ def test_constant_difference_is_reported_without_a_t_test() -> None:
 
 
 def test_one_fold_cannot_tell() -> None:
-    c = report.paired_comparison([0.8], [0.9])
+    c = report.paired_comparison([0.8], [0.9], test_train_ratio=0)
     assert report.verdict(c, "base", "treat").startswith("cannot tell")
 
 
 def test_paired_comparison_refuses_unpaired_folds() -> None:
     with pytest.raises(ValueError, match="one baseline and one treatment value per fold"):
-        report.paired_comparison([0.8, 0.9], [0.9])
+        report.paired_comparison([0.8, 0.9], [0.9], test_train_ratio=0)
 
 
 def test_recipe_card_shows_the_common_recipe_and_each_exception() -> None:
