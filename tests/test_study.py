@@ -79,6 +79,23 @@ def test_the_laptop_study_is_real_fashion_mnist_at_28_px() -> None:
         assert differences == 1, ablation.name
 
 
+def test_duplicate_keys_are_refused_naming_both_lines(tmp_path: Path, capsys) -> None:
+    study = tmp_path / "params.yaml"
+    study.write_text(
+        "study: dup\ndataset: digits\nfolds: 3\nexperiments:\n"
+        "  lenet: {arch: lenet}\n  mlp: {arch: mlp}\n  lenet: {arch: lenet, knobs: {activation: relu}}\n"
+    )
+    with pytest.raises(StudyError, match=r"duplicate key 'lenet' at lines 5 and 7"):
+        load_study(study)
+    assert cli(["study", str(study)]) == 1
+    assert f"{study}: duplicate key 'lenet' at lines 5 and 7" in capsys.readouterr().err
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("study: n\ndataset: digits\nfolds: 3\nrecipe:\n  lr: 0.1\n  lr: 0.2\n"
+                      "experiments:\n  lenet: {arch: lenet}\n")
+    with pytest.raises(StudyError, match=r"duplicate key 'lr' at lines 5 and 6"):
+        load_study(nested)
+
+
 def test_unknown_selection_names_the_bundled_studies() -> None:
     with pytest.raises(StudyError, match="study.*nope.*fashion_mnist_d2l"):
         load_study(ROOT / "params.yaml", "nope")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import csv
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zipfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
@@ -24,8 +26,10 @@ from convbench.models import build
 from convbench.recipe import Recipe, lr_at, resolve_recipe
 from convbench.splits import load_split
 from convbench.training import (
+    CHECKPOINT_FORMAT,
     HISTORY_COLUMNS,
     TIMING_COLUMNS,
+    CheckpointError,
     FoldData,
     NonFiniteLossError,
     build_parser,
@@ -36,6 +40,7 @@ from convbench.training import (
     predict,
     save_checkpoint,
     train,
+    weights_sha256,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -340,7 +345,9 @@ def test_cli_writes_history_and_a_self_describing_model(
     assert not (digits_run.out_dir / "checkpoint.pt").exists()  # replaced by model.pt
 
     state = torch.load(digits_run.model, map_location="cpu", weights_only=True)
-    assert state["format"] == 1 and state["completed"] is True and state["epoch"] == 3
+    assert state["format"] == CHECKPOINT_FORMAT and state["completed"] is True and state["epoch"] == 3
+    assert state["weights_sha256"]["model"] == weights_sha256(state["model"])
+    assert state["meta"]["threads"] == 1
     # model.pt is bit-identical on a rerun, so it holds no wall-clock timings
     assert [tuple(row) for row in state["history"]] == [
         tuple(c for c in HISTORY_COLUMNS if c not in TIMING_COLUMNS)
@@ -437,6 +444,69 @@ def test_cli_refuses_a_split_of_other_data(
     assert convbench([*args[:2], str(tmp_path / "missing.npz"), *args[3:]]) == 1
     assert "missing.npz: cannot read prepared dataset" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def flip_weight_bytes(checkpoint: Path) -> None:
+    """Flip bytes in the middle of the largest tensor's data inside a torch.save zip file (the
+    data entries are stored uncompressed, so the zip stays readable: only the numbers change)."""
+    with zipfile.ZipFile(checkpoint) as archive:
+        entry = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    content = bytearray(checkpoint.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", content[entry.header_offset + 26 : entry.header_offset + 30])
+    start = entry.header_offset + 30 + name_length + extra_length
+    for offset in range(start + entry.file_size // 2, start + entry.file_size // 2 + 8):
+        content[offset] ^= 0x5A
+    checkpoint.write_bytes(bytes(content))
+
+
+def test_corrupted_weights_are_refused_naming_the_file(
+    digits_run: Any, convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    corrupted = tmp_path / "model.pt"
+    corrupted.write_bytes(digits_run.model.read_bytes())
+    flip_weight_bytes(corrupted)
+    torch.load(corrupted, weights_only=True)  # still loads: only a checksum can tell
+    with pytest.raises(CheckpointError, match="weights do not match the checksum"):
+        load_checkpoint(corrupted)
+    metrics = tmp_path / "metrics.json"
+    code = convbench(["evaluate", "--checkpoint", str(corrupted), "--data", str(digits_npz),
+                      "--split", str(digits_split), "--out", str(metrics)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert f"{corrupted}: the " in err and "is corrupted" in err
+    assert not metrics.exists()
+
+
+def test_resume_refuses_another_thread_count(
+    digits_run: Any, convbench: Callable[[list[str]], int], train_argv: Callable[..., list[str]],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(digits_run.model.read_bytes())
+    assert convbench(train_argv(tmp_path, "--threads", "2", "--resume")) == 1
+    err = capsys.readouterr().err
+    assert "was trained with 1 thread(s), this run has 2 (--threads)" in err
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_train_refuses_a_split_of_another_k_than_the_study(
+    convbench: Callable[[list[str]], int], digits_npz: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    study = tmp_path / "params.yaml"
+    study.write_text("study: t\ndataset: digits\nfolds: 3\nseed: 0\n"
+                     "experiments:\n  lenet: {arch: lenet, input_size: 12}\n")
+    five = tmp_path / "digits-k3-s0.json"  # named as the study expects, made with 5 folds
+    assert convbench(["split", "--data", str(digits_npz), "--folds", "5", "--seed", "0",
+                      "--out", str(five)]) == 0
+    capsys.readouterr()
+    args = ["train", "--study", str(study), "--experiment", "lenet", "--fold", "0",
+            "--data", str(digits_npz), "--split", str(five), "--out-dir", str(tmp_path / "run")]
+    assert convbench(args) == 1
+    err = capsys.readouterr().err
+    assert f"{five}: a 5-fold split with seed 0, but the study asks for 3 folds with seed 0" in err
+    assert not (tmp_path / "run" / "model.pt").exists()
 
 
 def test_d2l_preset_on_the_command_line_takes_d2ls_resolution() -> None:

@@ -228,11 +228,36 @@ def study_file(params_path: Path | str, selection: str | None) -> Path:
     return bundled_study_path(selection, params_path.parent)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys without a word; a study refuses them."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise StudyError(
+                    f"duplicate key {key!r} at lines {first_line[key]} and {line}: YAML would keep "
+                    "only the second; rename or remove one"
+                )
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_study_file(path: Path | str) -> dict[str, Any]:
+    """A study file's YAML as a dict, refusing duplicate keys."""
+    with open(path) as file:
+        return yaml.load(file, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
+
+
 def load_study(path: Path | str, selection: str | None = None) -> Study:
     """Read and validate a study file (params.yaml), or the bundled study ``selection`` names."""
     path = study_file(path, selection)
-    with open(path) as file:
-        config = yaml.safe_load(file) or {}
+    try:
+        config = read_study_file(path)
+    except StudyError as err:
+        raise StudyError(f"{path}: {err}") from None
     try:
         return parse_study(config)
     except StudyError as err:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import hashlib
 import io
 import platform
 import sys
@@ -35,7 +36,9 @@ from convbench.gpu import claim_device
 from convbench.models import build, resolve_input_size
 from convbench.recipe import Recipe, d2l_input_size, lr_at, resolve_recipe
 
-CHECKPOINT_FORMAT = 1
+# 2: checkpoints carry the sha256 of their weights (``weights_sha256``), verified on every load.
+CHECKPOINT_FORMAT = 2
+WEIGHT_KEYS = ("model", "best_model")
 HISTORY_COLUMNS = (
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "examples_per_s",
     "device",
@@ -164,16 +167,55 @@ def _interned(value: Any) -> Any:
     return value
 
 
+def weights_sha256(state: dict[str, torch.Tensor] | None) -> str | None:
+    """sha256 over a state dict's names, dtypes, shapes and bytes (None for no state)."""
+    if state is None:
+        return None
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is not one, is of another format, or its weights are corrupted."""
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
+    """Write atomically (a kill mid-write leaves the previous checkpoint intact), with the sha256
+    of the weights, so that a corrupted file is refused on load instead of scored."""
+    state = dict(state)
+    state["weights_sha256"] = {key: weights_sha256(state.get(key)) for key in WEIGHT_KEYS}
     state = _interned(state)
     atomic_write(path, lambda file: torch.save(state, file))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a convbench checkpoint of format {CHECKPOINT_FORMAT}")
+    """Load a checkpoint written by :func:`save_checkpoint` and verify its weights."""
+    import pickle
+    import zipfile
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{path}: not a convbench checkpoint of format {CHECKPOINT_FORMAT} (found format "
+            f"{found!r}); train it again"
+        )
+    recorded = state.get("weights_sha256") or {}
+    for key in WEIGHT_KEYS:
+        got = weights_sha256(state.get(key))
+        if got != recorded.get(key):
+            raise CheckpointError(
+                f"{path}: the {key!r} weights do not match the checksum written with them "
+                f"(sha256 {str(got)[:12]}, recorded {str(recorded.get(key))[:12]}): the file is "
+                "corrupted; train it again"
+            )
     return state
 
 
@@ -361,6 +403,7 @@ class TrainJob:
     recipe: Recipe
     seed: int
     fold: int
+    folds: int | None = None  # K of the study the job belongs to; None: whatever the split has
 
     def identity(self, dataset_sha256: str, split_id: str) -> dict[str, Any]:
         return {
@@ -393,6 +436,12 @@ def run_job(
     dataset = load_prepared(data_path)
     split = load_split(split_path)
     check_matches(split, dataset)
+    if job.folds is not None and (split.folds, split.seed) != (job.folds, job.seed):
+        raise ValueError(
+            f"{split_path}: a {split.folds}-fold split with seed {split.seed}, but the study asks "
+            f"for {job.folds} folds with seed {job.seed}; make it again with 'convbench split "
+            f"--folds {job.folds} --seed {job.seed}'"
+        )
     device = pick_device(device_name)
     torch.manual_seed(job.seed)
     model = build(
@@ -405,6 +454,8 @@ def run_job(
     size = summarize(model, in_channels=dataset.in_channels, input_size=job.input_size)
     meta = {
         **identity,
+        # CPU arithmetic depends on the thread count: a resumed run must use the same one.
+        "threads": torch.get_num_threads(),
         "params": size["params"],
         "macs": size["macs"],
         "dataset": dataset.name,
@@ -425,6 +476,12 @@ def run_job(
             raise ValueError(
                 f"{checkpoint_path} belongs to another run (differs in {', '.join(changed)}); "
                 "delete it or run without --resume"
+            )
+        if resume_from["meta"].get("threads") != meta["threads"]:
+            raise ValueError(
+                f"{checkpoint_path} was trained with {resume_from['meta'].get('threads')} thread(s), "
+                f"this run has {meta['threads']} (--threads): CPU results depend on the thread "
+                "count, so resume with the same --threads, or delete it and start again"
             )
     data = fold_data(dataset, split, job.fold, device)
 
@@ -487,7 +544,7 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
         study = load_study(args.study)
         exp = study.experiment(args.experiment)
         return TrainJob(args.experiment, exp.arch, exp.knobs, exp.input_size, exp.recipe,
-                        study.seed, args.fold)
+                        study.seed, args.fold, folds=study.folds)
     if not args.arch:
         raise ValueError("give --arch (or --study with --experiment)")
     recipe_settings = parse_overrides(args.recipe)
