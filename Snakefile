@@ -4,10 +4,9 @@
 #
 #   snakemake --cores 4 --resources gpu=1                     # the study in params.yaml
 #   snakemake --cores 4 --config study=fashion_mnist_d2l      # a bundled study (conf/study/)
-import yaml
 from snakemake.utils import validate
 
-from convbench.study import load_study, study_file
+from convbench.study import load_study, read_study_file, study_file
 
 
 configfile: "params.yaml"
@@ -15,9 +14,10 @@ configfile: "params.yaml"
 
 # `--config study=NAME` selects conf/study/NAME.yaml, as `dvc exp run -S study=NAME` does.
 STUDY_FILE = str(study_file("params.yaml", config.get("study")))
-with open(STUDY_FILE) as _file:
-    validate(yaml.safe_load(_file), "workflow/schemas/params.schema.yaml")
-STUDY = load_study(STUDY_FILE)  # every network, knob, size and recipe, checked before any job
+# Every network, knob, size and recipe, checked before any job, with the same messages as
+# `convbench study` (duplicate keys included); then the schema.
+STUDY = load_study(STUDY_FILE)
+validate(read_study_file(STUDY_FILE), "workflow/schemas/params.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
@@ -27,6 +27,13 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# The targets are the report and every file it stands on: Snakemake only looks upstream of a
+# *missing target*, so a deleted checkpoint, history or summary is made again (and what depends on
+# it rerun) only when it is a target itself.
 rule all:
     input:
         f"{STUDY.reports_dir}/report.html",
+        STUDY.metrics_path,
+        [summary_path(STUDY.results_dir, name) for name in STUDY.experiments],
+        [f"{STUDY.run_dir(name, fold)}/{file}" for name, fold in STUDY.jobs()
+         for file in ("model.pt", "history.csv", "metrics.json", "perf.json")],

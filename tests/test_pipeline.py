@@ -132,6 +132,16 @@ def test_snakemake_and_dvc_plan_the_same_training_outputs(project: Path) -> None
     assert train_outputs_planned_by_dvc(project) == planned
 
 
+def test_deleted_intermediate_outputs_are_made_again(project: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(project, tmp_path / "copy", symlinks=True)  # keeps the mtimes
+    for name in ("model.pt", "history.csv"):
+        (copy / "results/mlp/fold0" / name).unlink()
+    out = run(["snakemake", "--dry-run", "--printshellcmds", "--cores", "1"], copy).stdout
+    trained = re.findall(r"convbench train .*?--out-dir (\S+)", out)
+    assert trained == ["results/mlp/fold0"]
+    assert "convbench evaluate --checkpoint results/mlp/fold0/model.pt" in out
+
+
 def test_a_forced_rerun_is_bit_identical(project: Path) -> None:
     before = run_files(project)
     target = "results/lenet_relu/fold0"
@@ -167,18 +177,37 @@ def test_dvc_exp_run_with_a_changed_param_moves_the_metrics(project: Path) -> No
     assert any(path.startswith("results/lenet_relu/") for path in changed)
 
 
-def test_bad_params_are_refused_by_name_before_any_job(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s["experiments"]["mlp"].update(knobs={"shortcut": False}),
+         "experiments.mlp.knobs: network 'mlp' does not accept knob(s) shortcut"),
+        (lambda s: s["experiments"]["lenet_relu"]["knobs"].update(activation="tanhh"),
+         "experiments.lenet_relu.knobs: activation must be one of"),
+        (("lr: 0.05", "lr: 1e-3"),  # params.yaml edited by hand: YAML 1.1 reads 1e-3 as text
+         "recipe.lr: must be a number, got the text '1e-3'"),
+    ],
+    ids=["unknown knob", "bad knob value", "number as text"],
+)
+def test_bad_params_are_refused_by_name_before_any_job(tmp_path: Path, change, message: str) -> None:
     bad = yaml.safe_load(yaml.safe_dump(TINY_STUDY))
-    bad["experiments"]["mlp"]["knobs"] = {"shortcut": False}
+    if callable(change):
+        change(bad)
     project = make_project(tmp_path / "bad", bad)
+    if not callable(change):
+        params = project / "params.yaml"
+        assert change[0] in params.read_text()
+        params.write_text(params.read_text().replace(*change))
+    study = run(["convbench", "study"], project, check=False)
+    assert study.returncode == 1 and message in study.stderr
     proc = run(["snakemake", "--cores", "1"], project, check=False)
     assert proc.returncode != 0
-    assert "experiments.mlp.knobs" in proc.stdout + proc.stderr
+    assert message in proc.stdout + proc.stderr  # the same words as `convbench study`
     assert not (project / "data").exists() or not any((project / "data").rglob("*.npz"))
     # DVC has no parse-time hook: the data stages may run, but no training job starts.
     proc = run(["dvc", "repro"], project, check=False)
     assert proc.returncode != 0
-    assert "experiments.mlp.knobs" in proc.stdout + proc.stderr
+    assert message in proc.stdout + proc.stderr
     assert not (project / "results").exists() or not any((project / "results").rglob("*.pt"))
 
 

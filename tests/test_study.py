@@ -103,6 +103,8 @@ def test_unknown_selection_names_the_bundled_studies() -> None:
 
 def mutate(config: dict, path: str, value) -> dict:
     config = copy.deepcopy(config)
+    if path == "folds":
+        config["fold_ids"] = list(range(value))
     *parents, last = path.split(".")
     node = config
     for key in parents:
@@ -124,6 +126,23 @@ def mutate(config: dict, path: str, value) -> dict:
         ("fold_ids", [0, 1], r"fold_ids: must be \[0, 1, 2\]"),
         ("ablations.dropout.baseline", "missing", r"ablations\.dropout\.baseline"),
         ("recipe.optimiser", "sgd", r"recipe: unknown key\(s\) optimiser"),
+        # values that used to pass `convbench study` and fail later, inside a job, or never
+        ("experiments.lenet.knobs", {"activation": "tanhh"},
+         r"experiments\.lenet\.knobs: activation must be one of .*got 'tanhh'"),
+        ("experiments.mlp_plain.knobs", {"dropout": 2.0},
+         r"experiments\.mlp_plain\.knobs: dropout must be in \[0, 1\), got 2\.0"),
+        ("experiments.resnet18.knobs", {"width": 0},
+         r"experiments\.resnet18\.knobs: width must be a number > 0, got 0"),
+        ("experiments.lenet_bn.knobs", {"batch_norm": "yes"},
+         r"experiments\.lenet_bn\.knobs: network 'lenet_bn': batch_norm must be true or false, got 'yes'"),
+        ("folds", 200, r"folds: 200 folds need at least 200 images of every class, but the "
+                       r"smallest class of digits has 131"),
+        ("recipe.batch_size", 1024, r"experiments\.lenet\.recipe\.batch_size: 1024 is larger than a "
+                                    r"training fold \(898 images of digits with 3 folds\)"),
+        ("results_dir", "my results", r"results_dir: use letters, .*got 'my results'"),
+        ("recipe.lr", "1e-3", r"recipe\.lr: must be a number, got the text '1e-3' \(YAML reads"),
+        ("experiments.lenet.recipe", {"weight_decay": "5e-4"},
+         r"experiments\.lenet\.recipe\.weight_decay: must be a number, got the text '5e-4'"),
     ],
 )
 def test_bad_values_are_refused_by_key(default_config: dict, path: str, value, message: str) -> None:

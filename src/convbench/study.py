@@ -18,11 +18,23 @@ from typing import Any
 
 import yaml
 
-from convbench.models import check_knobs, names, resolve_input_size
+from convbench.models import check_knob_values, check_knobs, names, resolve_input_size
 from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
 
 STUDY_DIR = Path("conf/study")
 DATASET_NAMES = ("digits", "mnist", "fashion_mnist", "kmnist")
+# Training-set size and the smallest class's count in it, so a study is checked against its data
+# before any job: K-fold needs K <= the smallest class, and a batch must fit in a training fold.
+# digits: the 75% stratified train part of scikit-learn's 1,797 images (convbench.data);
+# MNIST: its smallest class is the digit 5 (5,421 training images); Fashion-MNIST and KMNIST:
+# 6,000 per class (their publishers' READMEs).
+TRAIN_SIZES: dict[str, tuple[int, int]] = {
+    "digits": (1347, 131),
+    "mnist": (60000, 5421),
+    "fashion_mnist": (60000, 6000),
+    "kmnist": (60000, 6000),
+}
+PATH_PATTERN = re.compile(r"^[A-Za-z0-9_./-]+$")  # the shells of both engines split on anything else
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TOP_LEVEL_KEYS = {
     "study", "description", "dataset", "mirror", "folds", "fold_ids", "seed", "threads",
@@ -121,6 +133,18 @@ def _require_mapping(key: str, value: Any) -> dict[str, Any]:
     return value
 
 
+def _refuse_numeric_text(key: str, recipe: dict[str, Any]) -> None:
+    """YAML 1.1 reads ``1e-3`` (no dot) as text; the schema refuses it, so the study does too."""
+    for name, value in recipe.items():
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                continue
+            raise _fail(f"{key}.{name}", f"must be a number, got the text {value!r} (YAML reads "
+                                         "1e-3 as text: write 1.0e-3 or 0.001)")
+
+
 def parse_study(config: dict[str, Any]) -> Study:
     """Validate a study description (a dict, as loaded from YAML) into a Study."""
     if not isinstance(config, dict):
@@ -138,9 +162,14 @@ def parse_study(config: dict[str, Any]) -> Study:
     if "fold_ids" in config and config["fold_ids"] != list(range(folds)):
         # DVC's matrix needs the folds as a list; it must say the same as `folds`.
         raise _fail("fold_ids", f"must be {list(range(folds))} for folds: {folds}, got {config['fold_ids']!r}")
+    n_train, smallest_class = TRAIN_SIZES[dataset]
+    if folds > smallest_class:
+        raise _fail("folds", f"{folds} folds need at least {folds} images of every class, but "
+                             f"the smallest class of {dataset} has {smallest_class}")
     seed = _require_int("seed", config.get("seed", 0), 0)
     threads = _require_int("threads", config.get("threads", 1), 1)
     defaults = _require_mapping("recipe", config.get("recipe"))
+    _refuse_numeric_text("recipe", defaults)
     raw_experiments = _require_mapping("experiments", config.get("experiments"))
     if not raw_experiments:
         raise _fail("experiments", "a study needs at least one experiment")
@@ -163,6 +192,7 @@ def parse_study(config: dict[str, Any]) -> Study:
         except ValueError as err:
             raise _fail(f"{key}.knobs", str(err)) from None
         own = _require_mapping(f"{key}.recipe", raw.get("recipe"))
+        _refuse_numeric_text(f"{key}.recipe", own)
         # An experiment that names a preset gets that preset's recipe (plus its own keys), not the
         # study's defaults: `preset: d2l` next to a modern default recipe means d2l's recipe.
         settings = dict(own) if "preset" in own else {**defaults, **own}
@@ -177,6 +207,15 @@ def parse_study(config: dict[str, Any]) -> Study:
             size = resolve_input_size(arch, size)
         except (ValueError, TypeError) as err:
             raise _fail(f"{key}.input_size", str(err)) from None
+        try:
+            check_knob_values(arch, knobs, size)
+        except ValueError as err:
+            raise _fail(f"{key}.knobs", str(err)) from None
+        fold_size = n_train - -(-n_train // folds)  # the smallest training fold (K-1 of K folds)
+        if recipe.batch_size > fold_size:
+            raise _fail(f"{key}.recipe.batch_size", f"{recipe.batch_size} is larger than a training "
+                        f"fold ({fold_size} images of {dataset} with {folds} folds): every epoch "
+                        "would be one partial batch")
         experiments[exp_name] = Experiment(
             exp_name, arch, dict(knobs), size, recipe, str(raw.get("description", ""))
         )
@@ -192,6 +231,9 @@ def parse_study(config: dict[str, Any]) -> Study:
         ablations[abl_name] = Ablation(abl_name, raw["baseline"], raw["treatment"], str(raw.get("question", "")))
     results_dir = str(config.get("results_dir", f"results/{name}")).rstrip("/")
     reports_dir = str(config.get("reports_dir", f"reports/{name}")).rstrip("/")
+    for key, value in (("results_dir", results_dir), ("reports_dir", reports_dir)):
+        if not PATH_PATTERN.match(value):
+            raise _fail(key, f"use letters, digits and '_', '-', '.', '/' only (no spaces), got {value!r}")
     return Study(
         name=name, dataset=dataset, folds=folds, seed=seed, threads=threads,
         results_dir=results_dir, reports_dir=reports_dir, experiments=experiments,

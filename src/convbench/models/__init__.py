@@ -4,7 +4,15 @@
 >>> net = build("vgg11", width=0.25)
 """
 
-from convbench.models._registry import ModelSpec, build, check_knobs, names, resolve_input_size, spec
+from convbench.models._registry import (
+    ModelSpec,
+    build,
+    check_knob_values,
+    check_knobs,
+    names,
+    resolve_input_size,
+    spec,
+)
 
 # Importing a family module registers its builders.
 from convbench.models import lenet  # noqa: F401  (registers lenet, lenet_bn)
@@ -16,4 +24,4 @@ from convbench.models import googlenet  # noqa: F401  (registers googlenet, mini
 from convbench.models import resnet  # noqa: F401  (registers resnet18, resnet34, mini_resnet)
 from convbench.models import densenet  # noqa: F401  (registers densenet)
 
-__all__ = ["ModelSpec", "build", "check_knobs", "names", "resolve_input_size", "spec"]
+__all__ = ["ModelSpec", "build", "check_knob_values", "check_knobs", "names", "resolve_input_size", "spec"]

@@ -91,6 +91,27 @@ def check_knobs(name: str, knobs: dict[str, Any]) -> None:
         raise ValueError(f"network {name!r}: init must be one of {sorted(INITS)}, got {knobs['init']!r}")
 
 
+BOOLEAN_KNOBS = ("batch_norm", "shortcut")
+
+
+def check_knob_values(name: str, knobs: dict[str, Any], input_size: int) -> None:
+    """Raise ValueError unless network ``name`` builds with ``knobs`` at ``input_size``.
+
+    The builders check their own values (activation and pool names, dropout in [0, 1), width > 0,
+    ...); building on the meta device runs those checks without allocating any weights.
+    """
+    import torch
+
+    for knob in BOOLEAN_KNOBS:
+        if knob in knobs and not isinstance(knobs[knob], bool):
+            raise ValueError(f"network {name!r}: {knob} must be true or false, got {knobs[knob]!r}")
+    try:
+        with torch.device("meta"):
+            build(name, input_size=input_size, **knobs)
+    except TypeError as err:  # a value of the wrong type deep inside a builder
+        raise ValueError(f"network {name!r}: {err}") from None
+
+
 def resolve_input_size(name: str, input_size: int | None) -> int:
     """The input size to build ``name`` at: the default when None, else checked against the minimum."""
     entry = spec(name)
