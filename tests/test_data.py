@@ -369,6 +369,24 @@ def test_atomic_write_keeps_old_content_on_failure(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == ["result.json"]
 
 
+def test_atomic_write_removes_temporaries_that_killed_writers_left(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead_pid = int(finished.stdout)  # that process has exited: its temporary is a leftover
+    target = tmp_path / "checkpoint.pt"
+    leftover = tmp_path / f".checkpoint.pt.{dead_pid}.0badc0de.tmp"
+    live = tmp_path / f".checkpoint.pt.{os.getpid()}.0123abcd.tmp"  # a writer still running
+    other = tmp_path / f".history.csv.{dead_pid}.0badc0de.tmp"  # another file's: not ours to judge
+    for path in (leftover, live, other):
+        path.write_bytes(b"partial")
+    atomic_write(target, lambda file: file.write(b"done"))
+    assert target.read_bytes() == b"done"
+    assert not leftover.exists() and live.exists() and other.exists()
+
+
 # ------------------------------------------------------------------------------------ CLI: download
 
 

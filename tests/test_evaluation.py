@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -359,3 +360,30 @@ def test_aggregate_cli_refuses_an_unknown_experiment(
     assert convbench(argv) == 1
     assert "no experiment 'vgg'" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda text: "{ not json", "not valid JSON (Expecting property name"),
+        (lambda text: "[1, 2]", "expected a JSON object written by convbench evaluate, found list"),
+        (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "val"}),
+         "no 'val.accuracy'; expected a metrics.json written by convbench evaluate"),
+    ],
+    ids=["garbage", "a list", "incomplete"],
+)
+def test_aggregate_names_a_bad_metrics_file(
+    tiny_study: Path, convbench: Callable[[list[str]], int], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], damage: Callable[[str], str], message: str,
+) -> None:
+    copy = shutil.copytree(tiny_study.parent, tmp_path / "copy")
+    study = copy / "params.yaml"
+    study.write_text(study.read_text().replace(str(tiny_study.parent), str(copy)))
+    broken = copy / "results" / "lenet" / "fold1" / "metrics.json"
+    broken.write_text(damage(broken.read_text()))
+    out = tmp_path / "summary.json"
+    argv = ["aggregate", "--study", str(study), "--experiment", "lenet", "--out", str(out)]
+    assert convbench(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"convbench aggregate: error: {broken}: {message}")
+    assert "Traceback" not in err and not out.exists()

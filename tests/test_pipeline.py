@@ -67,7 +67,7 @@ def write_study(project: Path, study: dict) -> None:
 
 def make_project(path: Path, study: dict) -> Path:
     path.mkdir()
-    for name in ("Snakefile", "dvc.yaml", ".gitignore"):
+    for name in ("Snakefile", "dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, path / name)
     shutil.copytree(ROOT / "workflow", path / "workflow")
     write_study(path, study)
@@ -163,6 +163,16 @@ def test_dvc_repro_reproduces_snakemake_and_snakemake_stays_idle(project: Path) 
     out = run(["snakemake", "--cores", "1", "--dry-run"], project).stdout
     assert "Nothing to be done" in out
     assert "up to date" in run(["dvc", "status"], project).stdout
+    # a killed job's scratch files in a finished results directory change nothing downstream
+    scratch = [project / "results/mlp/fold0/checkpoint.pt",
+               project / "results/mlp/fold0/.metrics.json.99999999.0badc0de.tmp"]
+    for path in scratch:
+        path.write_bytes(b"left by a kill")
+    try:
+        assert "up to date" in run(["dvc", "status"], project).stdout
+    finally:
+        for path in scratch:
+            path.unlink()
 
 
 def test_dvc_exp_run_with_a_changed_param_moves_the_metrics(project: Path) -> None:

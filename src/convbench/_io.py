@@ -39,6 +39,7 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], obj
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     # os.open with 0o666 lets the umask decide permissions, as for any ordinary new file.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -52,6 +53,31 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], obj
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the temporary files that writers of ``path`` killed mid-write left behind.
+
+    A temporary file's name carries its writer's pid; one whose writer no longer runs on this
+    machine is a leftover (a kill -9 skips the clean-up). Files of live writers are left alone.
+    """
+    removed = []
+    for candidate in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = candidate.name[len(path.name) + 2 :].split(".")[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:

@@ -79,12 +79,44 @@ def aggregate(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
     return {"experiments": experiments}
 
 
+class ResultFileError(ValueError):
+    """A results file is unreadable, not JSON, or lacks what ``convbench evaluate`` writes."""
+
+
+# What aggregation reads from a fold's metrics.json ("a.b": key b inside a).
+FOLD_KEYS = ("experiment", "fold", "arch", "knobs", "input_size", "split_id", "data_sha256",
+             "recipe", "params", "macs", "best_epoch", "val.accuracy", "test.accuracy")
+
+
+def read_json_file(path: Path, made_by: str) -> dict[str, Any]:
+    """A JSON object from ``path``; errors name the file and what should have written it."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ResultFileError(f"{path}: not a text file ({err.reason}); expected JSON written by "
+                              f"{made_by}; run it again") from None
+    except json.JSONDecodeError as err:
+        raise ResultFileError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); "
+                              f"expected a file written by {made_by}; run it again") from None
+    if not isinstance(value, dict):
+        raise ResultFileError(f"{path}: expected a JSON object written by {made_by}, found "
+                              f"{type(value).__name__}; run it again")
+    return value
+
+
 def load_fold(metrics_path: Path) -> dict[str, Any]:
     """A fold's metrics.json, with the perf.json beside it (if any) under ``"perf"``."""
-    metrics = json.loads(metrics_path.read_text())
+    metrics = read_json_file(metrics_path, "convbench evaluate")
+    for key in FOLD_KEYS:
+        node: Any = metrics
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ResultFileError(f"{metrics_path}: no {key!r}; expected a metrics.json "
+                                      "written by convbench evaluate; evaluate it again")
+            node = node[part]
     perf_path = metrics_path.with_name("perf.json")
     if perf_path.exists():
-        metrics["perf"] = json.loads(perf_path.read_text())
+        metrics["perf"] = read_json_file(perf_path, "convbench evaluate")
     return metrics
 
 
@@ -106,10 +138,11 @@ def summarize_experiment(study: Any, experiment: str) -> dict[str, Any]:
 def combine(study: Any) -> dict[str, Any]:
     """results/metrics.json: the study card plus every experiment's summary, in study order."""
     experiments = {
-        name: json.loads(Path(summary_path(study.results_dir, name)).read_text())
+        name: read_json_file(Path(summary_path(study.results_dir, name)),
+                             f"convbench aggregate --experiment {name}")
         for name in study.experiments
     }
-    first = json.loads((Path(study.run_dir(next(iter(study.experiments)), 0)) / "metrics.json").read_text())
+    first = load_fold(Path(study.run_dir(next(iter(study.experiments)), 0)) / "metrics.json")
     return {
         "study": {
             "name": study.name,
@@ -151,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = combine(study)
             write_json_atomic(args.out, result)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError) as err:  # StudyError and ResultFileError are ValueErrors
         print(f"convbench aggregate: error: {err}", file=sys.stderr)
         return 1
     width = max(map(len, result["experiments"]), default=10)
