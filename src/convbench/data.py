@@ -160,7 +160,7 @@ def download(
 ) -> list[Path]:
     """Make ``out_dir`` hold the dataset's raw files, each verified; return their paths.
 
-    A file already there that passes :func:`verify_raw_file` is kept untouched (so a directory
+    A file already there that passes :func:`match_checksum` is kept untouched (so a directory
     filled by hand works offline, and its modification time does not trigger pipeline reruns).
     Otherwise each source is tried in turn: ``mirror`` alone if given (an http/https/file URL or a
     local directory); else local copies first (the entries of ``$CONVBENCH_DATA_MIRRORS``, then
@@ -265,8 +265,8 @@ def digest_file(path: Path) -> RawDigests:
 
 
 def match_checksum(spec: DatasetSpec, file: str, digests: RawDigests) -> str | None:
-    """Which published checksum ``file``'s digests match ("the published .gz md5" or "the
-    published md5 of its decompressed content"), or None if neither."""
+    """Which published checksum ``file``'s digests match, in words ("the published md5" of the
+    file, or "the published md5 of its decompressed content"), or None if neither."""
     if digests.md5 == dict(spec.resources).get(file):
         return "the published md5"
     content = dict(spec.content_md5).get(file)
@@ -311,6 +311,7 @@ def _fetch_verified(
         )
         try:
             with _open_source(location) as (stream, size):
+                digests = RawDigests()
                 verified_copy = functools.partial(
                     _copy_verified,
                     stream=stream,
@@ -319,9 +320,10 @@ def _fetch_verified(
                     file=file,
                     location=location,
                     progress=progress,
+                    digests=digests,
                 )
                 atomic_write(target, verified_copy)
-            say(f"{file}: from {location}, matches {match_checksum(spec, file, digest_file(target))}")
+            say(f"{file}: from {location}, matches {match_checksum(spec, file, digests)}")
             return target
         except ChecksumError as exc:
             checksum_failed = True
@@ -359,9 +361,10 @@ def _copy_verified(
     file: str,
     location: str,
     progress: bool,
+    digests: RawDigests,
 ) -> None:
-    """Copy ``stream`` to ``out``; raise ChecksumError (nothing is kept) unless it verifies."""
-    digests = RawDigests()
+    """Copy ``stream`` to ``out``, feeding ``digests``; raise ChecksumError (nothing is kept)
+    unless it verifies."""
     with tqdm(
         total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=file, disable=not progress
     ) as bar:

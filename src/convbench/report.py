@@ -156,6 +156,11 @@ def percent(value: float) -> str:
     return f"{100 * value:.2f}"
 
 
+def mean_std(row: dict[str, Any], metric: str) -> str:
+    """``row``'s fold mean ± std of ``metric`` (e.g. ``val_acc``) in percent, as a table cell."""
+    return f"{percent(row[f'{metric}_mean'])}\u00a0±\u00a0{percent(row[f'{metric}_std'])}"
+
+
 def leaderboard(summary: dict[str, Any]) -> pd.DataFrame:
     """metrics.json's experiments, ranked by mean validation accuracy (ties: fewer MACs first)."""
     board = pd.DataFrame.from_dict(summary["experiments"], orient="index")
@@ -183,8 +188,8 @@ def format_leaderboard(board: pd.DataFrame, descriptions: dict[str, str] | None 
             "input (px)": row["input_size"],
             "params": f"{row['params']:,}",
             "MACs": f"{row['macs']:,}",
-            "val acc (%)": f"{percent(row['val_acc_mean'])}\u00a0±\u00a0{percent(row['val_acc_std'])}",
-            "test acc (%)": f"{percent(row['test_acc_mean'])}\u00a0±\u00a0{percent(row['test_acc_std'])}",
+            "val acc (%)": mean_std(row, "val_acc"),
+            "test acc (%)": mean_std(row, "test_acc"),
             "best epoch": f"{row['best_epoch_mean']:.1f}",
             "train s / fold": f"{row['train_seconds_mean']:.1f}",
             "train img/s": f"{row['examples_per_s_mean']:,.0f}",
@@ -229,14 +234,8 @@ def format_against_the_book(rows: list[dict[str, Any]]) -> pd.DataFrame:
                 f"{percent(row['published'].test_acc_high)} "
                 f"(median {percent(row['published'].test_acc_median)})"
             ),
-            "our test acc (%)": (
-                f"{percent(row['ours']['test_acc_mean'])}\u00a0±\u00a0"
-                f"{percent(row['ours']['test_acc_std'])}"
-            ),
-            "our val acc (%)": (
-                f"{percent(row['ours']['val_acc_mean'])}\u00a0±\u00a0"
-                f"{percent(row['ours']['val_acc_std'])}"
-            ),
+            "our test acc (%)": mean_std(row["ours"], "test_acc"),
+            "our val acc (%)": mean_std(row["ours"], "val_acc"),
             "verdict": row["verdict"],
         }
         for row in rows

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from convbench.models import check_knob_values, check_knobs, names, resolve_input_size
+from convbench.models import check_knobs, names, resolve_input_size
 from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
 
 STUDY_DIR = Path("conf/study")
@@ -207,10 +207,6 @@ def parse_study(config: dict[str, Any]) -> Study:
             size = resolve_input_size(arch, size)
         except (ValueError, TypeError) as err:
             raise _fail(f"{key}.input_size", str(err)) from None
-        try:
-            check_knob_values(arch, knobs, size)
-        except ValueError as err:
-            raise _fail(f"{key}.knobs", str(err)) from None
         fold_size = n_train - -(-n_train // folds)  # the smallest training fold (K-1 of K folds)
         if recipe.batch_size > fold_size:
             raise _fail(f"{key}.recipe.batch_size", f"{recipe.batch_size} is larger than a training "

@@ -50,12 +50,17 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(channels * width))
 
 
+def check_hidden(hidden: int) -> int:
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+    return hidden
+
+
 def two_hidden_layers(
     in_features: int, hidden: int, num_classes: int, activation_name: str, dropout: float
 ) -> nn.Sequential:
     """AlexNet's and VGG's classifier: two ``hidden``-unit layers with dropout, then the output."""
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+    check_hidden(hidden)
     drop = [nn.Dropout(dropout)] if dropout > 0 else []
     return nn.Sequential(
         nn.Linear(in_features, hidden),

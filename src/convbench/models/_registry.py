@@ -13,7 +13,15 @@ from typing import Any, Callable
 
 from torch import nn
 
-from convbench.models._layers import INITS, initialize
+from convbench.models._layers import (
+    INITS,
+    activation,
+    check_hidden,
+    check_probability,
+    initialize,
+    pool2d,
+    scaled,
+)
 
 COMMON_ARGS = ("in_channels", "num_classes", "input_size")
 
@@ -79,7 +87,8 @@ def spec(name: str) -> ModelSpec:
 
 
 def check_knobs(name: str, knobs: dict[str, Any]) -> None:
-    """Raise if ``knobs`` names a knob that network ``name`` does not accept."""
+    """Raise ValueError if ``knobs`` names a knob network ``name`` does not accept, or gives one a
+    value it cannot take."""
     accepted = spec(name).knobs
     unknown = sorted(set(knobs) - set(accepted))
     if unknown:
@@ -89,27 +98,23 @@ def check_knobs(name: str, knobs: dict[str, Any]) -> None:
         )
     if "init" in knobs and knobs["init"] not in INITS:
         raise ValueError(f"network {name!r}: init must be one of {sorted(INITS)}, got {knobs['init']!r}")
+    for knob, value in knobs.items():
+        if knob in BOOLEAN_KNOBS and not isinstance(value, bool):
+            raise ValueError(f"network {name!r}: {knob} must be true or false, got {value!r}")
+        if knob in KNOB_VALUE_CHECKS:
+            KNOB_VALUE_CHECKS[knob](value)
 
 
+# Knob values are checked by the same functions the builders use, so a study is refused before any
+# job without building a network (a meta-device build would import seconds of torch internals).
 BOOLEAN_KNOBS = ("batch_norm", "shortcut")
-
-
-def check_knob_values(name: str, knobs: dict[str, Any], input_size: int) -> None:
-    """Raise ValueError unless network ``name`` builds with ``knobs`` at ``input_size``.
-
-    The builders check their own values (activation and pool names, dropout in [0, 1), width > 0,
-    ...); building on the meta device runs those checks without allocating any weights.
-    """
-    import torch
-
-    for knob in BOOLEAN_KNOBS:
-        if knob in knobs and not isinstance(knobs[knob], bool):
-            raise ValueError(f"network {name!r}: {knob} must be true or false, got {knobs[knob]!r}")
-    try:
-        with torch.device("meta"):
-            build(name, input_size=input_size, **knobs)
-    except TypeError as err:  # a value of the wrong type deep inside a builder
-        raise ValueError(f"network {name!r}: {err}") from None
+KNOB_VALUE_CHECKS: dict[str, Callable[[Any], object]] = {
+    "activation": activation,
+    "pool": lambda kind: pool2d(kind, kernel_size=2),
+    "dropout": lambda p: check_probability("dropout", p),
+    "width": lambda width: scaled(1, width),
+    "hidden": check_hidden,
+}
 
 
 def resolve_input_size(name: str, input_size: int | None) -> int:

@@ -85,14 +85,8 @@ def d2l() -> Book:
     raw = yaml.safe_load(files(__package__).joinpath("d2l.yaml").read_text(encoding="utf-8"))
     results = {}
     for key, entry in raw["networks"].items():
-        low, high = entry["test_acc_range"]
-        results[key] = BookResult(
-            key=key, title=entry["title"], arch=entry["arch"], knobs=dict(entry["knobs"]),
-            input_size=entry["input_size"], lr=entry["lr"], batch_size=entry["batch_size"],
-            params=entry["params"], test_acc=entry["test_acc"], test_acc_low=low,
-            test_acc_high=high, test_acc_median=entry["test_acc_median"],
-            train_acc=entry["train_acc"], train_loss=entry["train_loss"],
-            examples_per_s=entry["examples_per_s"],
-        )
+        entry = dict(entry)
+        low, high = entry.pop("test_acc_range")
+        results[key] = BookResult(key=key, test_acc_low=low, test_acc_high=high, **entry)
     return Book(source=" ".join(raw["source"].split()), dataset=raw["dataset"],
                 epochs=raw["epochs"], results=results)
