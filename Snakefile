@@ -1,4 +1,4 @@
-# convbench: download -> prepare -> split -> train[experiment, fold] -> evaluate[experiment, fold]
+# convbench: download -> prepare -> split[repeat] -> train[experiment, run] -> evaluate[experiment, run]
 # -> aggregate -> report, for the study params.yaml describes. Wiring only: every rule runs one
 # `convbench <stage>` command, the same commands dvc.yaml runs.
 #
@@ -35,5 +35,5 @@ rule all:
         f"{STUDY.reports_dir}/report.html",
         STUDY.metrics_path,
         [summary_path(STUDY.results_dir, name) for name in STUDY.experiments],
-        [f"{STUDY.run_dir(name, fold)}/{file}" for name, fold in STUDY.jobs()
-         for file in ("model.pt", "history.csv", "metrics.json", "perf.json")],
+        [run_files(name, ["model.pt", "history.csv", "metrics.json", "perf.json"])
+         for name in STUDY.experiments],

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from convbench import data
-from convbench.aggregate import aggregate, load_fold
+from convbench.aggregate import aggregate, load_run
 from convbench.device import BatchTransform, channel_stats
 from convbench.evaluation import classification_metrics, evaluate_checkpoint, training_perf
 from convbench.models import build
@@ -205,12 +205,15 @@ def test_evaluate_refuses_data_or_splits_the_model_was_not_trained_on(
     assert err.startswith("convbench evaluate: error: split ") and "make a new split" in err
     for data_path, split in ((digits_npz, another_split), (other_npz, other_split)):
         assert convbench(evaluate_argv(digits_run.model, data_path, split, out)) == 1
-        assert "trained on other data or another split" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        # the files and both ids, so a user sees which of the two does not belong
+        assert f"{digits_run.model} against {data_path} and {split}: the checkpoint was trained on data" in err
+        assert f"the split {load_split(split).split_id[:12]}" in err
     assert not out.exists() and not (tmp_path / "perf.json").exists()
 
     # the function refuses too
     checkpoint = torch.load(digits_run.model, weights_only=True)
-    with pytest.raises(ValueError, match="other data or another split"):
+    with pytest.raises(ValueError, match="the checkpoint was trained on data .* but the data given is"):
         evaluate_checkpoint(
             checkpoint, digits, load_split(another_split), device=torch.device("cpu")
         )
@@ -222,8 +225,8 @@ def test_evaluate_refuses_data_or_splits_the_model_was_not_trained_on(
 def fold_result(
     experiment: str, fold: int, val: float, test: float, **changes: Any
 ) -> dict[str, Any]:
-    """A fold's metrics.json, as much of it as aggregation reads, with its perf.json."""
-    return {
+    """A run's metrics.json, as much of it as aggregation reads, with its perf.json."""
+    return {"seed": 0,
         "experiment": experiment, "arch": "lenet", "knobs": {"activation": "relu"},
         "input_size": 16, "split_id": "abc", "data_sha256": "0f" * 32, "recipe": {"lr": 0.1},
         "params": 21386, "macs": 95400, "fold": fold, "best_epoch": 2 + fold,
@@ -241,8 +244,11 @@ def test_aggregate_means_and_sample_std_per_experiment() -> None:
     result = aggregate(folds)["experiments"]
     assert list(result) == ["alexnet", "lenet"]
     lenet = result["lenet"]
-    assert lenet["folds"] == 3
-    assert lenet["val_acc_per_fold"] == val and lenet["test_acc_per_fold"] == test  # by fold
+    assert (lenet["runs"], lenet["folds"], lenet["repeats"], lenet["seeds"]) == (3, 3, 1, 1)
+    assert [r["fold"] for r in lenet["per_run"]] == [0, 1, 2]  # by fold
+    assert [r["val_acc"] for r in lenet["per_run"]] == val and [r["test_acc"] for r in lenet["per_run"]] == test
+    assert lenet["val_acc_fold_std"] == pytest.approx(np.std(val, ddof=1))  # one seed: the same
+    assert lenet["val_acc_seed_std"] is None
     assert lenet["val_acc_mean"] == pytest.approx(np.mean(val))
     assert lenet["val_acc_std"] == pytest.approx(np.std(val, ddof=1))
     assert lenet["test_acc_mean"] == pytest.approx(np.mean(test))
@@ -257,20 +263,44 @@ def test_aggregate_means_and_sample_std_per_experiment() -> None:
     assert (single["folds"], single["val_acc_mean"], single["val_acc_std"]) == (1, 0.5, 0.0)
 
 
+def test_aggregate_separates_the_spread_over_folds_from_the_spread_over_seeds() -> None:
+    """2 repeats x 2 folds x 3 seeds: fold_std is over the four (repeat, fold) cells' seed means,
+    seed_std the root of the mean within-cell variance over seeds, both computed here by hand."""
+    val = {(0, 0): [0.90, 0.92, 0.94], (0, 1): [0.80, 0.80, 0.83],
+           (1, 0): [0.85, 0.86, 0.90], (1, 1): [0.88, 0.91, 0.91]}
+    runs = [fold_result("lenet", k, v, v, repeat=r, seed=s, split_id=f"split{r}")
+            for (r, k), values in val.items() for s, v in zip((0, 1, 2), values)]
+    row = aggregate(runs)["experiments"]["lenet"]
+    assert (row["runs"], row["repeats"], row["folds"], row["seeds"]) == (12, 2, 2, 3)
+    cell_means = [sum(v) / 3 for v in val.values()]
+    grand = sum(cell_means) / 4
+    fold_std = (sum((m - grand) ** 2 for m in cell_means) / 3) ** 0.5
+    within = [sum((x - sum(v) / 3) ** 2 for x in v) / 2 for v in val.values()]
+    seed_std = (sum(within) / 4) ** 0.5
+    everything = [x for v in val.values() for x in v]
+    assert row["val_acc_mean"] == pytest.approx(sum(everything) / 12)
+    assert row["val_acc_std"] == pytest.approx(np.std(everything, ddof=1))
+    assert row["val_acc_fold_std"] == pytest.approx(fold_std)
+    assert row["val_acc_seed_std"] == pytest.approx(seed_std)
+    assert [(r["repeat"], r["fold"], r["seed"]) for r in row["per_run"]][:4] == [
+        (0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 1, 0)]
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [("arch", "alexnet"), ("knobs", {}), ("input_size", 28), ("split_id", "other"),
      ("recipe", {"lr": 0.2})],
 )
-def test_aggregate_refuses_folds_that_disagree(key: str, value: Any) -> None:
+def test_aggregate_refuses_runs_that_disagree(key: str, value: Any) -> None:
     folds = [fold_result("lenet", 0, 0.9, 0.9), fold_result("lenet", 1, 0.8, 0.8, **{key: value})]
-    with pytest.raises(ValueError, match=f"experiment 'lenet': folds disagree on {key}"):
+    message = "the runs of repeat 0 disagree on the split" if key == "split_id" else f"runs disagree on {key}"
+    with pytest.raises(ValueError, match=f"experiment 'lenet': {message}"):
         aggregate(folds)
 
 
-def test_aggregate_refuses_a_fold_given_twice() -> None:
+def test_aggregate_refuses_a_run_given_twice() -> None:
     folds = [fold_result("lenet", f, 0.9, 0.9) for f in (0, 1, 1)]
-    with pytest.raises(ValueError, match=r"fold\(s\) given twice: \[0, 1, 1\]"):
+    with pytest.raises(ValueError, match=r"a run \(repeat, fold, seed\) given twice: .*\(0, 1, 0\), \(0, 1, 0\)"):
         aggregate(folds)
 
 
@@ -298,7 +328,7 @@ def tiny_study(
     study.write_text(STUDY.format(results=root / "results"))
     common = ["--data", str(digits_npz), "--split", str(digits_split)]
     for fold in range(3):
-        run = root / "results" / "lenet" / f"fold{fold}"
+        run = root / "results" / "lenet" / f"r0-fold{fold}-seed0"
         assert convbench(["train", "--study", str(study), "--experiment", "lenet", *common,
                           "--fold", str(fold), "--out-dir", str(run)]) == 0
         assert convbench(["evaluate", *common, "--checkpoint", str(run / "model.pt"),
@@ -307,15 +337,16 @@ def tiny_study(
 
 
 def test_aggregate_of_evaluated_folds(tiny_study: Path) -> None:
-    runs = sorted((tiny_study.parent / "results" / "lenet").glob("fold*"))
+    runs = sorted((tiny_study.parent / "results" / "lenet").glob("r0-fold*"))
     assert len(runs) == 3
-    result = aggregate([load_fold(run / "metrics.json") for run in reversed(runs)])
+    result = aggregate([load_run(run / "metrics.json") for run in reversed(runs)])
     row = result["experiments"]["lenet"]
     metrics = [load_json(run / "metrics.json") for run in runs]
     perf = [load_json(run / "perf.json") for run in runs]
     val = [m["val"]["accuracy"] for m in metrics]
     test = [m["test"]["accuracy"] for m in metrics]
-    assert row["folds"] == 3 and row["val_acc_per_fold"] == val and row["test_acc_per_fold"] == test
+    assert row["folds"] == 3 and [r["val_acc"] for r in row["per_run"]] == val
+    assert [r["test_acc"] for r in row["per_run"]] == test
     assert row["val_acc_mean"] == pytest.approx(np.mean(val))
     assert row["val_acc_std"] == pytest.approx(np.std(val, ddof=1))
     assert row["test_acc_mean"] == pytest.approx(np.mean(test))
@@ -323,7 +354,7 @@ def test_aggregate_of_evaluated_folds(tiny_study: Path) -> None:
     assert row["train_seconds_total"] == pytest.approx(sum(p["training"]["seconds"] for p in perf))
     assert row["params"] == metrics[0]["params"] > 0
     with pytest.raises(ValueError, match="given twice"):
-        aggregate([load_fold(runs[0] / "metrics.json")] * 2)
+        aggregate([load_run(runs[0] / "metrics.json")] * 2)
 
 
 def test_aggregate_cli_summarizes_an_experiment_then_the_study(
@@ -335,9 +366,9 @@ def test_aggregate_cli_summarizes_an_experiment_then_the_study(
     assert convbench(["aggregate", "--study", str(tiny_study), "--experiment", "lenet",
                       "--out", str(summary)]) == 0
     row = load_json(summary)
-    val = [load_json(results / "lenet" / f"fold{k}" / "metrics.json")["val"]["accuracy"]
+    val = [load_json(results / "lenet" / f"r0-fold{k}-seed0" / "metrics.json")["val"]["accuracy"]
            for k in range(3)]
-    assert row["val_acc_per_fold"] == val
+    assert [r["val_acc"] for r in row["per_run"]] == val
     assert row["val_acc_mean"] == pytest.approx(np.mean(val))
     assert row["val_acc_std"] == pytest.approx(np.std(val, ddof=1))
 
@@ -379,7 +410,7 @@ def test_aggregate_names_a_bad_metrics_file(
     copy = shutil.copytree(tiny_study.parent, tmp_path / "copy")
     study = copy / "params.yaml"
     study.write_text(study.read_text().replace(str(tiny_study.parent), str(copy)))
-    broken = copy / "results" / "lenet" / "fold1" / "metrics.json"
+    broken = copy / "results" / "lenet" / "r0-fold1-seed0" / "metrics.json"
     broken.write_text(damage(broken.read_text()))
     out = tmp_path / "summary.json"
     argv = ["aggregate", "--study", str(study), "--experiment", "lenet", "--out", str(out)]

@@ -22,13 +22,17 @@ from convbench.study import load_study
 
 EXPERIMENTS = ("lenet_relu", "mlp")
 FOLDS = 2
+REPEATS = 2
+SEEDS = [0, 1]
+RUNS = REPEATS * FOLDS * len(SEEDS)
 TINY_STUDY = {
     "study": "tiny_report",
-    "description": "two small networks, two folds, one epoch",
+    "description": "two small networks, 2 x 2-fold cross-validation, two seeds, one epoch",
     "dataset": "digits",
     "folds": FOLDS,
-    "fold_ids": list(range(FOLDS)),
+    "repeats": REPEATS,
     "seed": 0,
+    "seeds": SEEDS,
     "threads": 1,
     "results_dir": "results",
     "reports_dir": "reports",
@@ -53,19 +57,13 @@ def tiny_study(
     (root / "params.yaml").write_text(yaml.safe_dump(TINY_STUDY, sort_keys=False))
     (root / "data/prepared").mkdir(parents=True)
     shutil.copy(digits_npz, root / "data/prepared/digits.npz")
-    split = f"data/splits/digits-k{FOLDS}-s0.json"
-    data = ["--data", "data/prepared/digits.npz", "--split", split]
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        assert convbench(["split", "--data", "data/prepared/digits.npz", "--folds", str(FOLDS),
-                          "--seed", "0", "--out", split]) == 0
+        # the commands DVC runs: every repeat's split, then each experiment's runs
+        assert convbench(["split", "--study", "params.yaml"]) == 0
         for exp in EXPERIMENTS:
-            for fold in range(FOLDS):
-                run = f"results/{exp}/fold{fold}"
-                assert convbench(["train", "--study", "params.yaml", "--experiment", exp, "--fold",
-                                  str(fold), *data, "--out-dir", run]) == 0
-                assert convbench(["evaluate", "--checkpoint", f"{run}/model.pt", *data,
-                                  "--out", f"{run}/metrics.json"]) == 0
+            assert convbench(["train", "--study", "params.yaml", "--experiment", exp]) == 0
+            assert convbench(["evaluate", "--study", "params.yaml", "--experiment", exp]) == 0
             assert convbench(["aggregate", "--study", "params.yaml", "--experiment", exp,
                               "--out", f"results/_summary/{exp}.json"]) == 0
         assert convbench(["aggregate", "--study", "params.yaml", "--out", "results/metrics.json"]) == 0
@@ -134,26 +132,31 @@ def test_report_has_ablation_verdicts_layer_tables_and_study_card(
 def test_ablation_numbers_match_an_independent_corrected_t_test(
     tiny_study: Path, page: str, metrics: dict[str, Any]
 ) -> None:
-    """Recomputed here from the per-fold metrics files, by the formula, without the report's code."""
+    """Recomputed here from the per-run metrics files, by the formula, without the report's code:
+    J = R x K resamples (each the mean over its seeds), variance (1/J + n_test/n_train) s²."""
     def fold_accuracies(experiment: str, part: str) -> list[float]:
-        return [json.loads((tiny_study / f"results/{experiment}/fold{k}/metrics.json").read_text())
-                [part]["accuracy"] for k in range(FOLDS)]
+        def score(r: int, k: int, s: int) -> float:
+            path = tiny_study / f"results/{experiment}/r{r}-fold{k}-seed{s}/metrics.json"
+            return json.loads(path.read_text())[part]["accuracy"]
+
+        return [sum(score(r, k, s) for s in SEEDS) / len(SEEDS) for r in range(REPEATS) for k in range(FOLDS)]
 
     study = load_study(tiny_study / "params.yaml")
     results = {r["metric"]: r for r in report.ablation_results(study, metrics)}
+    J = REPEATS * FOLDS
     for part, metric in (("val", "validation (cross-validated)"), ("test", "test")):
         base, treat = fold_accuracies("mlp", part), fold_accuracies("lenet_relu", part)
         d = [100 * (t - b) for b, t in zip(base, treat)]
-        mean = sum(d) / FOLDS
-        variance = sum((x - mean) ** 2 for x in d) / (FOLDS - 1)
-        standard_error = math.sqrt((1 / FOLDS + 1 / (FOLDS - 1)) * variance)  # n_test/n_train
+        mean = sum(d) / J
+        variance = sum((x - mean) ** 2 for x in d) / (J - 1)
+        standard_error = math.sqrt((1 / J + 1 / (FOLDS - 1)) * variance)  # n_test/n_train
         c = results[metric]["comparison"]
         assert c.mean == pytest.approx(mean)
         if variance == 0:
             assert math.isnan(c.p)
             continue
         t = mean / standard_error
-        p = 2 * stats.t.sf(abs(t), df=FOLDS - 1)
+        p = 2 * stats.t.sf(abs(t), df=J - 1)
         assert (c.t, c.p) == pytest.approx((t, p))
         assert results[metric]["p_holm"] == pytest.approx(p)  # one ablation: Holm changes nothing
         assert f"<td>{report.format_p(p)}</td>" in page
@@ -183,17 +186,28 @@ def test_best_experiment_is_chosen_by_validation_not_test() -> None:
     assert report.best_experiment(summary) == "b"
 
 
-def test_summed_confusion_counts_every_test_image_once_per_fold(
+def test_summed_confusion_counts_every_test_image_once_per_run(
     tiny_study: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tiny_study)
     data = report.load_report_data("params.yaml")
     matrix = report.summed_confusion(data, "lenet_relu")
-    assert matrix.sum() == FOLDS * len(data.dataset.test_labels)
-    assert (matrix.sum(axis=1) == FOLDS * np.bincount(data.dataset.test_labels, minlength=10)).all()
+    assert matrix.sum() == RUNS * len(data.dataset.test_labels)
+    assert (matrix.sum(axis=1) == RUNS * np.bincount(data.dataset.test_labels, minlength=10)).all()
     wrong = report.misclassified(data, "lenet_relu")
     assert (wrong["true"] != wrong["predicted"]).all()
-    assert wrong["folds_wrong"].between(1, FOLDS).all()
+    assert wrong["models_wrong"].between(1, RUNS).all()
+    assert len(data.history) == RUNS * len(EXPERIMENTS)  # one epoch per run: every run's curve
+
+
+def test_every_run_counts_and_both_spreads_are_shown(page: str, metrics: dict[str, Any]) -> None:
+    for name, row in metrics["experiments"].items():
+        assert (row["runs"], row["repeats"], row["folds"], row["seeds"]) == (RUNS, REPEATS, FOLDS, 2)
+        assert len(row["per_run"]) == RUNS
+        assert report.spread_cell(row) in page
+        assert row["val_acc_seed_std"] is not None
+    assert "2 repeats of 2 stratified folds" in page and "seeds 0, 1" in page
+    assert f"{len(EXPERIMENTS)} ({len(EXPERIMENTS) * RUNS} training jobs)" in page
 
 
 def test_stale_aggregate_is_refused(
@@ -202,7 +216,7 @@ def test_stale_aggregate_is_refused(
     copy = tmp_path / "study"
     shutil.copytree(tiny_study, copy, ignore=shutil.ignore_patterns("*.pt", "reports"))
     summary = json.loads((copy / "results/metrics.json").read_text())
-    summary["experiments"]["mlp"]["val_acc_per_fold"][1] += 0.01
+    summary["experiments"]["mlp"]["per_run"][1]["val_acc"] += 0.01
     (copy / "results/metrics.json").write_text(json.dumps(summary))
     monkeypatch.chdir(copy)
     with pytest.raises(report.ReportError, match="disagrees with results/metrics.json"):

@@ -40,7 +40,27 @@ def test_the_default_study_covers_every_family_with_ablations(default_config: di
 def test_bundled_studies_are_valid(name: str) -> None:
     study = load_study(ROOT / "params.yaml", name)
     assert study.name == name
-    assert len(plan(study)["models"]) == len(study.experiments) * study.folds
+    assert len(plan(study)["models"]) == len(study.experiments) * study.folds * study.repeats * len(study.seeds)
+    with open(ROOT / "conf/study" / f"{name}.yaml") as file:
+        written = yaml.safe_load(file)
+    assert {"repeats", "seeds"} <= set(written), "dvc.yaml tracks both as params: write them out"
+
+
+def test_runs_cover_repeats_folds_and_seeds_in_a_stable_layout(default_config: dict) -> None:
+    study = parse_study({**default_config, "repeats": 2, "seed": 5, "seeds": [0, 7]})
+    runs = study.runs()
+    assert len(runs) == 2 * study.folds * 2
+    assert [r.name for r in runs[:3]] == ["r0-fold0-seed0", "r0-fold0-seed7", "r0-fold1-seed0"]
+    assert study.run_dir("lenet", runs[-1]) == "results/lenet/r1-fold2-seed7"
+    # repeat r shuffles with seed + r; its seeds are offset so no two repeats share an initialization
+    assert [study.split_seed(r) for r in (0, 1)] == [5, 6]
+    assert study.split_path(1) == "data/splits/digits-k3-s5/repeat1.json"
+    assert [r.train_seed for r in runs if r.fold == 0] == [0, 7, 1000, 1007]
+    with pytest.raises(StudyError, match=r"seed 3 is not in study 'digits', which has seeds 0, 7"):
+        study.run(0, 0, 3)
+    # the default: one repeat, the study seed as the one training seed, as before repeats existed
+    plain = parse_study(default_config)
+    assert [(r.repeat, r.fold, r.seed, r.train_seed) for r in plain.runs()] == [(0, k, 0, 0) for k in range(3)]
 
 
 def test_the_seeds_study_is_d2l_at_d2l_settings() -> None:
@@ -103,8 +123,6 @@ def test_unknown_selection_names_the_bundled_studies() -> None:
 
 def mutate(config: dict, path: str, value) -> dict:
     config = copy.deepcopy(config)
-    if path == "folds":
-        config["fold_ids"] = list(range(value))
     *parents, last = path.split(".")
     node = config
     for key in parents:
@@ -123,7 +141,11 @@ def mutate(config: dict, path: str, value) -> dict:
         ("experiments.alexnet.input_size", 32, r"experiments\.alexnet\.input_size:.*>= 65, got 32"),
         ("experiments.mlp_plain.recipe", {"epochs": 0}, r"recipe\.epochs: must be >= 1, got 0"),
         ("dataset", "cifar10", r"dataset: must be one of"),
-        ("fold_ids", [0, 1], r"fold_ids: must be \[0, 1, 2\]"),
+        ("fold_ids", [0, 1], r"fold_ids: no longer used"),
+        ("repeats", 0, r"repeats: must be >= 1, got 0"),
+        ("seeds", [], r"seeds: must be a non-empty list"),
+        ("seeds", [1, 1], r"seeds: lists a seed twice: \[1, 1\]"),
+        ("seeds", [0, -1], r"seeds\[1\]: must be >= 0, got -1"),
         ("ablations.dropout.baseline", "missing", r"ablations\.dropout\.baseline"),
         ("recipe.optimiser", "sgd", r"recipe: unknown key\(s\) optimiser"),
         # values that used to pass `convbench study` and fail later, inside a job, or never

@@ -25,6 +25,7 @@ from convbench.device import BatchTransform, channel_stats, random_crop_flip
 from convbench.models import build
 from convbench.recipe import Recipe, lr_at, resolve_recipe
 from convbench.splits import load_split
+from convbench.provenance import code_version
 from convbench.training import (
     CHECKPOINT_FORMAT,
     HISTORY_COLUMNS,
@@ -34,7 +35,7 @@ from convbench.training import (
     NonFiniteLossError,
     build_parser,
     fold_data,
-    job_from_args,
+    jobs_from_args,
     load_checkpoint,
     make_transform,
     predict,
@@ -362,7 +363,7 @@ def test_cli_writes_history_and_a_self_describing_model(
     assert (meta["seed"], meta["fold"], meta["experiment"]) == (0, 0, "lenet")
     assert meta["data_sha256"] == digits.sha256
     assert meta["split_id"] == load_split(digits_split).split_id
-    assert meta["code_version"] == __version__
+    assert meta["code_version"] == code_version()  # the commit, a dirty flag, the sources' hash
     assert meta["packages"]["torch"] == version("torch")
     assert meta["classes"] == digits.classes
     model = build("lenet", input_size=SIZE, activation="relu")
@@ -413,7 +414,7 @@ def test_cli_reports_divergence_and_writes_no_results(
 
 @pytest.mark.parametrize(
     ("change", "differs"),
-    [(("--recipe", "lr=0.2"), "recipe"), (("--seed", "5"), "seed"),
+    [(("--recipe", "lr=0.2"), "recipe"), (("--seed", "5"), "seed, train_seed"),
      (("--set", "activation=sigmoid"), "knobs"), (("--fold", "1"), "fold")],
 )
 def test_resume_refuses_another_jobs_checkpoint(
@@ -505,7 +506,7 @@ def test_train_refuses_a_split_of_another_k_than_the_study(
             "--data", str(digits_npz), "--split", str(five), "--out-dir", str(tmp_path / "run")]
     assert convbench(args) == 1
     err = capsys.readouterr().err
-    assert f"{five}: a 5-fold split with seed 0, but the study asks for 3 folds with seed 0" in err
+    assert f"{five}: a 5-fold split with seed 0, but the study asks for 3 folds with seed 0 (repeat 0)" in err
     assert not (tmp_path / "run" / "model.pt").exists()
 
 
@@ -514,7 +515,7 @@ def test_d2l_preset_on_the_command_line_takes_d2ls_resolution() -> None:
         ["--data", "d.npz", "--split", "s.json", "--fold", "0", "--out-dir", "o",
          "--arch", "lenet", "--recipe", "preset=d2l", "--recipe", "epochs=2"]
     )
-    job = job_from_args(args)
+    [(job, _)] = jobs_from_args(args)
     assert (job.input_size, job.recipe.lr, job.recipe.batch_size) == (28, 0.9, 256)
     assert job.recipe.epochs == 2 and job.recipe.momentum == 0.0
 

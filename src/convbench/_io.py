@@ -55,6 +55,21 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], obj
     return path
 
 
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, an output ``path`` that ``atomic_write`` could not create: its
+    directory (made if missing) must be writable. An existing read-only file is fine: it is
+    replaced by a rename, not written into (DVC's cache links are read-only)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PermissionError(f"{path}: cannot create its directory {path.parent}: {err.strerror}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{path}: its directory {path.parent} is not writable by this user, "
+                              "so the result could not be saved; fix the permissions and run again")
+    return path
+
+
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Delete the temporary files that writers of ``path`` killed mid-write left behind.
 

@@ -1,7 +1,9 @@
-"""Fold means and spreads per experiment: the numbers worth comparing.
+"""Means and spreads per experiment over its runs (repeats x folds x seeds): the numbers worth
+comparing.
 
-Single runs are noisy (ANCHORS.md: the same d2l notebook gives ResNet-18 0.893 or 0.922), so every
-figure here is a mean over folds with its sample standard deviation (ddof=1).
+Single runs are noisy (d2l's own ResNet-18 notebook scores between 0.838 and 0.922 test accuracy
+across 20 builds of the book, src/convbench/reference/d2l.yaml), so every figure here is a mean over runs with
+its sample standard deviation (ddof=1).
 """
 
 from __future__ import annotations
@@ -32,49 +34,93 @@ def mean_of(records: list[dict[str, Any]], key: str, total: bool = False) -> flo
     return float(np.sum(values) if total else np.mean(values))
 
 
-def aggregate(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    """Group per-fold metrics by experiment into means, standard deviations and per-fold lists.
+def run_key(metrics: dict[str, Any]) -> tuple[int, int, int]:
+    """(repeat, fold, seed) of a run's metrics (results from before repeats are repeat 0)."""
+    return (int(metrics.get("repeat", 0)), int(metrics["fold"]), int(metrics["seed"]))
 
-    Each fold's dict may carry its perf.json under ``"perf"``; timings are then averaged too.
+
+def spread(runs: list[dict[str, Any]], values: list[float]) -> dict[str, Any]:
+    """The two sources of spread of one metric over an experiment's runs.
+
+    ``fold_std``: over the (repeat, fold) cells, each first averaged over its seeds: how much the
+    score moves with the data a model trains and is validated on. ``seed_std``: the standard
+    deviation over seeds within a cell, pooled over the cells (the root of the mean within-cell
+    variance): how much it moves with the initialization alone; None with one seed.
+    """
+    cells: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for metrics, value in zip(runs, values):
+        repeat, fold, _ = run_key(metrics)
+        cells[repeat, fold].append(value)
+    _, fold_std = mean_std([float(np.mean(v)) for v in cells.values()])
+    within = [float(np.var(v, ddof=1)) for v in cells.values() if len(v) > 1]
+    return {"fold_std": fold_std, "seed_std": float(np.sqrt(np.mean(within))) if within else None}
+
+
+def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """Group per-run metrics by experiment into means, standard deviations and per-run lists.
+
+    Every mean and standard deviation is over all of an experiment's runs (R repeats x K folds x
+    S seeds); ``*_fold_std`` and ``*_seed_std`` separate the spread over data from the spread over
+    seeds. Each run's dict may carry its perf.json under ``"perf"``; timings are then averaged too.
     """
     by_experiment: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for metrics in fold_metrics:
+    for metrics in run_metrics:
         by_experiment[metrics["experiment"]].append(metrics)
     experiments: dict[str, Any] = {}
     for name in sorted(by_experiment):
-        runs = sorted(by_experiment[name], key=lambda m: m["fold"])
-        folds = [m["fold"] for m in runs]
-        if len(set(folds)) != len(folds):
-            raise ValueError(f"experiment {name!r}: fold(s) given twice: {folds}")
+        runs = sorted(by_experiment[name], key=run_key)
+        keys = [run_key(m) for m in runs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"experiment {name!r}: a run (repeat, fold, seed) given twice: {keys}")
         first = runs[0]
         for m in runs[1:]:
-            for key in ("arch", "knobs", "input_size", "split_id", "data_sha256", "recipe"):
+            for key in ("arch", "knobs", "input_size", "data_sha256", "recipe"):
                 if m[key] != first[key]:
-                    raise ValueError(f"experiment {name!r}: folds disagree on {key}")
+                    raise ValueError(f"experiment {name!r}: runs disagree on {key}")
+        split_ids: dict[int, str] = {}
+        for m, (repeat, _, _) in zip(runs, keys):
+            if split_ids.setdefault(repeat, m["split_id"]) != m["split_id"]:
+                raise ValueError(f"experiment {name!r}: the runs of repeat {repeat} disagree on the split")
         val = [m["val"]["accuracy"] for m in runs]
         test = [m["test"]["accuracy"] for m in runs]
         training = [m.get("perf", {}).get("training", {}) for m in runs]
         inference = [m.get("perf", {}).get("inference", {}) for m in runs]
         val_mean, val_std = mean_std(val)
         test_mean, test_std = mean_std(test)
+        val_spread, test_spread = spread(runs, val), spread(runs, test)
+        versions: dict[str, dict[str, Any]] = {}
+        for m in runs:
+            version = m.get("code_version")
+            entry = versions.setdefault(json.dumps(version, sort_keys=True), {"code_version": version, "runs": 0})
+            entry["runs"] += 1
         experiments[name] = {
             "arch": first["arch"],
             "knobs": first["knobs"],
             "input_size": first["input_size"],
             "params": first["params"],
             "macs": first["macs"],
-            "folds": len(runs),
+            "runs": len(runs),
+            "repeats": len({k[0] for k in keys}),
+            "folds": len({k[1] for k in keys}),
+            "seeds": len({k[2] for k in keys}),
             "val_acc_mean": val_mean,
             "val_acc_std": val_std,
+            "val_acc_fold_std": val_spread["fold_std"],
+            "val_acc_seed_std": val_spread["seed_std"],
             "test_acc_mean": test_mean,
             "test_acc_std": test_std,
+            "test_acc_fold_std": test_spread["fold_std"],
+            "test_acc_seed_std": test_spread["seed_std"],
             "train_seconds_mean": mean_of(training, "seconds"),
             "train_seconds_total": mean_of(training, "seconds", total=True),
             "examples_per_s_mean": mean_of(training, "examples_per_s"),
             "inference_images_per_s_mean": mean_of(inference, "images_per_s"),
             "best_epoch_mean": float(np.mean([m["best_epoch"] for m in runs])),
-            "val_acc_per_fold": val,
-            "test_acc_per_fold": test,
+            "per_run": [
+                {"repeat": r, "fold": k, "seed": s, "val_acc": v, "test_acc": t}
+                for (r, k, s), v, t in zip(keys, val, test)
+            ],
+            "code_versions": list(versions.values()),
         }
     return {"experiments": experiments}
 
@@ -83,8 +129,8 @@ class ResultFileError(ValueError):
     """A results file is unreadable, not JSON, or lacks what ``convbench evaluate`` writes."""
 
 
-# What aggregation reads from a fold's metrics.json ("a.b": key b inside a).
-FOLD_KEYS = ("experiment", "fold", "arch", "knobs", "input_size", "split_id", "data_sha256",
+# What aggregation reads from a run's metrics.json ("a.b": key b inside a).
+RUN_KEYS = ("experiment", "fold", "seed", "arch", "knobs", "input_size", "split_id", "data_sha256",
              "recipe", "params", "macs", "best_epoch", "val.accuracy", "test.accuracy")
 
 
@@ -104,10 +150,10 @@ def read_json_file(path: Path, made_by: str) -> dict[str, Any]:
     return value
 
 
-def load_fold(metrics_path: Path) -> dict[str, Any]:
-    """A fold's metrics.json, with the perf.json beside it (if any) under ``"perf"``."""
+def load_run(metrics_path: Path) -> dict[str, Any]:
+    """A run's metrics.json, with the perf.json beside it (if any) under ``"perf"``."""
     metrics = read_json_file(metrics_path, "convbench evaluate")
-    for key in FOLD_KEYS:
+    for key in RUN_KEYS:
         node: Any = metrics
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
@@ -130,19 +176,37 @@ def summary_path(results_dir: str, experiment: str) -> str:
 
 
 def summarize_experiment(study: Any, experiment: str) -> dict[str, Any]:
-    """Fold means and spreads of one experiment, from its run directories."""
-    folds = [load_fold(Path(study.run_dir(experiment, k)) / "metrics.json") for k in range(study.folds)]
-    return aggregate(folds)["experiments"][experiment]
+    """Means and spreads of one experiment, from the metrics of every run the study asks for."""
+    runs = []
+    for run in study.runs():
+        metrics = load_run(Path(study.run_dir(experiment, run)) / "metrics.json")
+        if run_key(metrics) != (run.repeat, run.fold, run.seed):
+            raise ResultFileError(
+                f"{study.run_dir(experiment, run)}/metrics.json: holds repeat {run_key(metrics)[0]} "
+                f"fold {run_key(metrics)[1]} seed {run_key(metrics)[2]}, not the run {run.name} its "
+                "directory names; evaluate it again"
+            )
+        runs.append(metrics)
+    return aggregate(runs)["experiments"][experiment]
 
 
 def combine(study: Any) -> dict[str, Any]:
-    """results/metrics.json: the study card plus every experiment's summary, in study order."""
+    """results/metrics.json: the study card plus every experiment's summary, in study order.
+
+    The card names every code version the runs were made with, and how many runs each made: after
+    a code change reruns part of a study, both versions show.
+    """
     experiments = {
         name: read_json_file(Path(summary_path(study.results_dir, name)),
                              f"convbench aggregate --experiment {name}")
         for name in study.experiments
     }
-    first = load_fold(Path(study.run_dir(next(iter(study.experiments)), 0)) / "metrics.json")
+    first = load_run(Path(study.run_dir(next(iter(study.experiments)), study.runs()[0])) / "metrics.json")
+    versions: dict[str, dict[str, Any]] = {}
+    for summary in experiments.values():
+        for entry in summary.get("code_versions", []):
+            key = json.dumps(entry["code_version"], sort_keys=True)
+            versions.setdefault(key, {"code_version": entry["code_version"], "runs": 0})["runs"] += entry["runs"]
     return {
         "study": {
             "name": study.name,
@@ -150,8 +214,10 @@ def combine(study: Any) -> dict[str, Any]:
             "data_sha256": first["data_sha256"],
             "split_id": first["split_id"],
             "folds": study.folds,
+            "repeats": study.repeats,
             "seed": study.seed,
-            "code_version": first["code_version"],
+            "seeds": list(study.seeds),
+            "code_versions": sorted(versions.values(), key=lambda v: -v["runs"]),
             "packages": first["packages"],
         },
         "experiments": experiments,
@@ -161,9 +227,9 @@ def combine(study: Any) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench aggregate",
-        description="Fold means and spreads: with --experiment, of one experiment's folds "
-        "(results/<experiment>/fold<k>/metrics.json and perf.json); without, the study's "
-        "results/metrics.json from every experiment's summary.",
+        description="Means and spreads: with --experiment, of one experiment's runs "
+        "(results/<experiment>/r<repeat>-fold<k>-seed<s>/metrics.json and perf.json); without, the "
+        "study's results/metrics.json from every experiment's summary.",
     )
     parser.add_argument("--study", type=Path, required=True, help="the study file (params.yaml)")
     parser.add_argument("--experiment", default=None, help="summarize this experiment's folds")
@@ -191,6 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in result["experiments"].items():
         print(
             f"{name:<{width}}  val {row['val_acc_mean']:.4f} ± {row['val_acc_std']:.4f}  "
-            f"test {row['test_acc_mean']:.4f} ± {row['test_acc_std']:.4f}  ({row['folds']} folds)"
+            f"test {row['test_acc_mean']:.4f} ± {row['test_acc_std']:.4f}  ({row['runs']} runs)"
         )
     return 0

@@ -11,6 +11,7 @@ import csv
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convbench._io import write_json_atomic
+from convbench._io import check_writable, write_json_atomic
 from convbench.device import BatchTransform, pick_device
 from convbench.gpu import claim_device
 from convbench.models import build
@@ -96,7 +97,11 @@ def evaluate_checkpoint(
 
     meta = checkpoint["meta"]
     if meta["data_sha256"] != dataset.sha256 or meta["split_id"] != split.split_id:
-        raise ValueError("the checkpoint was trained on other data or another split than given")
+        raise ValueError(
+            f"the checkpoint was trained on data {meta['data_sha256'][:12]} with split "
+            f"{meta['split_id'][:12]}, but the data given is {dataset.sha256[:12]} and the split "
+            f"{split.split_id[:12]}"
+        )
     recipe = resolve_recipe(meta["recipe"], meta["arch"])
     model = build(
         meta["arch"], in_channels=meta["in_channels"], num_classes=meta["num_classes"],
@@ -133,8 +138,10 @@ def evaluate_checkpoint(
         "arch": meta["arch"],
         "knobs": meta["knobs"],
         "input_size": meta["input_size"],
+        "repeat": meta.get("repeat", 0),
         "fold": meta["fold"],
         "seed": meta["seed"],
+        "train_seed": meta.get("train_seed", meta["seed"]),
         "dataset": meta["dataset"],
         "data_sha256": meta["data_sha256"],
         "split_id": meta["split_id"],
@@ -174,12 +181,19 @@ def training_perf(history_csv: Path) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench evaluate",
-        description="Score a trained model.pt on its validation fold and on the test set (once).",
+        description="Score a trained model.pt on its validation fold and on the test set (once). "
+        "With --study and --experiment, score that experiment's runs (all, or those --repeat, "
+        "--fold and --seed pick) where the study's layout puts them.",
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="model.pt written by 'convbench train'")
-    parser.add_argument("--data", type=Path, required=True, help="prepared dataset (.npz)")
-    parser.add_argument("--split", type=Path, required=True, help="split file (.json)")
-    parser.add_argument("--out", type=Path, required=True,
+    parser.add_argument("--study", type=Path, default=None, help="a study file (params.yaml)")
+    parser.add_argument("--experiment", default=None, help="with --study: the experiment to score")
+    parser.add_argument("--repeat", type=int, default=None, help="with --study: only this repeat")
+    parser.add_argument("--fold", type=int, default=None, help="with --study: only this fold")
+    parser.add_argument("--seed", type=int, default=None, help="with --study: only this seed")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="model.pt written by 'convbench train'")
+    parser.add_argument("--data", type=Path, default=None, help="prepared dataset (.npz)")
+    parser.add_argument("--split", type=Path, default=None, help="split file (.json)")
+    parser.add_argument("--out", type=Path, default=None,
                         help="metrics JSON to write (accuracy, loss, confusion: bit-identical on a rerun)")
     parser.add_argument("--history", type=Path, default=None,
                         help="history.csv of the training run (default: next to the checkpoint)")
@@ -193,32 +207,94 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass(frozen=True)
+class EvaluationJob:
+    checkpoint: Path
+    history: Path
+    data: Path
+    split: Path
+    out: Path
+    perf_out: Path
+    run: dict[str, int] | None = None  # the (repeat, fold, seed) the study expects in the checkpoint
+
+
+def jobs_from_args(args: argparse.Namespace) -> list[EvaluationJob]:
+    if args.study is None:
+        missing = [flag for flag in ("checkpoint", "data", "split", "out") if getattr(args, flag) is None]
+        if missing:
+            raise ValueError(f"give --{missing[0]} (or --study with --experiment)")
+        history = args.history or args.checkpoint.with_name("history.csv")
+        return [EvaluationJob(args.checkpoint, history, args.data, args.split, args.out,
+                              args.perf_out or args.out.with_name("perf.json"))]
+    from convbench.study import load_study
+
+    if not args.experiment:
+        raise ValueError("--study needs --experiment")
+    if any(getattr(args, flag) is not None for flag in ("checkpoint", "split", "out", "history", "perf_out")):
+        raise ValueError("--study takes the paths from the study: drop --checkpoint, --split, --out, "
+                         "--history and --perf-out")
+    study = load_study(args.study)
+    study.experiment(args.experiment)
+    for key, value, allowed in (("repeat", args.repeat, range(study.repeats)),
+                                ("fold", args.fold, range(study.folds)), ("seed", args.seed, study.seeds)):
+        if value is not None and value not in allowed:
+            raise ValueError(f"--{key} {value}: study {study.name!r} has {key}s {', '.join(map(str, allowed))}")
+    jobs = []
+    for run in study.runs():
+        if args.repeat in (None, run.repeat) and args.fold in (None, run.fold) and args.seed in (None, run.seed):
+            run_dir = Path(study.run_dir(args.experiment, run))
+            jobs.append(EvaluationJob(
+                run_dir / "model.pt", run_dir / "history.csv", args.data or Path(study.prepared_path),
+                Path(study.split_path(run.repeat)), run_dir / "metrics.json", run_dir / "perf.json",
+                {"repeat": run.repeat, "fold": run.fold, "seed": run.seed},
+            ))
+    return jobs
+
+
+def evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str, Any]:
+    """Score one checkpoint and write its metrics.json and perf.json; returns the metrics."""
+    from convbench.prepared import load_prepared
+    from convbench.splits import check_matches, load_split
+
+    for path in (job.out, job.perf_out):  # fail before the work, not after it
+        check_writable(path)
+    checkpoint = load_checkpoint(job.checkpoint)
+    if not checkpoint.get("completed"):
+        raise ValueError(f"{job.checkpoint}: training did not complete")
+    if job.run is not None:
+        found = {key: checkpoint["meta"].get(key, 0 if key == "repeat" else None) for key in job.run}
+        if found != job.run:
+            raise ValueError(f"{job.checkpoint}: holds the run {found}, but the study expects {job.run} there")
+    dataset = load_prepared(job.data)
+    split = load_split(job.split)
+    check_matches(split, dataset)
+    perf = {"training": training_perf(job.history)}
+    try:
+        metrics, perf["inference"] = evaluate_checkpoint(
+            checkpoint, dataset, split, device=pick_device(device_name), weights=weights
+        )
+    except ValueError as err:
+        raise ValueError(f"{job.checkpoint} against {job.data} and {job.split}: {err}") from None
+    write_json_atomic(job.out, metrics)
+    write_json_atomic(job.perf_out, perf)
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    from convbench.prepared import DataError, load_prepared
-    from convbench.splits import check_matches, load_split
+    from convbench.prepared import DataError
 
     try:
-        checkpoint = load_checkpoint(args.checkpoint)
-        if not checkpoint.get("completed"):
-            raise ValueError(f"{args.checkpoint}: training did not complete")
-        dataset = load_prepared(args.data)
-        split = load_split(args.split)
-        check_matches(split, dataset)
-        history = args.history or args.checkpoint.with_name("history.csv")
-        perf = {"training": training_perf(history)}
-        with claim_device(args.device) as device_name:
-            metrics, perf["inference"] = evaluate_checkpoint(
-                checkpoint, dataset, split, device=pick_device(device_name), weights=args.weights
+        for job in jobs_from_args(args):
+            with claim_device(args.device) as device_name:
+                metrics = evaluate_job(job, device_name, args.weights)
+            print(
+                f"{metrics['experiment']} repeat {metrics['repeat']} fold {metrics['fold']} seed "
+                f"{metrics['seed']}: val_acc {metrics['val']['accuracy']:.4f} "
+                f"test_acc {metrics['test']['accuracy']:.4f} -> {job.out}"
             )
     except (DataError, ValueError, OSError, RuntimeError) as err:
         print(f"convbench evaluate: error: {err}", file=sys.stderr)
         return 1
-    write_json_atomic(args.out, metrics)
-    write_json_atomic(args.perf_out or args.out.with_name("perf.json"), perf)
-    print(
-        f"{metrics['experiment']} fold {metrics['fold']}: val_acc {metrics['val']['accuracy']:.4f} "
-        f"test_acc {metrics['test']['accuracy']:.4f} -> {args.out}"
-    )
     return 0

@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from convbench import reference
+from convbench import provenance, reference
 from convbench._io import atomic_write
 from convbench.prepared import Dataset
-from convbench.study import Study
+from convbench.study import Run, Study
 
 TEMPLATE = Path("workflow/notebooks/report.ipynb")  # in the pipeline's directory (the repo root)
 FIGURES = ("learning_curves", "pareto", "ablations", "fold_spread", "confusion", "misclassified")
@@ -61,10 +61,14 @@ class ReportData:
 
     study: Study
     summary: dict[str, Any]  # results/metrics.json, as written by ``convbench aggregate``
-    fold_metrics: dict[tuple[str, int], dict[str, Any]]  # results/<exp>/fold<k>/metrics.json
-    perf: dict[tuple[str, int], dict[str, Any]]  # results/<exp>/fold<k>/perf.json
-    history: pd.DataFrame  # every history.csv, with experiment and fold columns
+    run_metrics: dict[tuple[str, Run], dict[str, Any]]  # results/<exp>/<run>/metrics.json
+    perf: dict[tuple[str, Run], dict[str, Any]]  # results/<exp>/<run>/perf.json
+    history: pd.DataFrame  # every history.csv, with experiment, repeat, fold and seed columns
     dataset: Dataset
+
+    def runs_of(self, experiment: str) -> list[dict[str, Any]]:
+        """The metrics of every run of ``experiment``."""
+        return [self.run_metrics[experiment, run] for run in self.study.runs()]
 
 
 def _read_json(path: Path, made_by: str) -> dict[str, Any]:
@@ -77,7 +81,7 @@ def _read_json(path: Path, made_by: str) -> dict[str, Any]:
 
 
 def check_summary(study: Study, summary: dict[str, Any]) -> None:
-    """metrics.json must cover every experiment of the study, fold by fold."""
+    """metrics.json must cover every experiment of the study, run by run."""
     experiments = summary.get("experiments", {})
     for name in study.experiments:
         row = experiments.get(name)
@@ -86,10 +90,13 @@ def check_summary(study: Study, summary: dict[str, Any]) -> None:
                 f"{study.metrics_path} has no experiment {name!r}; "
                 "rerun 'convbench aggregate' for this study"
             )
-        if len(row["val_acc_per_fold"]) != study.folds:
+        have = sorted((r["repeat"], r["fold"], r["seed"]) for r in row.get("per_run", []))
+        want = sorted((run.repeat, run.fold, run.seed) for run in study.runs())
+        if have != want:
             raise ReportError(
-                f"{study.metrics_path}: experiment {name!r} has {len(row['val_acc_per_fold'])} "
-                f"folds, the study {study.folds}"
+                f"{study.metrics_path}: experiment {name!r} has {len(have)} runs, the study asks "
+                f"for {len(want)} ({study.repeats} repeats x {study.folds} folds x "
+                f"{len(study.seeds)} seeds); rerun the pipeline"
             )
 
 
@@ -116,36 +123,59 @@ def load_report_data(
     results_dir: str | Path | None = None,
     data_path: str | Path | None = None,
 ) -> ReportData:
-    """Read the study, results/metrics.json, every fold's files and the prepared data.
+    """Read the study, results/metrics.json, every run's files and the prepared data.
 
-    ``results_dir`` and ``data_path`` default to the study's own paths. A fold file that disagrees
+    ``results_dir`` and ``data_path`` default to the study's own paths. A run file that disagrees
     with metrics.json (a stale aggregate) is refused rather than reported.
     """
     from convbench.prepared import load_prepared
 
     study, summary = load_summary(study_path, selection, results_dir)
-    fold_metrics: dict[tuple[str, int], dict[str, Any]] = {}
-    perf: dict[tuple[str, int], dict[str, Any]] = {}
+    run_metrics: dict[tuple[str, Run], dict[str, Any]] = {}
+    perf: dict[tuple[str, Run], dict[str, Any]] = {}
     histories = []
     for name in study.experiments:
-        for fold in range(study.folds):
-            run = Path(study.run_dir(name, fold))
-            metrics = _read_json(run / "metrics.json", "convbench evaluate")
-            expected = summary["experiments"][name]["val_acc_per_fold"][fold]
-            if metrics["val"]["accuracy"] != expected:
+        expected = {(r["repeat"], r["fold"], r["seed"]): r["val_acc"]
+                    for r in summary["experiments"][name]["per_run"]}
+        for run in study.runs():
+            run_dir = Path(study.run_dir(name, run))
+            metrics = _read_json(run_dir / "metrics.json", "convbench evaluate")
+            value = expected[run.repeat, run.fold, run.seed]
+            if metrics["val"]["accuracy"] != value:
                 raise ReportError(
-                    f"{run / 'metrics.json'} disagrees with {study.metrics_path} "
-                    f"(val accuracy {metrics['val']['accuracy']} vs {expected}); "
+                    f"{run_dir / 'metrics.json'} disagrees with {study.metrics_path} "
+                    f"(val accuracy {metrics['val']['accuracy']} vs {value}); "
                     "rerun 'convbench aggregate'"
                 )
-            fold_metrics[name, fold] = metrics
-            perf[name, fold] = _read_json(run / "perf.json", "convbench evaluate")
-            if not (run / "history.csv").exists():
-                raise ReportError(f"{run / 'history.csv'} does not exist; make it with 'convbench train'")
-            history = pd.read_csv(run / "history.csv")
-            histories.append(history.assign(experiment=name, fold=fold))
+            run_metrics[name, run] = metrics
+            perf[name, run] = _read_json(run_dir / "perf.json", "convbench evaluate")
+            histories.append(read_history(run_dir / "history.csv").assign(
+                experiment=name, repeat=run.repeat, fold=run.fold, seed=run.seed))
     dataset = load_prepared(data_path if data_path is not None else study.prepared_path)
-    return ReportData(study, summary, fold_metrics, perf, pd.concat(histories, ignore_index=True), dataset)
+    return ReportData(study, summary, run_metrics, perf, pd.concat(histories, ignore_index=True), dataset)
+
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    """A run's history.csv, refused with the file's name when it is missing, empty or not one."""
+    if not path.exists():
+        raise ReportError(f"{path} does not exist; make it with 'convbench train'")
+    try:
+        history = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ReportError(f"{path}: not a history written by convbench train ({err}); train the run "
+                          "again") from None
+    missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
+    if missing or history.empty:
+        raise ReportError(f"{path}: expected columns {', '.join(HISTORY_COLUMNS)} and one row per "
+                          f"epoch, found {'no rows' if not missing else 'no ' + ', '.join(missing)}; "
+                          "train the run again")
+    if not all(pd.api.types.is_numeric_dtype(history[c]) for c in HISTORY_COLUMNS):
+        raise ReportError(f"{path}: a column of {', '.join(HISTORY_COLUMNS)} holds text, not numbers; "
+                          "train the run again")
+    return history
 
 
 # ---------------------------------------------------------------------------------- leaderboard
@@ -157,7 +187,7 @@ def percent(value: float) -> str:
 
 
 def mean_std(row: dict[str, Any], metric: str) -> str:
-    """``row``'s fold mean ± std of ``metric`` (e.g. ``val_acc``) in percent, as a table cell."""
+    """``row``'s mean ± std over runs of ``metric`` (e.g. ``val_acc``) in percent, as a table cell."""
     return f"{percent(row[f'{metric}_mean'])}\u00a0±\u00a0{percent(row[f'{metric}_std'])}"
 
 
@@ -191,12 +221,21 @@ def format_leaderboard(board: pd.DataFrame, descriptions: dict[str, str] | None 
             "val acc (%)": mean_std(row, "val_acc"),
             "test acc (%)": mean_std(row, "test_acc"),
             "best epoch": f"{row['best_epoch_mean']:.1f}",
-            "train s / fold": f"{row['train_seconds_mean']:.1f}",
+            "spread (val): folds / seeds": spread_cell(row),
+            "train s / run": f"{row['train_seconds_mean']:.1f}",
             "train img/s": f"{row['examples_per_s_mean']:,.0f}",
             "inference img/s": f"{row['inference_images_per_s_mean']:,.0f}",
             "description": descriptions.get(str(name), ""),
         })
     return pd.DataFrame(rows)
+
+
+def spread_cell(row: Any) -> str:
+    """The standard deviation of validation accuracy over folds and over seeds (points)."""
+    seeds = row.get("val_acc_seed_std")
+    seed_text = "one seed" if seeds is None or (isinstance(seeds, float) and math.isnan(seeds)) \
+        else percent(seeds)
+    return f"{percent(row['val_acc_fold_std'])}\u00a0/\u00a0{seed_text}"
 
 
 def table_html(frame: pd.DataFrame, header: bool = True) -> str:
@@ -250,7 +289,7 @@ def against_the_book_html(rows: list[dict[str, Any]], study: Study) -> str:
             "recipe (<code>recipe: {preset: d2l}</code>) and default knobs.</p>"
         )
     caption = (
-        f"<p>Ours: the mean ± standard deviation over {study.folds} fold models, each trained on "
+        f"<p>Ours: the mean ± standard deviation over {runs_phrase(study)}, each trained on "
         f"{study.folds - 1}/{study.folds} of the training set and scored once on the official test "
         f"set; d2l's: one model trained on the whole training set. Source: "
         f"{html.escape(reference.d2l().source)}</p>"
@@ -258,11 +297,19 @@ def against_the_book_html(rows: list[dict[str, Any]], study: Study) -> str:
     return table_html(format_against_the_book(rows)) + caption
 
 
+def runs_phrase(study: Study) -> str:
+    """``3 fold models`` or ``12 models (2 repeats x 3 folds x 2 seeds)``."""
+    if study.repeats == 1 and len(study.seeds) == 1:
+        return f"{study.folds} fold models"
+    return (f"{len(study.runs())} models ({study.repeats} repeats × {study.folds} folds × "
+            f"{len(study.seeds)} seeds)")
+
+
 # ------------------------------------------------------------------------------ learning curves
 
 
 def learning_curves(history: pd.DataFrame) -> pd.DataFrame:
-    """Per experiment and epoch: mean, min and max over folds of the loss and accuracy columns."""
+    """Per experiment and epoch: mean, min and max over runs of the loss and accuracy columns."""
     columns = [column for column, *_ in HISTORY_CURVES]
     grouped = history.groupby(["experiment", "epoch"], sort=False)[columns]
     return grouped.agg(["mean", "min", "max"])
@@ -279,8 +326,8 @@ def _grid(count: int, columns: int, panel: tuple[float, float]) -> tuple[Figure,
 
 
 def learning_curves_figure(history: pd.DataFrame, order: Sequence[str] | None = None) -> Figure:
-    """d2l's plot of train/val loss and accuracy per epoch, one panel per experiment: the fold
-    mean as a line, the range over folds as a band."""
+    """d2l's plot of train/val loss and accuracy per epoch, one panel per experiment: the mean
+    over runs as a line, their range as a band."""
     curves = learning_curves(history)
     order = list(order) if order is not None else list(dict.fromkeys(history["experiment"]))
     fig, axes = _grid(len(order), 4, (4.0, 2.8))
@@ -361,8 +408,8 @@ def pareto_figure(board: pd.DataFrame) -> Figure:
 
 @dataclass(frozen=True)
 class PairedComparison:
-    """Treatment minus baseline, fold by fold, in accuracy points (percent), with the corrected
-    resampled t-test (Nadeau & Bengio 2003)."""
+    """Treatment minus baseline, resample by resample (a fold of one repeat), in accuracy points
+    (percent), with the corrected resampled t-test (Nadeau & Bengio 2003)."""
 
     differences: tuple[float, ...]
     mean: float
@@ -467,7 +514,7 @@ def verdict(
     c = comparison
     level = f"{100 * c.confidence:g}%"
     interval = f"{level} CI [{c.ci_low:+.2f}, {c.ci_high:+.2f}] points"
-    folds = f"{c.n} folds"
+    folds = f"{c.n} folds" if c.n > 1 else "1 fold"
     if c.n < 2:
         return f"cannot tell: a paired comparison needs at least 2 folds, this has {c.n}"
     if c.std == 0:
@@ -489,25 +536,31 @@ def verdict(
             f"(corrected t-test {p_text(c.p)}{adjusted}, {folds})")
 
 
-def fold_accuracies(summary: dict[str, Any]) -> pd.DataFrame:
-    """One row per experiment and fold: validation and test accuracy (fractions), from metrics.json."""
-    rows = [
-        {"experiment": name, "fold": fold, "val_acc": val, "test_acc": test}
-        for name, row in summary["experiments"].items()
-        for fold, (val, test) in enumerate(zip(row["val_acc_per_fold"], row["test_acc_per_fold"]))
-    ]
-    return pd.DataFrame(rows, columns=["experiment", "fold", "val_acc", "test_acc"])
+def run_accuracies(summary: dict[str, Any]) -> pd.DataFrame:
+    """One row per experiment and run: validation and test accuracy (fractions), from metrics.json."""
+    rows = [{"experiment": name, **run} for name, row in summary["experiments"].items() for run in row["per_run"]]
+    return pd.DataFrame(rows, columns=["experiment", "repeat", "fold", "seed", "val_acc", "test_acc"])
 
 
-ABLATION_METRICS = (("val_acc_per_fold", "validation (cross-validated)"), ("test_acc_per_fold", "test"))
+ABLATION_METRICS = (("val_acc", "validation (cross-validated)"), ("test_acc", "test"))
+
+
+def resample_means(row: dict[str, Any], metric: str) -> dict[tuple[int, int], float]:
+    """``metric`` per resample (repeat, fold), averaged over the seeds trained on it."""
+    cells: dict[tuple[int, int], list[float]] = {}
+    for run in row["per_run"]:
+        cells.setdefault((run["repeat"], run["fold"]), []).append(run[metric])
+    return {cell: float(np.mean(values)) for cell, values in sorted(cells.items())}
 
 
 def ablation_results(study: Study, summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every named ablation, compared on validation and test accuracy, fold by fold.
+    """Every named ablation, compared on validation and test accuracy, resample by resample.
 
-    Each comparison is the corrected resampled t-test with K-fold's ``n_test/n_train = 1/(K-1)``
-    (the fold models' training sets overlap whichever set they are scored on). The ablations of a
-    study are one family: per metric, their p values are Holm-adjusted together.
+    A resample is one fold of one repeat (R x K of them); the seeds trained on the same fold are
+    averaged first, since they share its data exactly. Each comparison is the corrected resampled
+    t-test with K-fold's ``n_test/n_train = 1/(K-1)`` (the models' training sets overlap whichever
+    set they are scored on). The ablations of a study are one family: per metric, their p values
+    are Holm-adjusted together.
     """
     ratio = 1 / (study.folds - 1)
     results = []
@@ -515,13 +568,18 @@ def ablation_results(study: Study, summary: dict[str, Any]) -> list[dict[str, An
         base = summary["experiments"][ablation.baseline]
         treat = summary["experiments"][ablation.treatment]
         for key, metric in ABLATION_METRICS:
+            base_cells, treat_cells = resample_means(base, key), resample_means(treat, key)
+            if base_cells.keys() != treat_cells.keys():
+                raise ReportError(f"ablation {ablation.name!r}: {ablation.baseline} and "
+                                  f"{ablation.treatment} were not run on the same folds")
             results.append({
                 "ablation": ablation.name,
                 "question": ablation.question,
                 "baseline": ablation.baseline,
                 "treatment": ablation.treatment,
                 "metric": metric,
-                "comparison": paired_comparison(base[key], treat[key], test_train_ratio=ratio),
+                "comparison": paired_comparison(list(base_cells.values()), list(treat_cells.values()),
+                                                test_train_ratio=ratio),
             })
     for _, metric in ABLATION_METRICS:
         family = [r for r in results if r["metric"] == metric]
@@ -539,7 +597,7 @@ def format_ablations(results: list[dict[str, Any]]) -> pd.DataFrame:
             "ablation": r["ablation"],
             "treatment − baseline": f"{r['treatment']} − {r['baseline']}",
             "accuracy": r["metric"],
-            "per-fold Δ (points)": ", ".join(f"{d:+.2f}" for d in c.differences),
+            "Δ per fold (points)": ", ".join(f"{d:+.2f}" for d in c.differences),
             "mean Δ": f"{c.mean:+.2f}",
             f"{100 * c.confidence:g}% CI (corrected)": f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]",
             "p (corrected t)": format_p(c.p),
@@ -567,7 +625,8 @@ def ablations_html(results: list[dict[str, Any]]) -> str:
 
 
 def ablations_figure(results: list[dict[str, Any]]) -> Figure:
-    """Per-fold differences (dots) with the mean and its confidence interval (bar), per ablation."""
+    """Differences per fold (dots; each repeat's folds) with the mean and its confidence interval
+    (bar), per ablation."""
     names = list(dict.fromkeys(r["ablation"] for r in results))
     fig = Figure(figsize=(10, 1.0 + 0.75 * max(len(names), 1)), layout="constrained")
     ax = fig.subplots()
@@ -600,9 +659,9 @@ def ablations_figure(results: list[dict[str, Any]]) -> Figure:
 
 
 def fold_spread_figure(summary: dict[str, Any]) -> Figure:
-    """Each fold's validation and test accuracy per experiment, best (by validation) on top."""
+    """Each run's validation and test accuracy per experiment, best (by validation) on top."""
     order = list(leaderboard(summary).index)
-    folds = fold_accuracies(summary)
+    folds = run_accuracies(summary)
     fig = Figure(figsize=(10, 1.2 + 0.38 * len(order)), layout="constrained")
     ax = fig.subplots()
     for column, colour, offset, label in (("val_acc", "tab:blue", -0.12, "validation"),
@@ -614,7 +673,7 @@ def fold_spread_figure(summary: dict[str, Any]) -> Figure:
             ax.plot([values.mean()] * 2, [i + offset - 0.15, i + offset + 0.15], color=colour, linewidth=2)
     ax.set_yticks(range(len(order)), order, fontsize=8)
     ax.set_ylim(len(order) - 0.5, -0.5)
-    ax.set_xlabel("accuracy (%) per fold; vertical tick: mean over folds")
+    ax.set_xlabel("accuracy (%) per run (fold model); vertical tick: mean over runs")
     ax.grid(alpha=0.3, axis="x")
     fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
     return fig
@@ -624,9 +683,8 @@ def fold_spread_figure(summary: dict[str, Any]) -> Figure:
 
 
 def summed_confusion(data: ReportData, experiment: str) -> np.ndarray:
-    """The test confusion matrices (rows: true, columns: predicted) of all folds' models, summed."""
-    return sum(np.asarray(data.fold_metrics[experiment, fold]["test"]["confusion_matrix"], dtype=np.int64)
-               for fold in range(data.study.folds))
+    """The test confusion matrices (rows: true, columns: predicted) of all runs' models, summed."""
+    return sum(np.asarray(m["test"]["confusion_matrix"], dtype=np.int64) for m in data.runs_of(experiment))
 
 
 def confusion_figure(matrix: np.ndarray, classes: Sequence[str], title: str = "") -> Figure:
@@ -655,22 +713,22 @@ def confusion_figure(matrix: np.ndarray, classes: Sequence[str], title: str = ""
 
 
 def misclassified(data: ReportData, experiment: str) -> pd.DataFrame:
-    """Test images the experiment's fold models got wrong: one row per image, with how many of the
-    folds' models got it wrong and their most common wrong answer. Most often wrong first."""
+    """Test images the experiment's models got wrong: one row per image, with how many of the
+    runs' models got it wrong and their most common wrong answer. Most often wrong first."""
     rows = [
-        {"fold": fold, **wrong}
-        for fold in range(data.study.folds)
-        for wrong in data.fold_metrics[experiment, fold]["test"]["misclassified"]
+        {"model": i, **wrong}
+        for i, metrics in enumerate(data.runs_of(experiment))
+        for wrong in metrics["test"]["misclassified"]
     ]
-    frame = pd.DataFrame(rows, columns=["fold", "index", "true", "predicted"])
+    frame = pd.DataFrame(rows, columns=["model", "index", "true", "predicted"])
     if frame.empty:
-        return pd.DataFrame(columns=["index", "true", "predicted", "folds_wrong"])
+        return pd.DataFrame(columns=["index", "true", "predicted", "models_wrong"])
     grouped = frame.groupby("index").agg(
         true=("true", "first"),
         predicted=("predicted", lambda p: p.value_counts().sort_index().idxmax()),
-        folds_wrong=("fold", "nunique"),
+        models_wrong=("model", "nunique"),
     ).reset_index()
-    return grouped.sort_values(["folds_wrong", "index"], ascending=[False, True], kind="stable",
+    return grouped.sort_values(["models_wrong", "index"], ascending=[False, True], kind="stable",
                                ignore_index=True)
 
 
@@ -679,19 +737,19 @@ def misclassified_caption(data: ReportData, experiment: str, shown: int) -> str:
     (an HTML paragraph)."""
     from convbench.evaluation import MISCLASSIFIED_KEPT
 
-    tests = [data.fold_metrics[experiment, fold]["test"] for fold in range(data.study.folds)]
+    tests = [m["test"] for m in data.runs_of(experiment)]
     wrong = [int(np.sum(t["confusion_matrix"]) - np.trace(t["confusion_matrix"])) for t in tests]
-    text = (f"{shown} of the test images {experiment}'s fold models get wrong "
-            f"({', '.join(map(str, wrong))} per fold model), those most fold models get wrong first. "
-            "Title: true class, most common prediction (fold models wrong).")
+    text = (f"{shown} of the test images {experiment}'s {len(tests)} models get wrong "
+            f"({', '.join(map(str, wrong))} per model), those most models get wrong first. "
+            "Title: true class, most common prediction (models wrong).")
     if any(len(t["misclassified"]) >= MISCLASSIFIED_KEPT for t in tests):
-        text += (f" Evaluation keeps each fold model's first {MISCLASSIFIED_KEPT} misclassified "
+        text += (f" Evaluation keeps each model's first {MISCLASSIFIED_KEPT} misclassified "
                  "images (by test index); the grid and its counts cover those only.")
     return f"<p>{html.escape(text)}</p>"
 
 
 def misclassified_figure(
-    dataset: Dataset, wrong: pd.DataFrame, folds: int, limit: int = MISCLASSIFIED_SHOWN
+    dataset: Dataset, wrong: pd.DataFrame, models: int, limit: int = MISCLASSIFIED_SHOWN
 ) -> Figure:
     """A grid of misclassified test images titled with their true and predicted class names."""
     shown = wrong.head(limit)
@@ -708,7 +766,7 @@ def misclassified_figure(
         else:
             ax.imshow(np.moveaxis(image, 0, -1), interpolation="nearest")
         ax.set_title(f"true {dataset.classes[row.true]}\npred {dataset.classes[row.predicted]} "
-                     f"({row.folds_wrong}/{folds})", fontsize=7)
+                     f"({row.models_wrong}/{models})", fontsize=7)
         ax.set_axis_off()
     return fig
 
@@ -777,7 +835,7 @@ def study_card(data: ReportData) -> pd.DataFrame:
     study, summary, dataset = data.study, data.summary, data.dataset
     card = summary.get("study", {})
     common, exceptions = recipe_exceptions(
-        {name: data.fold_metrics[name, 0]["recipe"] for name in study.experiments}
+        {name: data.runs_of(name)[0]["recipe"] for name in study.experiments}
     )
     training_devices = sorted({d for p in data.perf.values() for d in p["training"].get("devices", [])})
     inference_devices = sorted({p["inference"]["device"] for p in data.perf.values()})
@@ -795,14 +853,15 @@ def study_card(data: ReportData) -> pd.DataFrame:
                      f"test images of {size}"),
         ("classes", f"{dataset.num_classes}: {', '.join(dataset.classes)}"),
         ("data checksum (sha256)", f"{dataset.sha256}{mismatch}"),
-        ("cross-validation", f"{study.folds} stratified folds of the train part, seed {study.seed}, "
-                             f"split {card.get('split_id', '?')}"),
+        ("cross-validation", cross_validation_text(study, card)),
         ("experiments", f"{len(study.experiments)} ({len(study.jobs())} training jobs), "
                         f"{len(study.ablations)} named ablations"),
         ("recipe", _settings(common)),
         *([("recipe exceptions", "; ".join(f"{n}: {_settings(d)}" for n, d in exceptions.items()))]
           if exceptions else []),
-        ("code version", str(card.get("code_version", "?"))),
+        ("code version(s)", "; ".join(
+            f"{provenance.describe(v['code_version'])} ({v['runs']} runs)" for v in card.get("code_versions", [])
+        ) or str(card.get("code_version", "?"))),
         ("packages", _settings(card.get("packages", {}))),
         ("training device(s)", ", ".join(training_devices)),
         ("inference device(s)", ", ".join(inference_devices)),
@@ -810,6 +869,15 @@ def study_card(data: ReportData) -> pd.DataFrame:
                          f"+ {inference_seconds:,.1f} s of test-set inference"),
     ]
     return pd.DataFrame(rows, columns=["", "value"])
+
+
+def cross_validation_text(study: Study, card: dict[str, Any]) -> str:
+    repeats = (f"{study.repeats} repeats of " if study.repeats > 1 else "")
+    seeds = (f"; each fold trained with seeds {', '.join(map(str, study.seeds))}"
+             if len(study.seeds) > 1 else f"; training seed {study.seeds[0]}")
+    split_seeds = (f"split seeds {study.seed}–{study.split_seed(study.repeats - 1)}" if study.repeats > 1
+                   else f"split seed {study.seed}, split {card.get('split_id', '?')}")
+    return f"{repeats}{study.folds} stratified folds of the train part ({split_seeds}){seeds}"
 
 
 def header_html(data: ReportData) -> str:
@@ -820,7 +888,7 @@ def header_html(data: ReportData) -> str:
         f"<h1>convbench report: {html.escape(study.name)}</h1>"
         f"<p>{html.escape(study.description)}</p>"
         f"<p>{len(study.experiments)} experiments on <b>{html.escape(data.dataset.name)}</b>, "
-        f"{study.folds}-fold cross-validation (seed {study.seed}). Best by cross-validated "
+        f"{cross_validation_text(study, data.summary.get('study', {}))}. Best by cross-validated "
         f"validation accuracy: <b>{html.escape(best)}</b>, {percent(row['val_acc_mean'])} ± "
         f"{percent(row['val_acc_std'])} % (test {percent(row['test_acc_mean'])} ± "
         f"{percent(row['test_acc_std'])} %).</p>"

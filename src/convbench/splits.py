@@ -172,26 +172,45 @@ def load_split(path: str | Path) -> Split:
 
 
 def split_main(argv: Sequence[str] | None = None) -> int:
-    """``convbench split --data FILE.npz --folds K --seed S --out FILE.json``; prints the id."""
+    """``convbench split --data FILE.npz --folds K --seed S --out FILE.json``, or ``convbench split
+    --study params.yaml [--repeat R]`` for the study's split of every repeat (or of one); prints
+    the split id(s)."""
     parser = argparse.ArgumentParser(
         prog="convbench split",
         description="Write stratified K-fold validation splits of a prepared dataset's train part "
-        "(the test set is never split). Prints the split id.",
+        "(the test set is never split). Prints the split id. With --study, the study's data, K and "
+        "seeds give the split of each repeat (repeat r shuffles with seed + r), written where the "
+        "pipeline reads it.",
     )
-    parser.add_argument(
-        "--data", required=True, type=Path, metavar="FILE.npz", help="from 'convbench prepare'"
-    )
-    parser.add_argument(
-        "--folds", required=True, type=int, metavar="K", help="number of folds, at least 2"
-    )
-    parser.add_argument("--seed", required=True, type=int, metavar="S", help="shuffling seed")
-    parser.add_argument(
-        "--out", required=True, type=Path, metavar="FILE.json", help="split file to write"
-    )
+    parser.add_argument("--study", type=Path, default=None, metavar="FILE",
+                        help="a study file (params.yaml): data, folds, seeds and paths from it")
+    parser.add_argument("--repeat", type=int, default=None, metavar="R",
+                        help="with --study: only this repeat's split (default: every repeat)")
+    parser.add_argument("--data", type=Path, metavar="FILE.npz", help="from 'convbench prepare'")
+    parser.add_argument("--folds", type=int, metavar="K", help="number of folds, at least 2")
+    parser.add_argument("--seed", type=int, metavar="S", help="shuffling seed")
+    parser.add_argument("--out", type=Path, metavar="FILE.json", help="split file to write")
 
     def action(args: argparse.Namespace) -> None:
-        split = make_split(load_prepared(args.data), args.folds, args.seed)
-        write_split(split, args.out)
-        print(split.split_id)
+        if args.study is None:
+            missing = [flag for flag in ("data", "folds", "seed", "out") if getattr(args, flag) is None]
+            if missing or args.repeat is not None:
+                parser.error("give --data, --folds, --seed and --out (or --study [--repeat R])")
+            jobs = [(args.data, args.folds, args.seed, args.out)]
+        else:
+            from convbench.study import load_study
+
+            if any(getattr(args, flag) is not None for flag in ("folds", "seed", "out")):
+                parser.error("--study takes K, seeds and paths from the study: drop --folds, --seed, --out")
+            study = load_study(args.study)
+            repeats = range(study.repeats) if args.repeat is None else [study.run(args.repeat, 0, study.seeds[0]).repeat]
+            data = args.data or Path(study.prepared_path)
+            jobs = [(data, study.folds, study.split_seed(r), Path(study.split_path(r))) for r in repeats]
+        dataset = None
+        for data, folds, seed, out in jobs:
+            dataset = dataset or load_prepared(data)
+            split = make_split(dataset, folds, seed)
+            write_split(split, out)
+            print(split.split_id)
 
     return run_cli(parser, argv, action, expected=(DataError, ValueError, OSError))

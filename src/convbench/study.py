@@ -1,9 +1,15 @@
-"""A study: one dataset, K folds, a seed, recipe defaults and named experiments.
+"""A study: one dataset, R x K-fold cross-validation, training seeds, recipe defaults and named
+experiments.
 
 params.yaml describes the study the pipeline runs; Snakemake reads it as its configfile and DVC
 as its params. Bundled studies live in ``conf/study/<name>.yaml`` (the same format); selecting one
 by name (``study=NAME``) replaces params.yaml's study in both engines. Everything is validated
 here, once, before any job runs, with errors that name the key and the value.
+
+A *run* is one model: experiment x repeat x fold x training seed. Repeat ``r`` splits the training
+set with the seed ``seed + r`` (repeat 0 is the study's own split); the training seeds are
+``seeds`` (default ``[seed]``), offset by ``1000 * r`` in repeat ``r`` so no two repeats share an
+initialization. Layout: ``results/<experiment>/r<repeat>-fold<k>-seed<s>/``.
 """
 
 from __future__ import annotations
@@ -37,9 +43,10 @@ TRAIN_SIZES: dict[str, tuple[int, int]] = {
 PATH_PATTERN = re.compile(r"^[A-Za-z0-9_./-]+$")  # the shells of both engines split on anything else
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TOP_LEVEL_KEYS = {
-    "study", "description", "dataset", "mirror", "folds", "fold_ids", "seed", "threads",
+    "study", "description", "dataset", "mirror", "folds", "repeats", "seed", "seeds", "threads",
     "results_dir", "reports_dir", "recipe", "experiments", "ablations",
 }
+REPEAT_SEED_STRIDE = 1000  # repeat r trains seed s with torch seed s + 1000 * r
 RESERVED_NAMES = {"_summary"}
 
 
@@ -65,6 +72,24 @@ class Ablation:
     question: str = ""
 
 
+@dataclass(frozen=True, order=True)
+class Run:
+    """One model of an experiment: which repeat of the K-fold split, which fold, which seed."""
+
+    repeat: int
+    fold: int
+    seed: int  # an entry of the study's `seeds`
+
+    @property
+    def name(self) -> str:
+        return f"r{self.repeat}-fold{self.fold}-seed{self.seed}"
+
+    @property
+    def train_seed(self) -> int:
+        """The torch seed of this run: ``seed`` in repeat 0, offset by 1000 per repeat."""
+        return self.seed + REPEAT_SEED_STRIDE * self.repeat
+
+
 @dataclass(frozen=True)
 class Study:
     name: str
@@ -78,6 +103,12 @@ class Study:
     ablations: dict[str, Ablation] = field(default_factory=dict)
     mirror: str | None = None
     description: str = ""
+    repeats: int = 1
+    seeds: tuple[int, ...] = ()  # empty: (seed,)
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            object.__setattr__(self, "seeds", (self.seed,))
 
     def experiment(self, name: str) -> Experiment:
         try:
@@ -98,19 +129,39 @@ class Study:
         return f"data/prepared/{self.dataset}.npz"
 
     @property
-    def split_path(self) -> str:
-        return f"data/splits/{self.dataset}-k{self.folds}-s{self.seed}.json"
+    def splits_dir(self) -> str:
+        return f"data/splits/{self.dataset}-k{self.folds}-s{self.seed}"
 
-    def run_dir(self, experiment: str, fold: int) -> str:
-        return f"{self.results_dir}/{experiment}/fold{fold}"
+    def split_seed(self, repeat: int) -> int:
+        """The shuffling seed of repeat ``repeat``'s K-fold split."""
+        return self.seed + repeat
+
+    def split_path(self, repeat: int = 0) -> str:
+        return f"{self.splits_dir}/repeat{repeat}.json"
+
+    def runs(self) -> list[Run]:
+        """Every run of one experiment, repeat by repeat, fold by fold, seed by seed."""
+        return [Run(r, k, s) for r in range(self.repeats) for k in range(self.folds) for s in self.seeds]
+
+    def run(self, repeat: int, fold: int, seed: int) -> Run:
+        """The run (repeat, fold, seed), refused with the study's ranges when it has none such."""
+        for key, value, allowed in (("repeat", repeat, range(self.repeats)),
+                                    ("fold", fold, range(self.folds)), ("seed", seed, self.seeds)):
+            if value not in allowed:
+                raise StudyError(f"{key} {value} is not in study {self.name!r}, which has "
+                                 f"{key}s {', '.join(map(str, allowed))}")
+        return Run(repeat, fold, seed)
+
+    def run_dir(self, experiment: str, run: Run) -> str:
+        return f"{self.results_dir}/{experiment}/{run.name}"
 
     @property
     def metrics_path(self) -> str:
         return f"{self.results_dir}/metrics.json"
 
-    def jobs(self) -> list[tuple[str, int]]:
-        """Every (experiment, fold) training job of the study."""
-        return [(name, fold) for name in self.experiments for fold in range(self.folds)]
+    def jobs(self) -> list[tuple[str, Run]]:
+        """Every (experiment, run) training job of the study."""
+        return [(name, run) for name in self.experiments for run in self.runs()]
 
 
 def _fail(key: str, problem: str) -> StudyError:
@@ -149,6 +200,9 @@ def parse_study(config: dict[str, Any]) -> Study:
     """Validate a study description (a dict, as loaded from YAML) into a Study."""
     if not isinstance(config, dict):
         raise StudyError(f"a study must be a mapping, got {type(config).__name__}")
+    if "fold_ids" in config:
+        raise _fail("fold_ids", "no longer used: DVC runs all folds of an experiment in one stage "
+                                "and `folds` says how many; delete the key")
     unknown = sorted(set(config) - TOP_LEVEL_KEYS)
     if unknown:
         raise _fail(unknown[0], f"unknown key; known keys: {', '.join(sorted(TOP_LEVEL_KEYS))}")
@@ -159,14 +213,21 @@ def parse_study(config: dict[str, Any]) -> Study:
     if dataset not in DATASET_NAMES:
         raise _fail("dataset", f"must be one of {list(DATASET_NAMES)}, got {dataset!r}")
     folds = _require_int("folds", config.get("folds"), 2)
-    if "fold_ids" in config and config["fold_ids"] != list(range(folds)):
-        # DVC's matrix needs the folds as a list; it must say the same as `folds`.
-        raise _fail("fold_ids", f"must be {list(range(folds))} for folds: {folds}, got {config['fold_ids']!r}")
+    repeats = _require_int("repeats", config.get("repeats", 1), 1)
     n_train, smallest_class = TRAIN_SIZES[dataset]
     if folds > smallest_class:
         raise _fail("folds", f"{folds} folds need at least {folds} images of every class, but "
                              f"the smallest class of {dataset} has {smallest_class}")
     seed = _require_int("seed", config.get("seed", 0), 0)
+    raw_seeds = config.get("seeds")
+    if raw_seeds is None:
+        seeds = (seed,)
+    else:
+        if not isinstance(raw_seeds, list) or not raw_seeds:
+            raise _fail("seeds", f"must be a non-empty list of training seeds, got {raw_seeds!r}")
+        seeds = tuple(_require_int(f"seeds[{i}]", s, 0) for i, s in enumerate(raw_seeds))
+        if len(set(seeds)) != len(seeds):
+            raise _fail("seeds", f"lists a seed twice: {list(seeds)}")
     threads = _require_int("threads", config.get("threads", 1), 1)
     defaults = _require_mapping("recipe", config.get("recipe"))
     _refuse_numeric_text("recipe", defaults)
@@ -234,6 +295,7 @@ def parse_study(config: dict[str, Any]) -> Study:
         name=name, dataset=dataset, folds=folds, seed=seed, threads=threads,
         results_dir=results_dir, reports_dir=reports_dir, experiments=experiments,
         ablations=ablations, mirror=config.get("mirror"), description=str(config.get("description", "")),
+        repeats=repeats, seeds=seeds,
     )
 
 
@@ -308,14 +370,16 @@ def plan(study: Study) -> dict[str, Any]:
         "name": study.name,
         "dataset": study.dataset,
         "folds": study.folds,
+        "repeats": study.repeats,
         "seed": study.seed,
+        "seeds": list(study.seeds),
         "results_dir": study.results_dir,
         "experiments": {
             name: {"arch": e.arch, "knobs": e.knobs, "input_size": e.input_size,
                    "recipe": e.recipe.to_dict()}
             for name, e in study.experiments.items()
         },
-        "models": [f"{study.run_dir(name, fold)}/model.pt" for name, fold in study.jobs()],
+        "models": [f"{study.run_dir(name, run)}/model.pt" for name, run in study.jobs()],
     }
 
 
@@ -336,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(plan(study), indent=2))
         return 0
-    print(f"study {study.name}: {study.dataset}, {study.folds} folds, seed {study.seed}, "
+    repeats = f"{study.repeats} x " if study.repeats > 1 else ""
+    seeds = f", seeds {', '.join(map(str, study.seeds))}" if len(study.seeds) > 1 else ""
+    print(f"study {study.name}: {study.dataset}, {repeats}{study.folds} folds, seed {study.seed}{seeds}, "
           f"{len(study.experiments)} experiments, {len(study.jobs())} training jobs -> {study.results_dir}/")
     for name, e in study.experiments.items():
         knobs = ", ".join(f"{k}={v}" for k, v in e.knobs.items()) or "defaults"

@@ -30,7 +30,8 @@ from torch import nn
 from tqdm import tqdm
 
 from convbench import __version__
-from convbench._io import atomic_write
+from convbench.provenance import code_version
+from convbench._io import atomic_write, check_writable
 from convbench.device import BatchTransform, channel_stats, pick_device, set_determinism
 from convbench.gpu import claim_device
 from convbench.models import build, resolve_input_size
@@ -401,15 +402,24 @@ class TrainJob:
     knobs: dict[str, Any]
     input_size: int
     recipe: Recipe
-    seed: int
+    seed: int  # the run's seed; torch is seeded with train_seed
     fold: int
+    repeat: int = 0
     folds: int | None = None  # K of the study the job belongs to; None: whatever the split has
+    split_seed: int | None = None  # the shuffling seed the study's split has; None: any
+
+    @property
+    def train_seed(self) -> int:
+        from convbench.study import Run
+
+        return Run(self.repeat, self.fold, self.seed).train_seed
 
     def identity(self, dataset_sha256: str, split_id: str) -> dict[str, Any]:
         return {
             "experiment": self.experiment, "arch": self.arch, "knobs": dict(self.knobs),
             "input_size": self.input_size, "recipe": self.recipe.to_dict(), "seed": self.seed,
-            "fold": self.fold, "data_sha256": dataset_sha256, "split_id": split_id,
+            "repeat": self.repeat, "fold": self.fold, "train_seed": self.train_seed,
+            "data_sha256": dataset_sha256, "split_id": split_id,
         }
 
 
@@ -436,14 +446,15 @@ def run_job(
     dataset = load_prepared(data_path)
     split = load_split(split_path)
     check_matches(split, dataset)
-    if job.folds is not None and (split.folds, split.seed) != (job.folds, job.seed):
+    wanted = (job.folds or split.folds, split.seed if job.split_seed is None else job.split_seed)
+    if (split.folds, split.seed) != wanted:
         raise ValueError(
             f"{split_path}: a {split.folds}-fold split with seed {split.seed}, but the study asks "
-            f"for {job.folds} folds with seed {job.seed}; make it again with 'convbench split "
-            f"--folds {job.folds} --seed {job.seed}'"
+            f"for {wanted[0]} folds with seed {wanted[1]} (repeat {job.repeat}); make it again with "
+            f"'convbench split --folds {wanted[0]} --seed {wanted[1]}'"
         )
     device = pick_device(device_name)
-    torch.manual_seed(job.seed)
+    torch.manual_seed(job.train_seed)
     model = build(
         job.arch, in_channels=dataset.in_channels, num_classes=dataset.num_classes,
         input_size=job.input_size, **{"init": job.recipe.init, **job.knobs},
@@ -462,10 +473,11 @@ def run_job(
         "in_channels": dataset.in_channels,
         "num_classes": dataset.num_classes,
         "classes": list(dataset.classes),
-        "code_version": __version__,
+        "code_version": code_version(),
         "packages": package_versions(),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("model.pt", "history.csv", "checkpoint.pt"):  # fail before the work, not after
+        check_writable(out_dir / name)
     checkpoint_path = out_dir / "checkpoint.pt"
     resume_from = None
     if resume and checkpoint_path.exists():
@@ -489,7 +501,7 @@ def run_job(
         write_history(state["history"], out_dir / "history.csv")
 
     result = train(
-        model, data, job.recipe, input_size=job.input_size, seed=job.seed, meta=meta,
+        model, data, job.recipe, input_size=job.input_size, seed=job.train_seed, meta=meta,
         checkpoint_path=checkpoint_path, resume_from=resume_from, progress=progress,
         on_epoch_end=after_epoch,
     )
@@ -504,23 +516,26 @@ def run_job(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench train",
-        description="Train one network on one fold of a prepared dataset.",
+        description="Train one network on one fold of a prepared dataset. With --study and "
+        "--experiment, train that experiment's runs (all of them, or those --repeat, --fold and "
+        "--seed pick) with the study's settings, data, splits and output layout.",
     )
-    parser.add_argument("--data", type=Path, required=True, help="prepared dataset (.npz)")
-    parser.add_argument("--split", type=Path, required=True, help="split file (.json)")
-    parser.add_argument("--fold", type=int, required=True)
+    parser.add_argument("--study", type=Path, default=None,
+                        help="a study file (params.yaml): take arch, knobs, recipe, input size, "
+                             "seeds and paths of --experiment from it")
+    parser.add_argument("--experiment", default=None, help="experiment name (recorded in the results)")
+    parser.add_argument("--repeat", type=int, default=None, help="repeat of the K-fold split (with --study)")
+    parser.add_argument("--fold", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
+    parser.add_argument("--data", type=Path, default=None, help="prepared dataset (.npz)")
+    parser.add_argument("--split", type=Path, default=None, help="split file (.json)")
+    parser.add_argument("--out-dir", type=Path, default=None)
     parser.add_argument("--arch", help="network name (see 'convbench models')")
     parser.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
                         help="a network knob, e.g. --set activation=relu (repeatable)")
     parser.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe setting, e.g. --recipe lr=0.1 or --recipe preset=d2l (repeatable)")
     parser.add_argument("--input-size", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--experiment", default=None, help="experiment name recorded in the results")
-    parser.add_argument("--study", type=Path, default=None,
-                        help="a study file (params.yaml): take arch, knobs, recipe, input size and "
-                             "seed of --experiment from it")
-    parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--device", default="auto",
                         help="auto (default: a free GPU, held with a lock, else the CPU), cpu, cuda:N")
     parser.add_argument("--threads", type=int, default=1,
@@ -533,7 +548,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def job_from_args(args: argparse.Namespace) -> TrainJob:
+@dataclass(frozen=True)
+class JobPaths:
+    data: Path
+    split: Path
+    out_dir: Path
+
+
+def jobs_from_args(args: argparse.Namespace) -> list[tuple[TrainJob, JobPaths]]:
+    """The training jobs the command line asks for, each with its input and output paths."""
     from convbench.summary import parse_overrides
 
     if args.study is not None:
@@ -543,17 +566,36 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
             raise ValueError("--study needs --experiment")
         study = load_study(args.study)
         exp = study.experiment(args.experiment)
-        return TrainJob(args.experiment, exp.arch, exp.knobs, exp.input_size, exp.recipe,
-                        study.seed, args.fold, folds=study.folds)
-    if not args.arch:
-        raise ValueError("give --arch (or --study with --experiment)")
+        for key, value, allowed in (("repeat", args.repeat, range(study.repeats)),
+                                    ("fold", args.fold, range(study.folds)), ("seed", args.seed, study.seeds)):
+            if value is not None and value not in allowed:
+                raise ValueError(f"--{key} {value}: study {study.name!r} has {key}s "
+                                 f"{', '.join(map(str, allowed))}")
+        runs = [run for run in study.runs()
+                if args.repeat in (None, run.repeat) and args.fold in (None, run.fold)
+                and args.seed in (None, run.seed)]
+        if len(runs) > 1 and args.out_dir is not None:
+            raise ValueError("--out-dir names one run's directory: pick the run with --repeat, --fold and --seed")
+        return [
+            (TrainJob(args.experiment, exp.arch, exp.knobs, exp.input_size, exp.recipe, run.seed,
+                      run.fold, repeat=run.repeat, folds=study.folds, split_seed=study.split_seed(run.repeat)),
+             JobPaths(args.data or Path(study.prepared_path), args.split or Path(study.split_path(run.repeat)),
+                      args.out_dir or Path(study.run_dir(args.experiment, run))))
+            for run in runs
+        ]
+    missing = [flag for flag in ("arch", "fold", "data", "split", "out_dir") if getattr(args, flag) is None]
+    if missing:
+        raise ValueError(f"give --{missing[0].replace('_', '-')} (or --study with --experiment)")
+    if args.repeat is not None:
+        raise ValueError("--repeat needs --study")
     recipe_settings = parse_overrides(args.recipe)
     recipe = resolve_recipe(recipe_settings, args.arch)
     size = args.input_size
     if size is None and recipe_settings.get("preset") == "d2l":
         size = d2l_input_size(args.arch)
-    return TrainJob(args.experiment or args.arch, args.arch, parse_overrides(args.knobs),
-                    resolve_input_size(args.arch, size), recipe, args.seed, args.fold)
+    job = TrainJob(args.experiment or args.arch, args.arch, parse_overrides(args.knobs),
+                   resolve_input_size(args.arch, size), recipe, args.seed or 0, args.fold)
+    return [(job, JobPaths(args.data, args.split, args.out_dir))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -563,20 +605,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
-        job = job_from_args(args)
-        with claim_device(args.device) as device_name:
-            result = run_job(job, args.data, args.split, args.out_dir, device_name=device_name,
-                             resume=args.resume, progress=progress)
-    except NonFiniteLossError as err:
+        jobs = jobs_from_args(args)
+        for job, paths in jobs:
+            with claim_device(args.device) as device_name:
+                result = run_job(job, paths.data, paths.split, paths.out_dir, device_name=device_name,
+                                 resume=args.resume, progress=progress)
+            last = result.history[-1]
+            print(
+                f"{job.experiment} repeat {job.repeat} fold {job.fold} seed {job.seed}: best epoch "
+                f"{result.best_epoch} val_acc {result.best_val_acc:.4f}; last epoch val_acc "
+                f"{last['val_acc']:.4f}, {last['examples_per_s']:.0f} ex/s -> {paths.out_dir / 'model.pt'}"
+            )
+    except (DataError, ValueError, OSError, RuntimeError) as err:  # NonFiniteLossError included
         print(f"convbench train: error: {err}", file=sys.stderr)
         return 1
-    except (DataError, ValueError, OSError, RuntimeError) as err:
-        print(f"convbench train: error: {err}", file=sys.stderr)
-        return 1
-    last = result.history[-1]
-    print(
-        f"{job.experiment} fold {job.fold}: best epoch {result.best_epoch} "
-        f"val_acc {result.best_val_acc:.4f}; last epoch val_acc {last['val_acc']:.4f}, "
-        f"{last['examples_per_s']:.0f} ex/s -> {args.out_dir / 'model.pt'}"
-    )
     return 0

@@ -1,9 +1,11 @@
 # Paths and resources shared by the rules. Paths come from convbench.study, so Snakemake, DVC and
 # the report agree on the layout.
+import os
 import shutil
 import subprocess
 
 from convbench.aggregate import summary_path
+from convbench.provenance import stage_sources
 
 
 def _visible_gpus():
@@ -17,17 +19,43 @@ def _visible_gpus():
 # A GPU job asks for one `gpu`; on a machine without one it asks for none, so
 # `--resources gpu=1` does not serialize CPU-only runs. (SLURM profiles set gpu per rule.)
 GPU_PER_JOB = 1 if _visible_gpus() > 0 else 0
-RUN = f"{STUDY.results_dir}/{{experiment}}/fold{{fold}}"
+RUN = f"{STUDY.results_dir}/{{experiment}}/r{{repeat}}-fold{{fold}}-seed{{seed}}"
+RUN_LOG = "{experiment}/r{repeat}-fold{fold}-seed{seed}"
 LOGS = f"logs/{STUDY.name}"
 
 
 wildcard_constraints:
     experiment="|".join(STUDY.experiments),
+    repeat=r"\d+",
     fold=r"\d+",
+    seed=r"\d+",
+
+
+def code(stage, arch=None):
+    """The package files `convbench <stage>` runs (convbench.provenance): editing one reruns the
+    jobs that run it. Paths inside the working directory are kept relative."""
+    here = os.getcwd()
+    return [os.path.relpath(path) if str(path).startswith(here + os.sep) else str(path)
+            for path in stage_sources(stage, arch)]
+
+
+def network_code(stage):
+    """`code(stage)` plus the one network file of the job's experiment."""
+    return lambda wildcards: code(stage, STUDY.experiment(wildcards.experiment).arch)
+
+
+def split_of(wildcards):
+    return STUDY.split_path(int(wildcards.repeat))
+
+
+def run_files(experiment, names):
+    """Every run's `names` files of one experiment (all repeats, folds and seeds)."""
+    return [f"{STUDY.run_dir(experiment, run)}/{name}" for run in STUDY.runs() for name in names]
 
 
 def experiment_settings(wildcards):
     """An experiment's resolved settings: a changed knob or recipe reruns exactly its jobs."""
     e = STUDY.experiment(wildcards.experiment)
     return {"arch": e.arch, "knobs": e.knobs, "input_size": e.input_size,
-            "recipe": e.recipe.to_dict(), "seed": STUDY.seed}
+            "recipe": e.recipe.to_dict(), "split_seed": STUDY.split_seed(int(wildcards.repeat)),
+            "train_seed": STUDY.run(int(wildcards.repeat), int(wildcards.fold), int(wildcards.seed)).train_seed}

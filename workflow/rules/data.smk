@@ -1,4 +1,6 @@
 rule download:
+    input:
+        code=code("download"),
     output:
         directory(STUDY.raw_dir),
     params:
@@ -11,21 +13,27 @@ rule download:
 
 rule prepare:
     input:
-        STUDY.raw_dir,
+        raw=STUDY.raw_dir,
+        code=code("prepare"),
     output:
         STUDY.prepared_path,
     log:
         f"{LOGS}/prepare.log",
     shell:
-        "convbench prepare {STUDY.dataset} --raw {input} --out {output} > {log} 2>&1"
+        "convbench prepare {STUDY.dataset} --raw {input.raw} --out {output} > {log} 2>&1"
 
 
+# Repeat r of R x K-fold cross-validation shuffles with the seed `seed + r` (convbench.study).
 rule split:
     input:
-        STUDY.prepared_path,
+        data=STUDY.prepared_path,
+        code=code("split"),
     output:
-        STUDY.split_path,
+        f"{STUDY.splits_dir}/repeat{{repeat}}.json",
+    params:
+        split_seed=lambda wildcards: STUDY.split_seed(int(wildcards.repeat)),
     log:
-        f"{LOGS}/split.log",
+        f"{LOGS}/split/repeat{{repeat}}.log",
     shell:
-        "convbench split --data {input} --folds {STUDY.folds} --seed {STUDY.seed} --out {output} > {log} 2>&1"
+        "convbench split --data {input.data} --folds {STUDY.folds} --seed {params.split_seed}"
+        " --out {output} > {log} 2>&1"

@@ -3,7 +3,8 @@ rule evaluate:
         model=f"{RUN}/model.pt",
         history=f"{RUN}/history.csv",
         data=STUDY.prepared_path,
-        split=STUDY.split_path,
+        split=split_of,
+        code=network_code("evaluate"),
     output:
         metrics=f"{RUN}/metrics.json",
         perf=f"{RUN}/perf.json",
@@ -13,7 +14,7 @@ rule evaluate:
         mem_mb=4000,
         runtime=30,
     log:
-        f"{LOGS}/evaluate/{{experiment}}/fold{{fold}}.log",
+        f"{LOGS}/evaluate/{RUN_LOG}.log",
     shell:
         "convbench evaluate --checkpoint {input.model} --history {input.history}"
         " --data {input.data} --split {input.split} --out {output.metrics}"
@@ -22,8 +23,8 @@ rule evaluate:
 
 rule summarize_experiment:
     input:
-        expand(f"{STUDY.results_dir}/{{{{experiment}}}}/fold{{fold}}/{{name}}.json",
-               fold=range(STUDY.folds), name=["metrics", "perf"]),
+        runs=lambda wildcards: run_files(wildcards.experiment, ["metrics.json", "perf.json"]),
+        code=code("aggregate"),
     output:
         summary_path(STUDY.results_dir, "{experiment}"),
     params:
@@ -37,7 +38,8 @@ rule summarize_experiment:
 
 rule aggregate:
     input:
-        [summary_path(STUDY.results_dir, name) for name in STUDY.experiments],
+        summaries=[summary_path(STUDY.results_dir, name) for name in STUDY.experiments],
+        code=code("aggregate"),
     output:
         STUDY.metrics_path,
     params:

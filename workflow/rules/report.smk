@@ -4,10 +4,10 @@ FIGURES = ["learning_curves", "pareto", "ablations", "fold_spread", "confusion",
 rule report:
     input:
         metrics=STUDY.metrics_path,
-        runs=expand(f"{STUDY.results_dir}/{{experiment}}/fold{{fold}}/{{name}}",
-                    experiment=list(STUDY.experiments), fold=range(STUDY.folds),
-                    name=["metrics.json", "perf.json", "history.csv"]),
+        runs=[run_files(name, ["metrics.json", "perf.json", "history.csv"]) for name in STUDY.experiments],
         data=STUDY.prepared_path,
+        notebook="workflow/notebooks/report.ipynb",
+        code=code("report"),
     output:
         html=f"{STUDY.reports_dir}/report.html",
         notebook=f"{STUDY.reports_dir}/report.ipynb",

@@ -1,7 +1,8 @@
 rule train:
     input:
         data=STUDY.prepared_path,
-        split=STUDY.split_path,
+        split=split_of,
+        code=network_code("train"),
     output:
         model=f"{RUN}/model.pt",
         history=f"{RUN}/history.csv",
@@ -15,10 +16,11 @@ rule train:
         mem_mb=4000,
         runtime=120,
     log:
-        f"{LOGS}/train/{{experiment}}/fold{{fold}}.log",
+        f"{LOGS}/train/{RUN_LOG}.log",
     benchmark:
-        f"{LOGS}/benchmark/train/{{experiment}}/fold{{fold}}.tsv"
+        f"{LOGS}/benchmark/train/{RUN_LOG}.tsv"
     shell:
         "convbench train --study {params.study} --experiment {wildcards.experiment}"
-        " --fold {wildcards.fold} --data {input.data} --split {input.split}"
-        " --out-dir {params.out_dir} --threads {threads} --no-progress > {log} 2>&1"
+        " --repeat {wildcards.repeat} --fold {wildcards.fold} --seed {wildcards.seed}"
+        " --data {input.data} --split {input.split} --out-dir {params.out_dir}"
+        " --threads {threads} --no-progress > {log} 2>&1"

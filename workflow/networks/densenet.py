@@ -1,0 +1,1 @@
+../../src/convbench/models/densenet.py

@@ -1,0 +1,1 @@
+../../src/convbench/models/vgg.py
