@@ -6,6 +6,7 @@
 #   snakemake --cores 4 --config study=fashion_mnist_d2l      # a bundled study (conf/study/)
 from snakemake.utils import validate
 
+from convbench._io import hold_dvc_lock
 from convbench.study import load_study, read_study_file, study_file
 
 
@@ -18,6 +19,13 @@ STUDY_FILE = str(study_file("params.yaml", config.get("study")))
 # `convbench study` (duplicate keys included); then the schema.
 STUDY = load_study(STUDY_FILE)
 validate(read_study_file(STUDY_FILE), "workflow/schemas/params.schema.yaml")
+
+
+# Snakemake and DVC must not run at once in one directory (each would delete files under the other's
+# jobs): a run takes DVC's own repository lock and holds it to the end, so `dvc repro` started
+# meanwhile is refused, and this run is refused while DVC holds it. Dry runs take nothing.
+onstart:
+    hold_dvc_lock()
 
 
 include: "workflow/rules/common.smk"

@@ -6,6 +6,7 @@ Runs in a copy of the pipeline files inside a fresh git + DVC repository, like a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,13 +20,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("lenet_relu", "mlp")
 FOLDS = 2
+REPEATS = 2
+RUNS = [f"r{r}-fold{k}-seed0" for r in range(REPEATS) for k in range(FOLDS)]
 TINY_STUDY = {
     "study": "tiny",
-    "description": "two small networks, two folds, two epochs",
+    "description": "two small networks, 2 x 2-fold cross-validation, two epochs",
     "dataset": "digits",
     "folds": FOLDS,
-    "fold_ids": list(range(FOLDS)),
+    "repeats": REPEATS,
     "seed": 0,
+    "seeds": [0],
     "threads": 1,
     "results_dir": "results",
     "reports_dir": "reports",
@@ -44,6 +48,8 @@ pytestmark = pytest.mark.slow
 def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if (cwd / "src/convbench").is_dir():  # the project's own copy of the code runs, and is tracked
+        env["PYTHONPATH"] = str(cwd / "src")
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
@@ -69,7 +75,8 @@ def make_project(path: Path, study: dict) -> Path:
     path.mkdir()
     for name in ("Snakefile", "dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, path / name)
-    shutil.copytree(ROOT / "workflow", path / "workflow")
+    shutil.copytree(ROOT / "workflow", path / "workflow", symlinks=True)  # workflow/networks: links
+    shutil.copytree(ROOT / "src/convbench", path / "src/convbench", ignore=shutil.ignore_patterns("__pycache__"))
     write_study(path, study)
     run(["git", "init", "-q"], path)
     run(["git", "config", "user.email", "test@convbench.local"], path)
@@ -88,15 +95,41 @@ def train_outputs_planned_by_snakemake(project: Path) -> set[str]:
 
 def train_outputs_planned_by_dvc(project: Path) -> set[str]:
     out = run(["dvc", "stage", "list"], project).stdout
-    return set(re.findall(r"^train@\S+\s+Outputs (\S+?);?\s", out, flags=re.M))
+    return set(re.findall(r"^run@\S+\s+Outputs (\S+?);?\s", out, flags=re.M))
 
 
 def run_files(project: Path) -> dict[str, bytes]:
     """The files a rerun must reproduce bit for bit."""
     return {
-        f"{exp}/fold{k}/{name}": (project / "results" / exp / f"fold{k}" / name).read_bytes()
-        for exp in EXPERIMENTS for k in range(FOLDS) for name in ("model.pt", "metrics.json")
+        f"{exp}/{r}/{name}": (project / "results" / exp / r / name).read_bytes()
+        for exp in EXPERIMENTS for r in RUNS for name in ("model.pt", "metrics.json")
     }
+
+
+def planned_jobs(project: Path) -> dict[str, int]:
+    """Snakemake's dry run: how many jobs of each rule it would run."""
+    out = run(["snakemake", "--dry-run", "--cores", "1"], project).stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out[out.index("Job stats:"):]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M)
+            if rule != "total"}
+
+
+def planned_training(project: Path) -> list[str]:
+    out = run(["snakemake", "--dry-run", "--printshellcmds", "--cores", "1"], project).stdout
+    return sorted(re.findall(r"convbench train .*?--out-dir (\S+)", out))
+
+
+def dvc_changed_stages(project: Path) -> set[str]:
+    out = run(["dvc", "status", "--json"], project).stdout
+    return set(json.loads(out))
+
+
+def dvc_repro_runs(project: Path) -> list[str]:
+    """The stages `dvc repro` runs (DVC decides a downstream stage only once its inputs exist)."""
+    out = run(["dvc", "repro"], project).stdout
+    return re.findall(r"^Running stage '([^']+)'", out, flags=re.M)
 
 
 @pytest.fixture(scope="module")
@@ -108,16 +141,24 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_snakemake_runs_the_whole_study(project: Path) -> None:
     for exp in EXPERIMENTS:
-        for k in range(FOLDS):
-            run_dir = project / "results" / exp / f"fold{k}"
-            for name in ("model.pt", "history.csv", "metrics.json", "perf.json"):
-                assert (run_dir / name).stat().st_size > 0, run_dir / name
+        for name in RUNS:
+            run_dir = project / "results" / exp / name
+            for file in ("model.pt", "history.csv", "metrics.json", "perf.json"):
+                assert (run_dir / file).stat().st_size > 0, run_dir / file
             assert not (run_dir / "checkpoint.pt").exists()
-            assert (project / f"logs/tiny/benchmark/train/{exp}/fold{k}.tsv").exists()
-            assert (project / f"logs/tiny/train/{exp}/fold{k}.log").exists()
+            assert (project / f"logs/tiny/benchmark/train/{exp}/{name}.tsv").exists()
+            assert (project / f"logs/tiny/train/{exp}/{name}.log").exists()
+    for r in range(REPEATS):  # each repeat its own shuffle
+        split = json.loads((project / f"data/splits/digits-k{FOLDS}-s0/repeat{r}.json").read_text())
+        assert split["seed"] == r
     metrics = yaml.safe_load((project / "results/metrics.json").read_text())
     assert set(metrics["experiments"]) == set(EXPERIMENTS)
-    assert metrics["experiments"]["mlp"]["folds"] == FOLDS
+    mlp = metrics["experiments"]["mlp"]
+    assert (mlp["runs"], mlp["repeats"], mlp["folds"]) == (REPEATS * FOLDS, REPEATS, FOLDS)
+    # every run counts: the mean is over all of them, read back from their metrics files
+    val = [json.loads((project / "results/mlp" / name / "metrics.json").read_text())["val"]["accuracy"]
+           for name in RUNS]
+    assert mlp["val_acc_mean"] == pytest.approx(sum(val) / len(val))
     assert (project / "reports/report.html").stat().st_size > 0
 
 
@@ -128,23 +169,24 @@ def test_a_second_run_finds_nothing_to_do(project: Path) -> None:
 
 def test_snakemake_and_dvc_plan_the_same_training_outputs(project: Path) -> None:
     planned = train_outputs_planned_by_snakemake(project)
-    assert planned == {f"results/{e}/fold{k}/model.pt" for e in EXPERIMENTS for k in range(FOLDS)}
-    assert train_outputs_planned_by_dvc(project) == planned
+    assert planned == {f"results/{e}/{r}/model.pt" for e in EXPERIMENTS for r in RUNS}
+    # DVC trains an experiment's runs in one stage, into the experiment's directory
+    assert train_outputs_planned_by_dvc(project) == {str(Path(p).parent.parent) for p in planned}
 
 
 def test_deleted_intermediate_outputs_are_made_again(project: Path, tmp_path: Path) -> None:
     copy = shutil.copytree(project, tmp_path / "copy", symlinks=True)  # keeps the mtimes
     for name in ("model.pt", "history.csv"):
-        (copy / "results/mlp/fold0" / name).unlink()
+        (copy / "results/mlp/r1-fold0-seed0" / name).unlink()
     out = run(["snakemake", "--dry-run", "--printshellcmds", "--cores", "1"], copy).stdout
     trained = re.findall(r"convbench train .*?--out-dir (\S+)", out)
-    assert trained == ["results/mlp/fold0"]
-    assert "convbench evaluate --checkpoint results/mlp/fold0/model.pt" in out
+    assert trained == ["results/mlp/r1-fold0-seed0"]
+    assert "convbench evaluate --checkpoint results/mlp/r1-fold0-seed0/model.pt" in out
 
 
 def test_a_forced_rerun_is_bit_identical(project: Path) -> None:
     before = run_files(project)
-    target = "results/lenet_relu/fold0"
+    target = "results/lenet_relu/r1-fold0-seed0"
     run(["snakemake", "--cores", "1", "--force", f"{target}/model.pt"], project)
     run(["snakemake", "--cores", "1", "--force", f"{target}/metrics.json"], project)
     run(["snakemake", "--cores", "2", "--resources", "gpu=1"], project)  # bring the rest up to date
@@ -157,15 +199,15 @@ def test_dvc_repro_reproduces_snakemake_and_snakemake_stays_idle(project: Path) 
     assert run_files(project) == before  # same commands, same files
     out = run(["snakemake", "--cores", "1", "--dry-run"], project).stdout
     assert "Nothing to be done" in out
-    (project / "results/mlp/fold1/model.pt").unlink()
+    (project / "results/mlp/r0-fold1-seed0/model.pt").unlink()
     run(["dvc", "checkout"], project)
     assert run_files(project) == before
     out = run(["snakemake", "--cores", "1", "--dry-run"], project).stdout
     assert "Nothing to be done" in out
     assert "up to date" in run(["dvc", "status"], project).stdout
     # a killed job's scratch files in a finished results directory change nothing downstream
-    scratch = [project / "results/mlp/fold0/checkpoint.pt",
-               project / "results/mlp/fold0/.metrics.json.99999999.0badc0de.tmp"]
+    scratch = [project / "results/mlp/r0-fold0-seed0/checkpoint.pt",
+               project / "results/mlp/r0-fold0-seed0/.metrics.json.99999999.0badc0de.tmp"]
     for path in scratch:
         path.write_bytes(b"left by a kill")
     try:
@@ -175,16 +217,81 @@ def test_dvc_repro_reproduces_snakemake_and_snakemake_stays_idle(project: Path) 
             path.unlink()
 
 
+# ------------------------------------------------------------------------- code-aware reruns
+
+
+@pytest.fixture(scope="module")
+def finished(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project once both engines have run it (dvc.lock written), to copy and edit."""
+    if not (project / "dvc.lock").exists():
+        run(["dvc", "repro"], project)
+    copy = shutil.copytree(project, tmp_path_factory.mktemp("finished") / "project", symlinks=True)
+    assert dvc_changed_stages(copy) == set()
+    assert planned_jobs(copy) == {}
+    return copy
+
+
+def edited_copy(finished: Path, tmp_path: Path, path: str) -> Path:
+    """A copy of the finished study (mtimes kept) with a comment appended to one source file."""
+    copy = shutil.copytree(finished, tmp_path / "copy", symlinks=True)
+    with open(copy / path, "a") as file:
+        file.write("# an edit\n")
+    return copy
+
+
+def test_a_network_edit_reruns_only_the_experiments_that_use_it(finished: Path, tmp_path: Path) -> None:
+    """Both engines plan exactly mlp's runs and what depends on them; the results then name the
+    code that made them: the study card lists both code versions, with their runs."""
+    from convbench.provenance import source_sha256
+
+    head = run(["git", "rev-parse", "HEAD"], finished).stdout.strip()
+    card = json.loads((finished / "results/metrics.json").read_text())["study"]
+    [version] = card["code_versions"]
+    assert version["runs"] == len(EXPERIMENTS) * len(RUNS)
+    assert version["code_version"] == {"commit": head, "dirty": False,
+                                       "source_sha256": source_sha256(finished / "src/convbench")}
+
+    copy = edited_copy(finished, tmp_path, "src/convbench/models/mlp.py")
+    assert planned_training(copy) == [f"results/mlp/{r}" for r in RUNS]
+    assert planned_jobs(copy) == {"train": len(RUNS), "evaluate": len(RUNS), "summarize_experiment": 1,
+                                  "aggregate": 1, "report": 1, "all": 1}
+    assert dvc_changed_stages(copy) == {"run@mlp"}
+    assert dvc_repro_runs(copy) == ["run@mlp", "summarize_experiment@mlp", "aggregate", "report"]
+
+    card = json.loads((copy / "results/metrics.json").read_text())["study"]
+    versions = {v["code_version"]["source_sha256"]: v for v in card["code_versions"]}
+    edited = versions[source_sha256(copy / "src/convbench")]
+    assert edited["runs"] == len(RUNS)
+    assert edited["code_version"]["commit"] == head and edited["code_version"]["dirty"] is True
+    assert versions[version["code_version"]["source_sha256"]]["runs"] == len(RUNS)  # lenet_relu's
+    page = (copy / "reports/report.html").read_text(encoding="utf-8")
+    assert f"git {head[:12]} with uncommitted changes" in page
+
+
+def test_a_trainer_edit_reruns_all_training(finished: Path, tmp_path: Path) -> None:
+    copy = edited_copy(finished, tmp_path, "src/convbench/training.py")
+    assert planned_training(copy) == sorted(f"results/{e}/{r}" for e in EXPERIMENTS for r in RUNS)
+    assert dvc_changed_stages(copy) == {"run@mlp", "run@lenet_relu", "report"}  # report imports it
+
+
+def test_a_report_edit_reruns_only_the_report(finished: Path, tmp_path: Path) -> None:
+    copy = edited_copy(finished, tmp_path, "src/convbench/report.py")
+    assert planned_jobs(copy) == {"report": 1, "all": 1}
+    assert dvc_changed_stages(copy) == {"report"}
+
+
 def test_dvc_exp_run_with_a_changed_param_moves_the_metrics(project: Path) -> None:
+    if not (project / "dvc.lock").exists():  # DVC's record of the baseline, to diff against
+        run(["dvc", "repro"], project)
     run(["git", "add", "-A"], project)
-    run(["git", "commit", "-qm", "baseline results"], project)
-    run(["dvc", "exp", "run", "-S", "recipe.epochs=3"], project)
-    assert yaml.safe_load((project / "params.yaml").read_text())["recipe"]["epochs"] == 3
+    run(["git", "commit", "-qm", "baseline results", "--allow-empty"], project)
+    run(["dvc", "exp", "run", "-S", "+experiments.mlp.recipe.epochs=3"], project)
+    assert yaml.safe_load((project / "params.yaml").read_text())["experiments"]["mlp"]["recipe"]["epochs"] == 3
     diff = run(["dvc", "metrics", "diff", "--json"], project).stdout
     moved = yaml.safe_load(diff)
     changed = [path for path, values in moved.items() if values]
     assert "results/metrics.json" in changed
-    assert any(path.startswith("results/lenet_relu/") for path in changed)
+    assert "results/_summary/mlp.json" in changed and "results/_summary/lenet_relu.json" not in changed
 
 
 @pytest.mark.parametrize(
@@ -221,10 +328,8 @@ def test_bad_params_are_refused_by_name_before_any_job(tmp_path: Path, change, m
     assert not (project / "results").exists() or not any((project / "results").rglob("*.pt"))
 
 
-def test_snakemake_report_and_dvc_plots_render(project: Path) -> None:
-    """The report figures are flagged with report() and the histories are DVC plots."""
+def test_snakemake_report_renders(project: Path) -> None:
+    """The report figures are flagged with report()."""
     run(["snakemake", "--cores", "1", "--report", "smk-report.html"], project)
     page = (project / "smk-report.html").read_text(errors="replace")
     assert "learning_curves.png" in page and "pareto.png" in page
-    out = run(["dvc", "plots", "show", "--json"], project).stdout
-    assert "results/lenet_relu/fold0/history.csv" in out

@@ -70,6 +70,32 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+_HELD_LOCKS: list[Any] = []  # locks this process holds until it exits
+
+
+def hold_dvc_lock(root: str | os.PathLike[str] = ".") -> bool:
+    """Take DVC's repository lock (``.dvc/tmp/lock``, the one ``dvc repro`` holds while it runs)
+    and keep it until this process exits, so Snakemake and DVC never run at once in one project:
+    whichever starts second is refused (DVC says "Unable to acquire lock"). False where there is
+    no DVC project or DVC is not installed; a RuntimeError naming the file when DVC is running."""
+    dvc_dir = Path(root) / ".dvc"
+    if not dvc_dir.is_dir():
+        return False
+    try:
+        import zc.lockfile  # DVC's own lock library
+    except ImportError:
+        return False
+    (dvc_dir / "tmp").mkdir(exist_ok=True)
+    try:
+        _HELD_LOCKS.append(zc.lockfile.LockFile(str(dvc_dir / "tmp" / "lock")))
+    except zc.lockfile.LockError:
+        raise RuntimeError(
+            f"DVC is running in this project (it holds {dvc_dir / 'tmp' / 'lock'}): the two engines "
+            "would overwrite each other's files; wait for it to finish (or stop it) and run again"
+        ) from None
+    return True
+
+
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Delete the temporary files that writers of ``path`` killed mid-write left behind.
 

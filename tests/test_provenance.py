@@ -1,0 +1,100 @@
+"""Which code each stage runs (one list, read by both engines) and which code made a result."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from convbench.models import names
+from convbench.provenance import (
+    NETWORK_LINKS,
+    PACKAGE_DIR,
+    code_version,
+    describe,
+    network_files,
+    source_sha256,
+    stage_sources,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def repo_paths(paths: list[Path]) -> set[str]:
+    return {path.relative_to(ROOT).as_posix() for path in paths}
+
+
+def dvc_code_deps(stage: str) -> set[str]:
+    """The package files a dvc.yaml stage lists as dependencies."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    body = stages[stage].get("do", stages[stage])
+    return {dep for dep in body["deps"] if dep.startswith("src/")}
+
+
+@pytest.mark.parametrize("stage", ["download", "prepare", "split", "aggregate", "report"])
+def test_dvc_stages_list_exactly_the_code_they_run(stage: str) -> None:
+    assert dvc_code_deps(stage) == repo_paths(stage_sources(stage))
+
+
+def test_the_run_stage_lists_training_and_evaluation_code_but_no_network() -> None:
+    expected = repo_paths(stage_sources("train")) | repo_paths(stage_sources("evaluate"))
+    assert dvc_code_deps("run") == expected
+    assert not any(dep.startswith("src/convbench/models/") and not Path(dep).name.startswith("_")
+                   and Path(dep).name != "__init__.py" for dep in expected)
+    assert dvc_code_deps("summarize_experiment") == repo_paths(stage_sources("aggregate"))
+
+
+def test_every_network_has_a_link_to_the_file_that_defines_it() -> None:
+    links = ROOT / NETWORK_LINKS
+    assert sorted(p.stem for p in links.iterdir()) == names()
+    for name in names():
+        link = links / f"{name}.py"
+        assert link.is_symlink(), link  # a link: DVC hashes the network file itself
+        module = network_files()[name].rsplit(".", 1)[1]
+        assert link.resolve() == PACKAGE_DIR / "models" / f"{module}.py"
+    assert network_files()["lenet_bn"] == network_files()["lenet"] == "convbench.models.lenet"
+    assert network_files()["vgg16"] == "convbench.models.vgg"
+
+
+def test_a_stage_runs_its_imports_and_one_network() -> None:
+    train = repo_paths(stage_sources("train", "resnet18"))
+    assert {"src/convbench/training.py", "src/convbench/recipe.py", "src/convbench/models/_layers.py",
+            "src/convbench/models/resnet.py", "src/convbench/cli.py"} <= train
+    assert "src/convbench/models/lenet.py" not in train and "src/convbench/report.py" not in train
+    report = repo_paths(stage_sources("report"))
+    assert {"src/convbench/report.py", "src/convbench/reference/d2l.yaml"} <= report  # data files too
+    assert "src/convbench/report.py" not in repo_paths(stage_sources("aggregate"))
+    with pytest.raises(ValueError, match="no network 'lenet9'"):
+        stage_sources("train", "lenet9")
+    with pytest.raises(ValueError, match="unknown stage 'fit'"):
+        stage_sources("fit")
+
+
+def test_the_source_hash_follows_every_byte_of_the_package(tmp_path: Path) -> None:
+    copy = shutil.copytree(PACKAGE_DIR, tmp_path / "convbench", ignore=shutil.ignore_patterns("__pycache__"))
+    assert source_sha256(copy) == source_sha256(PACKAGE_DIR)
+    (copy / "__pycache__").mkdir(exist_ok=True)
+    (copy / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"compiled")  # not source
+    assert source_sha256(copy) == source_sha256(PACKAGE_DIR)
+    with open(copy / "models" / "lenet.py", "a") as file:
+        file.write("# a comment counts\n")
+    assert source_sha256(copy) != source_sha256(PACKAGE_DIR)
+
+
+def test_code_version_names_the_commit_when_there_is_one() -> None:
+    version = code_version()
+    assert version["source_sha256"] == source_sha256()
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if git.returncode != 0:
+        pytest.skip("not a git work tree")
+    assert version["commit"] == git.stdout.strip()
+    status = subprocess.run(["git", "-C", str(PACKAGE_DIR), "status", "--porcelain", "--", "."],
+                            capture_output=True, text=True).stdout
+    assert version["dirty"] is bool(status)
+    line = describe(version)
+    assert line.startswith(f"git {version['commit'][:12]}")
+    assert line.endswith(f"source sha256 {version['source_sha256'][:12]}")
+    assert describe("0.1.0") == "0.1.0"  # results from before versions named the code
