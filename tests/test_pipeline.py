@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -215,6 +216,48 @@ def test_dvc_repro_reproduces_snakemake_and_snakemake_stays_idle(project: Path) 
     finally:
         for path in scratch:
             path.unlink()
+
+
+def test_dvc_outputs_stay_replaceable_by_snakemake_as_a_normal_user(project: Path) -> None:
+    """DVC's cache files are read-only; a read-only output makes a non-root Snakemake refuse to
+    rerun its job (ProtectedOutputException), and Snakemake never counts a symlink as protected.
+    So after `dvc repro` every output is a symlink into the cache or a writable file."""
+    if not (project / "dvc.lock").exists():
+        run(["dvc", "repro"], project)
+    outputs = [p for top in ("data", "results", "reports") for p in (project / top).rglob("*")
+               if p.is_file() or p.is_symlink()]
+    assert any(p.is_symlink() for p in outputs)
+    protected = [p for p in outputs if not p.is_symlink() and not p.stat().st_mode & stat.S_IWUSR]
+    assert protected == []
+
+
+def test_snakemake_and_dvc_refuse_to_run_at_once(project: Path) -> None:
+    """Both hold DVC's repository lock while they run: the second one started is refused."""
+    holder = subprocess.Popen(  # a DVC process holding its lock, as `dvc repro` does while it runs
+        [sys.executable, "-c", "import sys, time; from dvc.lock import make_lock; "
+         "lock = make_lock('.dvc/tmp/lock'); lock.lock(); print('locked', flush=True); time.sleep(60)"],
+        cwd=project, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = run(["snakemake", "--cores", "1", "--forcerun", "report"], project, check=False)
+        assert proc.returncode != 0
+        assert "DVC is running in this project (it holds .dvc/tmp/lock)" in proc.stdout + proc.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    from convbench._io import hold_dvc_lock  # and the other way round: Snakemake's onstart hook
+
+    code = ("import sys; sys.path.insert(0, 'src'); from convbench._io import hold_dvc_lock; "
+            "hold_dvc_lock(); print('locked', flush=True); import time; time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=project, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = run(["dvc", "repro"], project, check=False)
+        assert proc.returncode != 0 and "Unable to acquire lock" in proc.stdout + proc.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    assert hold_dvc_lock(project / "results") is False  # no DVC project there: nothing to hold
 
 
 # ------------------------------------------------------------------------- code-aware reruns

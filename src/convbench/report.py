@@ -1038,8 +1038,8 @@ def render(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / "report.ipynb"
-    # A new file, never one written over in place: with DVC's hardlinked cache the old output
-    # may share its bytes with the cache.
+    # A new file, never one written over in place: with DVC's cache the old output may be a link
+    # to the bytes in the cache.
     executed.unlink(missing_ok=True)
     parameters = {
         "study_path": str(study_path),
