@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +21,7 @@ from convbench.device import BatchTransform, channel_stats
 from convbench.evaluation import classification_metrics, evaluate_checkpoint, training_perf
 from convbench.models import build
 from convbench.splits import load_split, make_split, write_split
-from convbench.training import HISTORY_COLUMNS
+from convbench.training import HISTORY_COLUMNS, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -418,3 +419,81 @@ def test_aggregate_names_a_bad_metrics_file(
     err = capsys.readouterr().err
     assert err.startswith(f"convbench aggregate: error: {broken}: {message}")
     assert "Traceback" not in err and not out.exists()
+
+
+# ------------------------------------------------------------------- errors a user can act on
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda path, state: path.write_bytes(b"not a zip, not a pickle"), "not a readable checkpoint"),
+        (lambda path, state: torch.save([1, 2], path), "not a convbench checkpoint of format 2 (found format 'list')"),
+        (lambda path, state: save_checkpoint({k: v for k, v in state.items() if k != "history"}, path),
+         "a checkpoint without history; expected one written by convbench train"),
+        (lambda path, state: save_checkpoint({**state, "meta": {k: v for k, v in state["meta"].items()
+                                                                if k != "split_id"}}, path),
+         "a checkpoint without meta.split_id"),
+    ],
+    ids=["garbage", "a list", "no history", "no split id"],
+)
+def test_evaluate_names_a_file_that_is_not_a_checkpoint(
+    digits_run: Any, convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Callable[[Path, dict], None], message: str,
+) -> None:
+    bad = tmp_path / "model.pt"
+    make(bad, torch.load(digits_run.model, weights_only=True))
+    out = tmp_path / "metrics.json"
+    assert convbench(evaluate_argv(bad, digits_npz, digits_split, out)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"convbench evaluate: error: {bad}: ") and message in err
+    assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("", "no epochs recorded"), ("epoch,train_loss\n1,0.5\n", "no column 'seconds'"),
+     ("epoch,seconds,examples_per_s\n1,fast,100\n", "could not convert string to float: 'fast'")],
+    ids=["empty", "missing columns", "text for a number"],
+)
+def test_evaluate_names_a_bad_history(
+    digits_run: Any, convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str,
+) -> None:
+    history = tmp_path / "history.csv"
+    history.write_text(content)
+    out = tmp_path / "metrics.json"
+    argv = [*evaluate_argv(digits_run.model, digits_npz, digits_split, out), "--history", str(history)]
+    assert convbench(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"convbench evaluate: error: {history}: not a history written by convbench train")
+    assert message in err and "Traceback" not in err and not out.exists()
+
+
+def test_unwritable_outputs_are_refused_before_the_work(
+    digits_run: Any, convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A results directory this user cannot write is refused before training or scoring, not
+    after (as root every directory is writable, so the permission answer is the OS's, patched)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    out = blocker / "metrics.json"  # its directory would have to be a file
+    assert convbench(evaluate_argv(digits_run.model, digits_npz, digits_split, out)) == 1
+    assert f"{out}: cannot create its directory {blocker}" in capsys.readouterr().err
+
+    from convbench import _io
+
+    locked = tmp_path / "locked"
+    real_access = os.access
+    monkeypatch.setattr(_io.os, "access",
+                        lambda path, mode: False if Path(path) == locked else real_access(path, mode))
+    started = []
+    monkeypatch.setattr("convbench.training.train", lambda *a, **k: started.append(1))
+    argv = ["train", "--data", str(digits_npz), "--split", str(digits_split), "--fold", "0",
+            "--arch", "lenet", "--input-size", "12", "--out-dir", str(locked)]
+    assert convbench(argv) == 1
+    err = capsys.readouterr().err
+    assert f"its directory {locked} is not writable by this user" in err and started == []
+    assert convbench(evaluate_argv(digits_run.model, digits_npz, digits_split, locked / "metrics.json")) == 1
+    assert f"its directory {locked} is not writable by this user" in capsys.readouterr().err

@@ -24,7 +24,7 @@ from convbench._io import check_writable, write_json_atomic
 from convbench.device import BatchTransform, pick_device
 from convbench.gpu import claim_device
 from convbench.models import build
-from convbench.training import describe_device, load_checkpoint, make_transform, predict
+from convbench.training import META_KEYS, describe_device, load_checkpoint, make_transform, predict
 from convbench.recipe import resolve_recipe
 
 MISCLASSIFIED_KEPT = 64
@@ -163,12 +163,18 @@ def evaluate_checkpoint(
 
 def training_perf(history_csv: Path) -> dict[str, Any]:
     """Training time and speed from history.csv (the compute part of each epoch, as d2l counts)."""
-    with open(history_csv, newline="") as file:
-        rows = list(csv.DictReader(file))
-    if not rows:
-        raise ValueError(f"{history_csv}: no epochs recorded")
-    seconds = [float(row["seconds"]) for row in rows]
-    examples = sum(float(row["examples_per_s"]) * s for row, s in zip(rows, seconds))
+    try:
+        with open(history_csv, newline="", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+        if not rows:
+            raise ValueError("no epochs recorded")
+        seconds = [float(row["seconds"]) for row in rows]
+        examples = sum(float(row["examples_per_s"]) * s for row, s in zip(rows, seconds))
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as err:
+        problem = f"no column {err}" if isinstance(err, KeyError) else str(err)
+        raise ValueError(f"{history_csv}: not a history written by convbench train ({problem}); "
+                         "expected one row per epoch with seconds and examples_per_s; train the run "
+                         "again") from None
     total = sum(seconds)
     return {
         "seconds": total,
@@ -261,6 +267,10 @@ def evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str
     checkpoint = load_checkpoint(job.checkpoint)
     if not checkpoint.get("completed"):
         raise ValueError(f"{job.checkpoint}: training did not complete")
+    missing = [key for key in META_KEYS if key not in checkpoint["meta"]]
+    if missing:
+        raise ValueError(f"{job.checkpoint}: a checkpoint without meta.{', meta.'.join(missing)} "
+                         "(what evaluation reads); expected one written by convbench train; train it again")
     if job.run is not None:
         found = {key: checkpoint["meta"].get(key, 0 if key == "repeat" else None) for key in job.run}
         if found != job.run:

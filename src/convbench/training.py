@@ -40,6 +40,11 @@ from convbench.recipe import Recipe, d2l_input_size, lr_at, resolve_recipe
 # 2: checkpoints carry the sha256 of their weights (``weights_sha256``), verified on every load.
 CHECKPOINT_FORMAT = 2
 WEIGHT_KEYS = ("model", "best_model")
+# What loading reads from a checkpoint (checked on every load), and what evaluation reads from its
+# "meta" (checked by evaluation: `train` used as a library may leave meta empty).
+CHECKPOINT_KEYS = ("epoch", "completed", "model", "optimizer", "best_model", "best_epoch", "history", "meta")
+META_KEYS = ("experiment", "arch", "knobs", "input_size", "recipe", "seed", "fold", "data_sha256",
+             "split_id", "in_channels", "num_classes", "classes", "dataset", "code_version", "packages")
 HISTORY_COLUMNS = (
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "examples_per_s",
     "device",
@@ -208,6 +213,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"{path}: not a convbench checkpoint of format {CHECKPOINT_FORMAT} (found format "
             f"{found!r}); train it again"
         )
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: a checkpoint without {', '.join(missing)}; expected one "
+                              "written by convbench train; train it again")
     recorded = state.get("weights_sha256") or {}
     for key in WEIGHT_KEYS:
         got = weights_sha256(state.get(key))
