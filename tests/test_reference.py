@@ -69,7 +69,7 @@ def test_report_section_sets_our_fold_means_beside_the_book() -> None:
                "test_acc_std": 0.0123}
         for name in study.experiments
     }}
-    data = report.ReportData(study=study, summary=summary, fold_metrics={}, perf={},
+    data = report.ReportData(study=study, summary=summary, run_metrics={}, perf={},
                              history=None, dataset=None)  # the section reads neither
     rows = report.against_the_book(data)
     assert [row["experiment"] for row in rows] == ["lenet_d2l", "lenet_bn_d2l"]

@@ -241,19 +241,14 @@ def jobs_from_args(args: argparse.Namespace) -> list[EvaluationJob]:
                          "--history and --perf-out")
     study = load_study(args.study)
     study.experiment(args.experiment)
-    for key, value, allowed in (("repeat", args.repeat, range(study.repeats)),
-                                ("fold", args.fold, range(study.folds)), ("seed", args.seed, study.seeds)):
-        if value is not None and value not in allowed:
-            raise ValueError(f"--{key} {value}: study {study.name!r} has {key}s {', '.join(map(str, allowed))}")
     jobs = []
-    for run in study.runs():
-        if args.repeat in (None, run.repeat) and args.fold in (None, run.fold) and args.seed in (None, run.seed):
-            run_dir = Path(study.run_dir(args.experiment, run))
-            jobs.append(EvaluationJob(
-                run_dir / "model.pt", run_dir / "history.csv", args.data or Path(study.prepared_path),
-                Path(study.split_path(run.repeat)), run_dir / "metrics.json", run_dir / "perf.json",
-                {"repeat": run.repeat, "fold": run.fold, "seed": run.seed},
-            ))
+    for run in study.select_runs(args.repeat, args.fold, args.seed):
+        run_dir = Path(study.run_dir(args.experiment, run))
+        jobs.append(EvaluationJob(
+            run_dir / "model.pt", run_dir / "history.csv", args.data or Path(study.prepared_path),
+            Path(study.split_path(run.repeat)), run_dir / "metrics.json", run_dir / "perf.json",
+            {"repeat": run.repeat, "fold": run.fold, "seed": run.seed},
+        ))
     return jobs
 
 

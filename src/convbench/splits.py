@@ -203,7 +203,7 @@ def split_main(argv: Sequence[str] | None = None) -> int:
             if any(getattr(args, flag) is not None for flag in ("folds", "seed", "out")):
                 parser.error("--study takes K, seeds and paths from the study: drop --folds, --seed, --out")
             study = load_study(args.study)
-            repeats = range(study.repeats) if args.repeat is None else [study.run(args.repeat, 0, study.seeds[0]).repeat]
+            repeats = sorted({run.repeat for run in study.select_runs(repeat=args.repeat)})
             data = args.data or Path(study.prepared_path)
             jobs = [(data, study.folds, study.split_seed(r), Path(study.split_path(r))) for r in repeats]
         dataset = None

@@ -145,12 +145,19 @@ class Study:
 
     def run(self, repeat: int, fold: int, seed: int) -> Run:
         """The run (repeat, fold, seed), refused with the study's ranges when it has none such."""
+        return self.select_runs(repeat, fold, seed)[0]
+
+    def select_runs(self, repeat: int | None = None, fold: int | None = None,
+                    seed: int | None = None) -> list[Run]:
+        """The runs with the given repeat, fold and seed (None: any); a value the study does not
+        have is refused with the ones it has."""
         for key, value, allowed in (("repeat", repeat, range(self.repeats)),
                                     ("fold", fold, range(self.folds)), ("seed", seed, self.seeds)):
-            if value not in allowed:
+            if value is not None and value not in allowed:
                 raise StudyError(f"{key} {value} is not in study {self.name!r}, which has "
                                  f"{key}s {', '.join(map(str, allowed))}")
-        return Run(repeat, fold, seed)
+        return [run for run in self.runs() if repeat in (None, run.repeat)
+                and fold in (None, run.fold) and seed in (None, run.seed)]
 
     def run_dir(self, experiment: str, run: Run) -> str:
         return f"{self.results_dir}/{experiment}/{run.name}"

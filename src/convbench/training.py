@@ -575,14 +575,7 @@ def jobs_from_args(args: argparse.Namespace) -> list[tuple[TrainJob, JobPaths]]:
             raise ValueError("--study needs --experiment")
         study = load_study(args.study)
         exp = study.experiment(args.experiment)
-        for key, value, allowed in (("repeat", args.repeat, range(study.repeats)),
-                                    ("fold", args.fold, range(study.folds)), ("seed", args.seed, study.seeds)):
-            if value is not None and value not in allowed:
-                raise ValueError(f"--{key} {value}: study {study.name!r} has {key}s "
-                                 f"{', '.join(map(str, allowed))}")
-        runs = [run for run in study.runs()
-                if args.repeat in (None, run.repeat) and args.fold in (None, run.fold)
-                and args.seed in (None, run.seed)]
+        runs = study.select_runs(args.repeat, args.fold, args.seed)
         if len(runs) > 1 and args.out_dir is not None:
             raise ValueError("--out-dir names one run's directory: pick the run with --repeat, --fold and --seed")
         return [
