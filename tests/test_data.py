@@ -630,3 +630,47 @@ def test_prepare_cli_missing_raw_is_one_line(tmp_path: Path, capsys) -> None:
     assert code == 1
     assert err.startswith("convbench prepare: error: ") and err.count("\n") == 1
     assert "convbench download mnist" in err
+
+
+# ---------------------------------------------------------------------------- CLI: --study mode
+
+
+def test_download_and_prepare_take_everything_from_the_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The engines' form: data set, mirror and paths from params.yaml, where the pipeline reads them."""
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(root / "params.yaml", "params.yaml")
+    assert cli.main(["download", "--study", "params.yaml", "--no-progress"]) == 0
+    assert cli.main(["prepare", "--study", "params.yaml"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"{sha256_file(Path('data/prepared/digits.npz'))}  data/prepared/digits.npz"
+    assert out[0].endswith("  data/raw/digits/digits.npz")
+
+
+@pytest.mark.parametrize("command", ["download", "prepare"])
+def test_a_bad_study_stops_download_and_prepare_before_any_data_moves(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    params = (root / "params.yaml").read_text()
+    assert "\nfolds: 3\n" in params
+    Path("params.yaml").write_text(params.replace("\nfolds: 3\n", "\nfolds: 200\n"))
+    assert cli.main([command, "--study", "params.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"convbench {command}: error: params.yaml: folds") and "200" in err
+    assert not Path("data").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["download", "--study", "params.yaml", "--out", "x"], ["download", "digits"],
+     ["prepare", "digits", "--study", "params.yaml"], ["prepare", "digits", "--raw", "x"]],
+    ids=["download: --study and --out", "download: no --out", "prepare: --study and NAME",
+         "prepare: no --out"],
+)
+def test_download_and_prepare_want_a_study_or_explicit_paths(argv: list[str], capsys) -> None:
+    assert cli.main(argv) == 2
+    assert "usage: convbench" in capsys.readouterr().err

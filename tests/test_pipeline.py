@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -82,7 +83,7 @@ def make_project(path: Path, study: dict) -> Path:
     run(["git", "config", "user.email", "test@convbench.local"], path)
     run(["git", "config", "user.name", "convbench test"], path)
     run(["dvc", "init", "-q"], path)
-    shutil.copy(ROOT / ".dvc/config", path / ".dvc/config")  # Hydra on, hardlinked cache
+    shutil.copy(ROOT / ".dvc/config", path / ".dvc/config")  # Hydra on, cache by copy
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "tiny study"], path)
     return path
@@ -199,12 +200,22 @@ def test_dvc_repro_reproduces_snakemake_and_snakemake_stays_idle(project: Path) 
     assert run_files(project) == before  # same commands, same files
     out = run(["snakemake", "--cores", "1", "--dry-run"], project).stdout
     assert "Nothing to be done" in out
+    # DVC's cache is a copy: outputs stay plain, writable, single-linked files. (Hardlinks are
+    # write-protected, and Snakemake refuses to rerun a job whose outputs a non-root user cannot
+    # write: ProtectedOutputException.)
+    outputs = [path for top in ("data", "results", "reports") for path in (project / top).rglob("*")
+               if path.is_file()]
+    assert outputs and all(p.stat().st_mode & stat.S_IWUSR and p.stat().st_nlink == 1 for p in outputs)
+    # A file DVC restores is new to Snakemake (a copy gets a new mtime): it re-evaluates that run
+    # only, to the same bytes, or `--touch` marks the restored file's dependants current.
     (project / "results/mlp/r0-fold1-seed0/model.pt").unlink()
     run(["dvc", "checkout"], project)
     assert run_files(project) == before
-    out = run(["snakemake", "--cores", "1", "--dry-run"], project).stdout
-    assert "Nothing to be done" in out
+    assert planned_jobs(project) == {"evaluate": 1, "summarize_experiment": 1, "aggregate": 1, "report": 1}
     assert "up to date" in run(["dvc", "status"], project).stdout
+    run(["snakemake", "--cores", "1", "--touch"], project)
+    assert planned_jobs(project) == {}
+    assert run_files(project) == before
     # a killed job's scratch files in a finished results directory change nothing downstream
     scratch = [project / "results/mlp/r0-fold0-seed0/checkpoint.pt",
                project / "results/mlp/r0-fold0-seed0/.metrics.json.99999999.0badc0de.tmp"]
@@ -349,12 +360,13 @@ def test_bad_params_are_refused_by_name_before_any_job(tmp_path: Path, change, m
     proc = run(["snakemake", "--cores", "1"], project, check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr  # the same words as `convbench study`
-    assert not (project / "data").exists() or not any((project / "data").rglob("*.npz"))
-    # DVC has no parse-time hook: the data stages may run, but no training job starts.
+    assert not (project / "data").exists()
+    # DVC has no parse-time hook, but its first stage's command checks the whole study
     proc = run(["dvc", "repro"], project, check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
-    assert not (project / "results").exists() or not any((project / "results").rglob("*.pt"))
+    assert "Running stage 'download'" in proc.stdout
+    assert not (project / "data").exists() and not (project / "results").exists()
 
 
 def test_snakemake_report_renders(project: Path) -> None:

@@ -180,6 +180,8 @@ def run_cli(
         return exc.code if isinstance(exc.code, int) else 2
     try:
         action(args)
+    except SystemExit as exc:  # parser.error() from a check across options, made in the action
+        return exc.code if isinstance(exc.code, int) else 2
     except expected as exc:
         message = str(exc).replace("\n", " ") or type(exc).__name__
         print(f"{parser.prog}: error: {message}", file=sys.stderr)

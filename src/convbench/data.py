@@ -36,7 +36,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Callable, Iterator, Sequence
 from urllib.parse import urljoin, urlsplit
 from urllib.request import Request, urlopen
 
@@ -48,6 +48,9 @@ from convbench import __version__
 from convbench._io import CHUNK_BYTES, atomic_write, run_cli, sha256_file, write_npz_deterministic
 from convbench.prepared import DataError, Dataset, check_prepared, load_prepared
 from convbench.prepared import reason as _reason
+
+if TYPE_CHECKING:
+    from convbench.study import Study
 
 __all__ = ["DATASETS", "ChecksumError", "DataError", "Dataset", "download", "load_prepared", "prepare"]
 
@@ -583,7 +586,8 @@ def _read_digits(path: Path) -> dict[str, np.ndarray]:
 
 
 def download_main(argv: Sequence[str] | None = None) -> int:
-    """``convbench download NAME --out DIR [--mirror URL_OR_DIR] [--no-progress]``."""
+    """``convbench download NAME --out DIR [--mirror URL_OR_DIR] [--no-progress]``, or
+    ``convbench download --study params.yaml`` for the study's data set, where the pipeline reads it."""
     parser = argparse.ArgumentParser(
         prog="convbench download",
         description="Put a dataset's raw files in a directory, each verified by its checksum "
@@ -591,10 +595,13 @@ def download_main(argv: Sequence[str] | None = None) -> int:
         f"before the network: the directories in ${MIRRORS_ENV} (separated by "
         f"'{os.pathsep}'), then where a system package installs the data (Debian's "
         "dataset-fashion-mnist). Prints 'sha256  path' per file; where each file came from "
-        "goes to stderr.",
+        "goes to stderr. With --study, the study is checked first and gives the data set, the "
+        "mirror and the directory.",
     )
-    parser.add_argument("name", metavar="NAME", choices=sorted(DATASETS), help=_names_help())
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="raw-file directory")
+    parser.add_argument("name", nargs="?", metavar="NAME", choices=sorted(DATASETS), help=_names_help())
+    parser.add_argument("--study", type=Path, metavar="FILE",
+                        help="a study file (params.yaml): data set, mirror and directory from it")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="raw-file directory")
     parser.add_argument(
         "--mirror",
         metavar="URL_OR_DIR",
@@ -603,38 +610,63 @@ def download_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     def action(args: argparse.Namespace) -> None:
+        if args.study is None:
+            if args.name is None or args.out is None:
+                parser.error("give NAME and --out DIR (or --study FILE)")
+            name, out, mirror = args.name, args.out, args.mirror
+        else:
+            if args.name is not None or args.out is not None:
+                parser.error("--study takes the data set and the directory from the study: drop NAME and --out")
+            study = _load_study(args.study)
+            name, out, mirror = study.dataset, Path(study.raw_dir), args.mirror or study.mirror
         for path in download(
-            args.name,
-            args.out,
-            mirror=args.mirror,
+            name,
+            out,
+            mirror=mirror,
             progress=not args.no_progress,
             say=lambda line: print(f"convbench download: {line}", file=sys.stderr),
         ):
             print(f"{sha256_file(path)}  {path}")
 
-    return run_cli(parser, argv, action, expected=(DataError, OSError))
+    return run_cli(parser, argv, action, expected=(DataError, ValueError, OSError))
 
 
 def prepare_main(argv: Sequence[str] | None = None) -> int:
-    """``convbench prepare NAME --raw DIR --out FILE.npz``."""
+    """``convbench prepare NAME --raw DIR --out FILE.npz``, or ``convbench prepare --study
+    params.yaml`` for the study's data set, from and to where the pipeline keeps it."""
     parser = argparse.ArgumentParser(
         prog="convbench prepare",
         description="Turn a dataset's raw files into one byte-reproducible .npz of uint8 images "
-        "and int64 labels. Prints 'sha256  path' of the result (the data checksum).",
+        "and int64 labels. Prints 'sha256  path' of the result (the data checksum). With --study, "
+        "the study is checked first and gives the data set and both paths.",
     )
-    parser.add_argument("name", metavar="NAME", choices=sorted(DATASETS), help=_names_help())
-    parser.add_argument(
-        "--raw", required=True, type=Path, metavar="DIR", help="directory from 'convbench download'"
-    )
-    parser.add_argument(
-        "--out", required=True, type=Path, metavar="FILE.npz", help="prepared file to write"
-    )
+    parser.add_argument("name", nargs="?", metavar="NAME", choices=sorted(DATASETS), help=_names_help())
+    parser.add_argument("--study", type=Path, metavar="FILE",
+                        help="a study file (params.yaml): data set and paths from it")
+    parser.add_argument("--raw", type=Path, metavar="DIR", help="directory from 'convbench download'")
+    parser.add_argument("--out", type=Path, metavar="FILE.npz", help="prepared file to write")
 
     def action(args: argparse.Namespace) -> None:
-        path = prepare(args.name, args.raw, args.out)
+        if args.study is None:
+            if args.name is None or args.raw is None or args.out is None:
+                parser.error("give NAME, --raw DIR and --out FILE.npz (or --study FILE)")
+            name, raw, out = args.name, args.raw, args.out
+        else:
+            if args.name is not None or args.raw is not None or args.out is not None:
+                parser.error("--study takes the data set and the paths from the study: drop NAME, --raw and --out")
+            study = _load_study(args.study)
+            name, raw, out = study.dataset, Path(study.raw_dir), Path(study.prepared_path)
+        path = prepare(name, raw, out)
         print(f"{sha256_file(path)}  {path}")
 
-    return run_cli(parser, argv, action, expected=(DataError, OSError))
+    return run_cli(parser, argv, action, expected=(DataError, ValueError, OSError))
+
+
+def _load_study(path: Path) -> Study:
+    """The whole study, checked before any data moves: a bad value stops the first stage."""
+    from convbench.study import load_study
+
+    return load_study(path)
 
 
 def _names_help() -> str:

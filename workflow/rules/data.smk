@@ -4,11 +4,11 @@ rule download:
     output:
         directory(STUDY.raw_dir),
     params:
-        mirror=f"--mirror {STUDY.mirror}" if STUDY.mirror else "",
+        study=STUDY_FILE,
     log:
         f"{LOGS}/download.log",
     shell:
-        "convbench download {STUDY.dataset} --out {output} --no-progress {params.mirror} > {log} 2>&1"
+        "convbench download --study {params.study} --no-progress > {log} 2>&1"
 
 
 rule prepare:
@@ -17,10 +17,12 @@ rule prepare:
         code=code("prepare"),
     output:
         STUDY.prepared_path,
+    params:
+        study=STUDY_FILE,
     log:
         f"{LOGS}/prepare.log",
     shell:
-        "convbench prepare {STUDY.dataset} --raw {input.raw} --out {output} > {log} 2>&1"
+        "convbench prepare --study {params.study} > {log} 2>&1"
 
 
 # Repeat r of R x K-fold cross-validation shuffles with the seed `seed + r` (convbench.study).
