@@ -4,10 +4,8 @@
 #
 #   snakemake --cores 4 --resources gpu=1                     # the study in params.yaml
 #   snakemake --cores 4 --config study=fashion_mnist_d2l      # a bundled study (conf/study/)
-from snakemake.utils import validate
-
 from convbench._io import hold_dvc_lock
-from convbench.study import load_study, read_study_file, study_file
+from convbench.study import load_study, study_file
 
 
 configfile: "params.yaml"
@@ -15,10 +13,9 @@ configfile: "params.yaml"
 
 # `--config study=NAME` selects conf/study/NAME.yaml, as `dvc exp run -S study=NAME` does.
 STUDY_FILE = str(study_file("params.yaml", config.get("study")))
-# Every network, knob, size and recipe, checked before any job, with the same messages as
-# `convbench study` (duplicate keys included); then the schema.
+# The whole study (src/convbench/study.schema.yaml, then networks, knobs and the data) is checked
+# before any job, with the same messages as `convbench study` and DVC's stages.
 STUDY = load_study(STUDY_FILE)
-validate(read_study_file(STUDY_FILE), "workflow/schemas/params.schema.yaml")
 
 
 # Snakemake and DVC must not run at once in one directory (each would delete files under the other's

@@ -122,15 +122,11 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-@functools.lru_cache(maxsize=None)
 def network_files() -> dict[str, str]:
-    """Network name -> the models module that defines its builder (from the registry)."""
-    import inspect
+    """Network name -> the models module that defines its builder (from the catalogue)."""
+    from convbench.networks import catalog
 
-    from convbench.models import names, spec
-
-    return {name: f"{MODELS}.{Path(inspect.getsourcefile(spec(name).builder) or '').stem}"
-            for name in names()}
+    return {name: network.module for name, network in catalog().items()}
 
 
 @functools.lru_cache(maxsize=None)

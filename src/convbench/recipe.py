@@ -13,11 +13,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "cosine", "onecycle")
-AUGMENTATIONS = ("none", "crop_flip")
-PRECISIONS = ("fp32", "bf16", "fp16")
-INITS = ("default", "xavier", "kaiming")
+from convbench import schema
+
+# The choices are the schema's (study.schema.yaml, $defs/recipe), the one list of each.
+OPTIMIZERS = schema.choices("recipe", "optimizer")
+SCHEDULES = schema.choices("recipe", "schedule")
+AUGMENTATIONS = schema.choices("recipe", "augmentation")
+PRECISIONS = schema.choices("recipe", "precision")
+INITS = schema.choices("recipe", "init")
+PRESETS = schema.choices("recipe", "preset")
 
 
 @dataclass(frozen=True)
@@ -83,59 +87,24 @@ D2L_RECIPE: dict[str, Any] = {
     "grad_clip": 0.0,
 }
 
-PRESETS = ("d2l",)
-
-
 def d2l_input_size(arch: str) -> int | None:
     """d2l's training resolution for ``arch``, or None when d2l does not train it."""
     settings = D2L_SETTINGS.get(arch)
     return settings[2] if settings else None
 
 
-def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"recipe.{key}: must be one of {list(choices)}, got {value!r}")
-
-
-def _check_number(key: str, value: Any, *, minimum: float, strict: bool, integer: bool) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise ValueError(f"recipe.{key}: must be {'an integer' if integer else 'a number'}, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"recipe.{key}: must be finite, got {value!r}")
-    if value < minimum or (strict and value == minimum):
-        bound = ">" if strict else ">="
-        raise ValueError(f"recipe.{key}: must be {bound} {minimum}, got {value!r}")
-
-
 def _validate(recipe: Recipe) -> Recipe:
-    _check_choice("optimizer", recipe.optimizer, OPTIMIZERS)
-    _check_choice("schedule", recipe.schedule, SCHEDULES)
-    _check_choice("augmentation", recipe.augmentation, AUGMENTATIONS)
-    _check_choice("precision", recipe.precision, PRECISIONS)
-    _check_choice("init", recipe.init, INITS)
-    _check_number("lr", recipe.lr, minimum=0, strict=True, integer=False)
-    _check_number("momentum", recipe.momentum, minimum=0, strict=False, integer=False)
-    _check_number("weight_decay", recipe.weight_decay, minimum=0, strict=False, integer=False)
-    _check_number("batch_size", recipe.batch_size, minimum=1, strict=False, integer=True)
-    _check_number("eval_batch_size", recipe.eval_batch_size, minimum=1, strict=False, integer=True)
-    _check_number("epochs", recipe.epochs, minimum=1, strict=False, integer=True)
-    _check_number("warmup_epochs", recipe.warmup_epochs, minimum=0, strict=False, integer=False)
-    _check_number("grad_clip", recipe.grad_clip, minimum=0, strict=False, integer=False)
-    _check_number("label_smoothing", recipe.label_smoothing, minimum=0, strict=False, integer=False)
-    if recipe.label_smoothing >= 1:
-        raise ValueError(f"recipe.label_smoothing: must be < 1, got {recipe.label_smoothing!r}")
-    if recipe.momentum >= 1:
-        raise ValueError(f"recipe.momentum: must be < 1, got {recipe.momentum!r}")
+    """What the schema cannot say: finite numbers (YAML's .inf is a number), rules across fields."""
+    for f in dataclasses.fields(Recipe):
+        value = getattr(recipe, f.name)
+        if f.type == "float" and not math.isfinite(value):
+            raise ValueError(f"recipe.{f.name}: must be finite, got {value!r}")
     if recipe.warmup_epochs > recipe.epochs:
         raise ValueError(
             f"recipe.warmup_epochs: {recipe.warmup_epochs} is longer than the {recipe.epochs} epochs"
         )
     if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum == 0):
         raise ValueError("recipe.nesterov: needs optimizer 'sgd' with momentum > 0")
-    for key in ("nesterov", "normalize", "channels_last", "compile", "deterministic"):
-        if not isinstance(getattr(recipe, key), bool):
-            raise ValueError(f"recipe.{key}: must be true or false, got {getattr(recipe, key)!r}")
     return recipe
 
 
@@ -143,30 +112,29 @@ def resolve_recipe(settings: dict[str, Any] | None, arch: str) -> Recipe:
     """A validated Recipe from a dict of settings; ``preset: d2l`` fills in d2l's values first.
 
     Keys given next to the preset override it, so ``{preset: d2l, epochs: 2}`` is d2l's recipe
-    for two epochs. Unknown keys are errors that name the key.
+    for two epochs. The schema's ``$defs/recipe`` checks keys, types and ranges; errors name the key.
     """
     settings = dict(settings or {})
+    # Text that reads as a number (`--recipe lr=1e-3` on a command line) becomes one; a study file
+    # never gets here with one (the schema refuses it, pointing at YAML's 1e-3).
+    for f in dataclasses.fields(Recipe):
+        value = settings.get(f.name)
+        if f.type in ("float", "int") and isinstance(value, str):
+            try:
+                settings[f.name] = float(value) if f.type == "float" else int(value)
+            except ValueError:
+                pass  # the schema names it
+    schema.validate(settings, "recipe", prefix="recipe")
     preset = settings.pop("preset", None)
-    fields = {f.name for f in dataclasses.fields(Recipe)}
-    unknown = sorted(set(settings) - fields)
-    if unknown:
-        raise ValueError(f"recipe: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(fields))}")
     values: dict[str, Any] = {}
     if preset is not None:
-        _check_choice("preset", preset, PRESETS)
         values.update(D2L_RECIPE)
         if arch in D2L_SETTINGS:
             lr, batch_size, _ = D2L_SETTINGS[arch]
             values.update(lr=lr, batch_size=batch_size)
     values.update(settings)
-    # YAML writes 1e-3 as a string under some loaders; accept numeric strings for numeric fields.
-    for f in dataclasses.fields(Recipe):
-        if f.name in values and f.type in ("float", "int") and isinstance(values[f.name], str):
-            try:
-                values[f.name] = float(values[f.name]) if f.type == "float" else int(values[f.name])
-            except ValueError:
-                raise ValueError(f"recipe.{f.name}: must be a number, got {values[f.name]!r}") from None
-        if f.name in values and f.type == "float" and isinstance(values[f.name], int) and not isinstance(values[f.name], bool):
+    for f in dataclasses.fields(Recipe):  # an int where a float belongs: the field's type
+        if f.type == "float" and isinstance(values.get(f.name), int):
             values[f.name] = float(values[f.name])
     return _validate(Recipe(**values))
 
@@ -177,8 +145,6 @@ def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
     Warm-up is linear from lr/10 (or from 0 for onecycle's start) over ``warmup_epochs``; cosine then
     decays to 0; onecycle is warm-up to lr then a linear decay to 0 (30% warm-up if none is given).
     """
-    import math
-
     total = recipe.epochs * steps_per_epoch
     warmup = int(round(recipe.warmup_epochs * steps_per_epoch))
     if recipe.schedule == "onecycle" and warmup == 0:

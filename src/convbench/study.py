@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +23,11 @@ from typing import Any
 
 import yaml
 
-from convbench.models import check_knobs, names, resolve_input_size
+from convbench import schema
+from convbench.networks import check_knobs, names, resolve_input_size
 from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
 
 STUDY_DIR = Path("conf/study")
-DATASET_NAMES = ("digits", "mnist", "fashion_mnist", "kmnist")
 # Training-set size and the smallest class's count in it, so a study is checked against its data
 # before any job: K-fold needs K <= the smallest class, and a batch must fit in a training fold.
 # digits: the 75% stratified train part of scikit-learn's 1,797 images (convbench.data);
@@ -40,14 +39,7 @@ TRAIN_SIZES: dict[str, tuple[int, int]] = {
     "fashion_mnist": (60000, 6000),
     "kmnist": (60000, 6000),
 }
-PATH_PATTERN = re.compile(r"^[A-Za-z0-9_./-]+$")  # the shells of both engines split on anything else
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-TOP_LEVEL_KEYS = {
-    "study", "description", "dataset", "mirror", "folds", "repeats", "seed", "seeds", "threads",
-    "results_dir", "reports_dir", "recipe", "experiments", "ablations",
-}
 REPEAT_SEED_STRIDE = 1000  # repeat r trains seed s with torch seed s + 1000 * r
-RESERVED_NAMES = {"_summary"}
 
 
 class StudyError(ValueError):
@@ -175,92 +167,38 @@ def _fail(key: str, problem: str) -> StudyError:
     return StudyError(f"{key}: {problem}")
 
 
-def _require_int(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(key, f"must be an integer, got {value!r}")
-    if value < minimum:
-        raise _fail(key, f"must be >= {minimum}, got {value!r}")
-    return value
-
-
-def _require_mapping(key: str, value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _fail(key, f"must be a mapping, got {value!r}")
-    return value
-
-
-def _refuse_numeric_text(key: str, recipe: dict[str, Any]) -> None:
-    """YAML 1.1 reads ``1e-3`` (no dot) as text; the schema refuses it, so the study does too."""
-    for name, value in recipe.items():
-        if isinstance(value, str):
-            try:
-                float(value)
-            except ValueError:
-                continue
-            raise _fail(f"{key}.{name}", f"must be a number, got the text {value!r} (YAML reads "
-                                         "1e-3 as text: write 1.0e-3 or 0.001)")
-
-
 def parse_study(config: dict[str, Any]) -> Study:
-    """Validate a study description (a dict, as loaded from YAML) into a Study."""
-    if not isinstance(config, dict):
-        raise StudyError(f"a study must be a mapping, got {type(config).__name__}")
-    if "fold_ids" in config:
-        raise _fail("fold_ids", "no longer used: DVC runs all folds of an experiment in one stage "
-                                "and `folds` says how many; delete the key")
-    unknown = sorted(set(config) - TOP_LEVEL_KEYS)
-    if unknown:
-        raise _fail(unknown[0], f"unknown key; known keys: {', '.join(sorted(TOP_LEVEL_KEYS))}")
-    name = config.get("study")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise _fail("study", f"must be a name of letters, digits, '_', '-', '.', got {name!r}")
-    dataset = config.get("dataset")
-    if dataset not in DATASET_NAMES:
-        raise _fail("dataset", f"must be one of {list(DATASET_NAMES)}, got {dataset!r}")
-    folds = _require_int("folds", config.get("folds"), 2)
-    repeats = _require_int("repeats", config.get("repeats", 1), 1)
+    """Validate a study description (a dict, as loaded from YAML) into a Study: first against the
+    schema (keys, types, ranges), then what only the code knows (networks, knobs, the data)."""
+    try:
+        schema.validate(config)
+    except schema.SchemaError as err:
+        raise StudyError(str(err)) from None
+    name = config["study"]
+    dataset = config["dataset"]
+    folds = config["folds"]
+    repeats = config.get("repeats", 1)
     n_train, smallest_class = TRAIN_SIZES[dataset]
     if folds > smallest_class:
         raise _fail("folds", f"{folds} folds need at least {folds} images of every class, but "
                              f"the smallest class of {dataset} has {smallest_class}")
-    seed = _require_int("seed", config.get("seed", 0), 0)
-    raw_seeds = config.get("seeds")
-    if raw_seeds is None:
-        seeds = (seed,)
-    else:
-        if not isinstance(raw_seeds, list) or not raw_seeds:
-            raise _fail("seeds", f"must be a non-empty list of training seeds, got {raw_seeds!r}")
-        seeds = tuple(_require_int(f"seeds[{i}]", s, 0) for i, s in enumerate(raw_seeds))
-        if len(set(seeds)) != len(seeds):
-            raise _fail("seeds", f"lists a seed twice: {list(seeds)}")
-    threads = _require_int("threads", config.get("threads", 1), 1)
-    defaults = _require_mapping("recipe", config.get("recipe"))
-    _refuse_numeric_text("recipe", defaults)
-    raw_experiments = _require_mapping("experiments", config.get("experiments"))
-    if not raw_experiments:
-        raise _fail("experiments", "a study needs at least one experiment")
+    seed = config.get("seed", 0)
+    seeds = tuple(config.get("seeds") or (seed,))
+    threads = config.get("threads", 1)
+    defaults = config.get("recipe") or {}
     known = names()
     experiments: dict[str, Experiment] = {}
-    for exp_name, raw in raw_experiments.items():
+    for exp_name, raw in config["experiments"].items():
         key = f"experiments.{exp_name}"
-        if not isinstance(exp_name, str) or not NAME_PATTERN.match(exp_name):
-            raise _fail(key, "experiment names are letters, digits, '_', '-', '.'")
-        raw = _require_mapping(key, raw)
-        extra = sorted(set(raw) - {"arch", "knobs", "input_size", "recipe", "description"})
-        if extra:
-            raise _fail(f"{key}.{extra[0]}", "unknown key; known: arch, knobs, input_size, recipe, description")
-        arch = raw.get("arch")
+        arch = raw["arch"]
         if arch not in known:
             raise _fail(f"{key}.arch", f"unknown network {arch!r}; known networks: {', '.join(known)}")
-        knobs = _require_mapping(f"{key}.knobs", raw.get("knobs"))
+        knobs = raw.get("knobs") or {}
         try:
             check_knobs(arch, knobs)
         except ValueError as err:
             raise _fail(f"{key}.knobs", str(err)) from None
-        own = _require_mapping(f"{key}.recipe", raw.get("recipe"))
-        _refuse_numeric_text(f"{key}.recipe", own)
+        own = raw.get("recipe") or {}
         # An experiment that names a preset gets that preset's recipe (plus its own keys), not the
         # study's defaults: `preset: d2l` next to a modern default recipe means d2l's recipe.
         settings = dict(own) if "preset" in own else {**defaults, **own}
@@ -273,7 +211,7 @@ def parse_study(config: dict[str, Any]) -> Study:
             size = d2l_input_size(arch)
         try:
             size = resolve_input_size(arch, size)
-        except (ValueError, TypeError) as err:
+        except ValueError as err:
             raise _fail(f"{key}.input_size", str(err)) from None
         fold_size = n_train - -(-n_train // folds)  # the smallest training fold (K-1 of K folds)
         if recipe.batch_size > fold_size:
@@ -284,25 +222,20 @@ def parse_study(config: dict[str, Any]) -> Study:
             exp_name, arch, dict(knobs), size, recipe, str(raw.get("description", ""))
         )
     ablations: dict[str, Ablation] = {}
-    for abl_name, raw in _require_mapping("ablations", config.get("ablations")).items():
+    for abl_name, raw in (config.get("ablations") or {}).items():
         key = f"ablations.{abl_name}"
-        raw = _require_mapping(key, raw)
         for side in ("baseline", "treatment"):
-            if raw.get(side) not in experiments:
-                raise _fail(f"{key}.{side}", f"must name an experiment of this study, got {raw.get(side)!r}")
+            if raw[side] not in experiments:
+                raise _fail(f"{key}.{side}", f"must name an experiment of this study, got {raw[side]!r}")
         if raw["baseline"] == raw["treatment"]:
             raise _fail(key, "baseline and treatment are the same experiment")
         ablations[abl_name] = Ablation(abl_name, raw["baseline"], raw["treatment"], str(raw.get("question", "")))
-    results_dir = str(config.get("results_dir", f"results/{name}")).rstrip("/")
-    reports_dir = str(config.get("reports_dir", f"reports/{name}")).rstrip("/")
-    for key, value in (("results_dir", results_dir), ("reports_dir", reports_dir)):
-        if not PATH_PATTERN.match(value):
-            raise _fail(key, f"use letters, digits and '_', '-', '.', '/' only (no spaces), got {value!r}")
     return Study(
         name=name, dataset=dataset, folds=folds, seed=seed, threads=threads,
-        results_dir=results_dir, reports_dir=reports_dir, experiments=experiments,
-        ablations=ablations, mirror=config.get("mirror"), description=str(config.get("description", "")),
-        repeats=repeats, seeds=seeds,
+        results_dir=config.get("results_dir", f"results/{name}").rstrip("/"),
+        reports_dir=config.get("reports_dir", f"reports/{name}").rstrip("/"),
+        experiments=experiments, ablations=ablations, mirror=config.get("mirror"),
+        description=config.get("description", ""), repeats=repeats, seeds=seeds,
     )
 
 

@@ -466,7 +466,7 @@ def run_job(
     torch.manual_seed(job.train_seed)
     model = build(
         job.arch, in_channels=dataset.in_channels, num_classes=dataset.num_classes,
-        input_size=job.input_size, **{"init": job.recipe.init, **job.knobs},
+        input_size=job.input_size, init=job.recipe.init, **job.knobs,
     )
     identity = job.identity(dataset.sha256, split.split_id)
     # Counted here, where torch's compiler machinery is loaded anyway (SGD imports it), so the

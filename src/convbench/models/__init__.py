@@ -8,6 +8,7 @@ from convbench.models._registry import (
     ModelSpec,
     build,
     check_knobs,
+    interface,
     names,
     resolve_input_size,
     spec,
@@ -23,4 +24,4 @@ from convbench.models import googlenet  # noqa: F401  (registers googlenet, mini
 from convbench.models import resnet  # noqa: F401  (registers resnet18, resnet34, mini_resnet)
 from convbench.models import densenet  # noqa: F401  (registers densenet)
 
-__all__ = ["ModelSpec", "build", "check_knobs", "names", "resolve_input_size", "spec"]
+__all__ = ["ModelSpec", "build", "check_knobs", "interface", "names", "resolve_input_size", "spec"]

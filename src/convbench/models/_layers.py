@@ -5,55 +5,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "sigmoid": nn.Sigmoid,
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "leaky_relu": nn.LeakyReLU,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-}
+from convbench.networks import ACTIVATIONS as ACTIVATION_CLASSES
+from convbench.networks import POOLS as POOL_CLASSES
+from convbench.networks import check_activation, check_hidden, check_pool, check_probability, check_width
+from convbench.recipe import INITS
 
-POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+ACTIVATIONS: dict[str, type[nn.Module]] = {name: getattr(nn, cls) for name, cls in ACTIVATION_CLASSES.items()}
+POOLS: dict[str, type[nn.Module]] = {name: getattr(nn, cls) for name, cls in POOL_CLASSES.items()}
 
-INITS = ("default", "xavier", "kaiming")
+__all__ = ["ACTIVATIONS", "INITS", "POOLS", "activation", "check_hidden", "check_probability",
+           "flat_features", "initialize", "pool2d", "scaled", "two_hidden_layers"]
 
 
 def activation(name: str) -> nn.Module:
     """A fresh activation module by name."""
-    try:
-        return ACTIVATIONS[name]()
-    except KeyError:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}") from None
+    return ACTIVATIONS[check_activation(name)]()
 
 
 def pool2d(kind: str, kernel_size: int, stride: int | None = None, padding: int = 0) -> nn.Module:
     """A max or average pooling layer."""
-    try:
-        cls = POOLS[kind]
-    except KeyError:
-        raise ValueError(f"pool must be one of {sorted(POOLS)}, got {kind!r}") from None
-    return cls(kernel_size, stride=stride, padding=padding)
-
-
-def check_probability(name: str, p: float) -> float:
-    if not 0.0 <= float(p) < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {p!r}")
-    return float(p)
+    return POOLS[check_pool(kind)](kernel_size, stride=stride, padding=padding)
 
 
 def scaled(channels: int, width: float) -> int:
     """Channel count times the width multiplier, at least 1."""
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
-        raise ValueError(f"width must be a number > 0, got {width!r}")
-    return max(1, int(channels * width))
-
-
-def check_hidden(hidden: int) -> int:
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
-    return hidden
+    return max(1, int(channels * check_width(width)))
 
 
 def two_hidden_layers(

@@ -1,0 +1,157 @@
+"""What every network is, without importing torch: name, module, input sizes, knobs and their values.
+
+A study is checked before any job (by ``convbench study``, Snakemake's parse and every stage's
+command), and importing torch to do it would cost each of those seconds. So the registry's
+interface (``convbench.models``: each builder's registered input sizes and its keyword knobs with
+their defaults) is written to ``models/networks.json`` by ``python -m convbench.models``,
+and read from there. The registry stays the one source: a test rebuilds the file from it and fails
+when the two differ, saying to run that command.
+
+The knob value checks live here too, torch-free, and the model code calls the same functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+CATALOG_PATH = Path(__file__).resolve().parent / "models" / "networks.json"
+COMMON_ARGS = ("in_channels", "num_classes", "input_size")
+
+# Knob values -> the torch.nn class that implements them (convbench.models._layers resolves them).
+ACTIVATIONS: dict[str, str] = {
+    "sigmoid": "Sigmoid",
+    "relu": "ReLU",
+    "tanh": "Tanh",
+    "leaky_relu": "LeakyReLU",
+    "elu": "ELU",
+    "gelu": "GELU",
+    "silu": "SiLU",
+}
+POOLS: dict[str, str] = {"max": "MaxPool2d", "avg": "AvgPool2d"}
+
+
+@dataclass(frozen=True)
+class Network:
+    """One registered network, as its model file declares it."""
+
+    name: str
+    module: str  # the models module that defines its builder, e.g. "convbench.models.lenet"
+    default_input_size: int
+    min_input_size: int
+    knobs: dict[str, Any] = field(default_factory=dict)  # knob -> default
+
+
+# ------------------------------------------------------------------------------ knob values
+
+
+def check_activation(name: object) -> str:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return str(name)
+
+
+def check_pool(kind: object) -> str:
+    if kind not in POOLS:
+        raise ValueError(f"pool must be one of {sorted(POOLS)}, got {kind!r}")
+    return str(kind)
+
+
+def check_probability(name: str, p: object) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {p!r}")
+    return float(p)
+
+
+def check_width(width: object) -> float:
+    if (isinstance(width, bool) or not isinstance(width, (int, float))
+            or not math.isfinite(width) or width <= 0):
+        raise ValueError(f"width must be a number > 0, got {width!r}")
+    return float(width)
+
+
+def check_hidden(hidden: object) -> int:
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+    return hidden
+
+
+def _check_bool(knob: str) -> Callable[[object], bool]:
+    def check(value: object) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{knob} must be true or false, got {value!r}")
+        return value
+
+    return check
+
+
+KNOB_CHECKS: dict[str, Callable[[Any], object]] = {
+    "activation": check_activation,
+    "pool": check_pool,
+    "dropout": lambda p: check_probability("dropout", p),
+    "width": check_width,
+    "hidden": check_hidden,
+    "batch_norm": _check_bool("batch_norm"),
+    "shortcut": _check_bool("shortcut"),
+}
+
+
+# --------------------------------------------------------------------------- the catalogue
+
+
+@functools.lru_cache(maxsize=None)
+def catalog() -> dict[str, Network]:
+    """Every registered network by name, in name order (from ``models/networks.json``)."""
+    entries = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
+    return {name: Network(name=name, **entries[name]) for name in sorted(entries)}
+
+
+def names() -> list[str]:
+    """Registered network names, sorted."""
+    return list(catalog())
+
+
+def network(name: str) -> Network:
+    """The catalogue entry for ``name``, or a ValueError listing the known names."""
+    try:
+        return catalog()[name]
+    except KeyError:
+        raise ValueError(f"unknown network {name!r}; known networks: {', '.join(names())}") from None
+
+
+def check_knobs(name: str, knobs: dict[str, Any]) -> None:
+    """Raise ValueError if ``knobs`` names a knob network ``name`` does not accept, or gives one a
+    value it cannot take."""
+    accepted = network(name).knobs
+    if "init" in knobs:
+        raise ValueError("init is a recipe setting, not a network knob: set recipe.init")
+    unknown = sorted(set(knobs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"network {name!r} does not accept knob(s) {', '.join(unknown)}; "
+            f"it accepts: {', '.join(sorted(accepted))}"
+        )
+    for knob, value in knobs.items():
+        if value is None and accepted[knob] is None:  # the network's own default (mlp's dropout)
+            continue
+        if knob in KNOB_CHECKS:
+            KNOB_CHECKS[knob](value)
+
+
+def resolve_input_size(name: str, input_size: int | None) -> int:
+    """The input size to build ``name`` at: the default when None, else checked against the minimum."""
+    entry = network(name)
+    if input_size is None:
+        return entry.default_input_size
+    if isinstance(input_size, bool) or not isinstance(input_size, int):
+        raise ValueError(f"network {name!r}: input_size must be an integer, got {input_size!r}")
+    if input_size < entry.min_input_size:
+        raise ValueError(
+            f"network {name!r} needs input_size >= {entry.min_input_size}, got {input_size}"
+        )
+    return input_size
+
