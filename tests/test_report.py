@@ -129,6 +129,23 @@ def test_report_has_ablation_verdicts_layer_tables_and_study_card(
     assert f"torch={study_card['packages']['torch']}" in page
 
 
+def test_layer_tables_are_what_convbench_summary_prints(
+    page: str, convbench: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert convbench(["summary", "lenet", "--input-size", "12", "--set", "activation=relu",
+                      "--set", "pool=max", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    block = re.search(r"<details><summary><b>lenet_relu</b>.*?</details>", page, re.DOTALL)
+    assert block, "no layer table for lenet_relu"
+    cell = r"\s*<td>(.*?)</td>"
+    shown = re.findall(rf"<tr>{cell * 4}\s*</tr>", block.group(0))
+    expected = [(row["name"], row["type"], " × ".join(map(str, row["output_shape"])), f"{row['params']:,}")
+                for row in summary["layers"]]
+    assert shown == expected
+    assert f"{summary['params']:,} params, {summary['macs']:,} MACs, {len(expected)} layers" in block.group(0)
+
+
 def test_ablation_numbers_match_an_independent_corrected_t_test(
     tiny_study: Path, page: str, metrics: dict[str, Any]
 ) -> None:

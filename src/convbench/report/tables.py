@@ -193,30 +193,16 @@ def ablations_html(results: list[dict[str, Any]]) -> str:
 # ------------------------------------------------------------------------------- network tables
 
 
-def layer_table(study: Study, experiment: str, in_channels: int, num_classes: int) -> dict[str, Any]:
-    """``convbench summary`` of one experiment's network, built on the meta device (no weights)."""
-    import torch
-
-    from convbench.models import build
-    from convbench.summary import summarize
-
-    exp = study.experiments[experiment]
-    with torch.device("meta"):
-        model = build(exp.arch, in_channels=in_channels, num_classes=num_classes,
-                      input_size=exp.input_size, **exp.knobs)
-    return summarize(model, in_channels=in_channels, input_size=exp.input_size)
-
-
 def layer_tables_html(study: Study, in_channels: int, num_classes: int) -> str:
-    """One collapsed <details> per experiment: its layers, output shapes and parameters."""
+    """One collapsed <details> per experiment: its layers, output shapes and parameters, the rows
+    ``convbench summary`` prints (networks built on the meta device: no weights)."""
+    from convbench.summary import layer_rows, summarize_network  # imports torch: only when drawn
+
     blocks = []
     for name, exp in study.experiments.items():
-        result = layer_table(study, name, in_channels, num_classes)
-        frame = pd.DataFrame([
-            {"layer": row["name"], "type": row["type"],
-             "output shape": " × ".join(map(str, row["output_shape"])), "params": f"{row['params']:,}"}
-            for row in result["layers"]
-        ])
+        result = summarize_network(exp.arch, in_channels=in_channels, num_classes=num_classes,
+                                   input_size=exp.input_size, knobs=exp.knobs)
+        frame = pd.DataFrame(layer_rows(result, times=" × "))
         knobs = ", ".join(f"{k}={v}" for k, v in exp.knobs.items()) or "defaults"
         head = (f"<b>{html.escape(name)}</b>: {html.escape(exp.arch)} ({html.escape(knobs)}), "
                 f"input {in_channels} × {exp.input_size} × {exp.input_size}, "
