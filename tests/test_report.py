@@ -240,6 +240,62 @@ def test_stale_aggregate_is_refused(
         load.load_report_data("params.yaml")
 
 
+def without_perf(
+    tiny_study: Path, copy: Path, experiments: tuple[str, ...], convbench: Callable[[list[str]], int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A copy of the study whose ``experiments`` lost their perf.json, aggregated again (which
+    allows that: their timings become null); the test then runs in it."""
+    shutil.copytree(tiny_study, copy, ignore=shutil.ignore_patterns("*.pt", "reports"))
+    monkeypatch.chdir(copy)
+    for name in experiments:
+        for path in Path(f"results/{name}").glob("*/perf.json"):
+            path.unlink()
+        assert convbench(["aggregate", "--study", "params.yaml", "--experiment", name,
+                          "--out", f"results/_summary/{name}.json"]) == 0
+    assert convbench(["aggregate", "--study", "params.yaml", "--out", "results/metrics.json"]) == 0
+
+
+TIMING_COLUMNS = ("train s / run", "train img/s", "inference img/s")
+
+
+def test_a_study_without_perf_json_is_reported_with_placeholders(
+    tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    convbench: Callable[[list[str]], int],
+) -> None:
+    without_perf(tiny_study, tmp_path / "study", EXPERIMENTS, convbench, monkeypatch)
+    summary = json.loads(Path("results/metrics.json").read_text())
+    assert {row["train_seconds_mean"] for row in summary["experiments"].values()} == {None}
+    assert cli.main(["--study", "params.yaml"]) == 0
+    page = Path("reports/report.html").read_text(encoding="utf-8")
+    for name in EXPERIMENTS:
+        row = re.search(rf"<tr>\s*<td>\d+</td>\s*<td>{name}</td>(.*?)</tr>", page, re.DOTALL)
+        assert row, f"no leaderboard row for {name}"
+        cells = re.findall(r"<td>(.*?)</td>", row.group(1))
+        assert cells[-4:-1] == ["n/a"] * len(TIMING_COLUMNS)  # then the description
+    card_rows = dict(re.findall(r"<tr>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>\s*</tr>", page))
+    assert card_rows["training device(s)"] == card_rows["inference device(s)"] == "n/a"
+    assert card_rows["compute time"] == f"n/a: none of the {len(EXPERIMENTS) * RUNS} jobs has a perf.json"
+
+
+def test_runs_without_perf_json_are_left_out_of_the_timings(
+    tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    convbench: Callable[[list[str]], int], metrics: dict[str, Any],
+) -> None:
+    without_perf(tiny_study, tmp_path / "study", ("mlp",), convbench, monkeypatch)
+    data = load.load_report_data("params.yaml")
+    assert len(data.perf) == RUNS and {name for name, _ in data.perf} == {"lenet_relu"}
+    board = tables.format_leaderboard(tables.leaderboard(data.summary)).set_index("experiment")
+    assert [board.loc["mlp", column] for column in TIMING_COLUMNS] == ["n/a"] * len(TIMING_COLUMNS)
+    lenet = metrics["experiments"]["lenet_relu"]  # as aggregated with every perf.json
+    assert board.loc["lenet_relu", "train s / run"] == f"{lenet['train_seconds_mean']:.1f}"
+    assert board.loc["lenet_relu", "inference img/s"] == f"{lenet['inference_images_per_s_mean']:,.0f}"
+    compute = dict(card.study_card(data).values.tolist())["compute time"]
+    seconds = sum(p["training"]["seconds"] for p in data.perf.values())
+    assert compute.startswith(f"{seconds:,.1f} s of training (sum over the epochs of the {RUNS} of "
+                              f"{len(EXPERIMENTS) * RUNS} jobs with a perf.json) + ")
+
+
 # ------------------------------------------------------------------------------------------- CLI
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from convbench import provenance
 from convbench.report.load import ReportData
-from convbench.report.tables import best_experiment, percent
+from convbench.report.tables import MISSING, best_experiment, percent
 from convbench.study import Study
 
 
@@ -49,11 +49,6 @@ def study_card(data: ReportData) -> pd.DataFrame:
     )
     training_devices = sorted({d for p in data.perf.values() for d in p["training"].get("devices", [])})
     inference_devices = sorted({p["inference"]["device"] for p in data.perf.values()})
-    seconds = sum(p["training"]["seconds"] for p in data.perf.values())
-    inference_seconds = sum(
-        len(dataset.test_labels) / p["inference"]["images_per_s"] for p in data.perf.values()
-        if p["inference"].get("images_per_s")
-    )
     mismatch = "" if card.get("data_sha256") == dataset.sha256 else \
         f" (the models were trained on {card.get('data_sha256')}: the data file has changed since)"
     size = f"{dataset.in_channels} × {dataset.image_size} × {dataset.image_size}"
@@ -73,12 +68,28 @@ def study_card(data: ReportData) -> pd.DataFrame:
             f"{provenance.describe(v['code_version'])} ({v['runs']} runs)" for v in card.get("code_versions", [])
         ) or str(card.get("code_version", "?"))),
         ("packages", _settings(card.get("packages", {}))),
-        ("training device(s)", ", ".join(training_devices)),
-        ("inference device(s)", ", ".join(inference_devices)),
-        ("compute time", f"{seconds:,.1f} s of training (sum over all {len(data.perf)} jobs' epochs) "
-                         f"+ {inference_seconds:,.1f} s of test-set inference"),
+        ("training device(s)", ", ".join(training_devices) or MISSING),
+        ("inference device(s)", ", ".join(inference_devices) or MISSING),
+        ("compute time", compute_time(data)),
     ]
     return pd.DataFrame(rows, columns=["", "value"])
+
+
+def compute_time(data: ReportData) -> str:
+    """Training and test-set inference time summed over the jobs, saying which jobs it covers when
+    some have no perf.json (aggregate allows that), rather than passing a part off as the whole."""
+    jobs, timed = len(data.run_metrics), len(data.perf)
+    if not timed:
+        return f"{MISSING}: none of the {jobs} jobs has a perf.json"
+    seconds = sum(p["training"]["seconds"] for p in data.perf.values())
+    inference_seconds = sum(
+        len(data.dataset.test_labels) / p["inference"]["images_per_s"] for p in data.perf.values()
+        if p["inference"].get("images_per_s")
+    )
+    over = f"all {timed} jobs' epochs" if timed == jobs else \
+        f"the epochs of the {timed} of {jobs} jobs with a perf.json"
+    return (f"{seconds:,.1f} s of training (sum over {over}) "
+            f"+ {inference_seconds:,.1f} s of test-set inference")
 
 
 def cross_validation_text(study: Study, card: dict[str, Any]) -> str:

@@ -3,7 +3,8 @@
 Everything comes from the files the pipeline wrote: ``results/metrics.json`` (``convbench
 aggregate``), each run's metrics.json, perf.json and history.csv, and the prepared data. A file
 that is missing, unreadable or disagrees with metrics.json (a stale aggregate) is refused with its
-name and the command that makes it, before anything is drawn.
+name and the command that makes it, before anything is drawn. perf.json alone may be missing, as
+``convbench aggregate`` allows: its measurements are not results, and the report says "n/a".
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class ReportData:
     study: Study
     summary: dict[str, Any]  # results/metrics.json, as written by ``convbench aggregate``
     run_metrics: dict[tuple[str, Run], dict[str, Any]]  # results/<exp>/<run>/metrics.json
-    perf: dict[tuple[str, Run], dict[str, Any]]  # results/<exp>/<run>/perf.json
+    perf: dict[tuple[str, Run], dict[str, Any]]  # results/<exp>/<run>/perf.json, of the runs that have one
     history: pd.DataFrame  # every history.csv, with experiment, repeat, fold and seed columns
     dataset: Dataset
 
@@ -116,7 +117,8 @@ def load_report_data(
                     "rerun 'convbench aggregate'"
                 )
             run_metrics[name, run] = metrics
-            perf[name, run] = _read_json(run_dir / "perf.json", "convbench evaluate")
+            if (run_dir / "perf.json").exists():
+                perf[name, run] = _read_json(run_dir / "perf.json", "convbench evaluate")
             histories.append(read_history(run_dir / "history.csv").assign(
                 experiment=name, repeat=run.repeat, fold=run.fold, seed=run.seed))
     dataset = load_prepared(data_path if data_path is not None else study.prepared_path)

@@ -22,6 +22,15 @@ from convbench.study import Study
 # ---------------------------------------------------------------------------------- leaderboard
 
 
+MISSING = "n/a"  # a measurement no run has: aggregate allows runs without perf.json
+
+
+def measured(value: float | None, spec: str) -> str:
+    """A mean of perf.json's measurements as a cell, or MISSING: aggregate writes null where no run
+    has a perf.json, and the leaderboard's column turns that into NaN when another experiment has one."""
+    return MISSING if value is None or math.isnan(value) else format(value, spec)
+
+
 def percent(value: float) -> str:
     """An accuracy (a fraction) as percent with two decimals: the one rounding the report shows."""
     return f"{100 * value:.2f}"
@@ -63,9 +72,9 @@ def format_leaderboard(board: pd.DataFrame, descriptions: dict[str, str] | None 
             "test acc (%)": mean_std(row, "test_acc"),
             "best epoch": f"{row['best_epoch_mean']:.1f}",
             "spread (val): folds / seeds": spread_cell(row),
-            "train s / run": f"{row['train_seconds_mean']:.1f}",
-            "train img/s": f"{row['examples_per_s_mean']:,.0f}",
-            "inference img/s": f"{row['inference_images_per_s_mean']:,.0f}",
+            "train s / run": measured(row["train_seconds_mean"], ".1f"),
+            "train img/s": measured(row["examples_per_s_mean"], ",.0f"),
+            "inference img/s": measured(row["inference_images_per_s_mean"], ",.0f"),
             "description": descriptions.get(str(name), ""),
         })
     return pd.DataFrame(rows)
