@@ -315,7 +315,7 @@ def test_a_trainer_edit_reruns_all_training(finished: Path, tmp_path: Path) -> N
 
 
 def test_a_report_edit_reruns_only_the_report(finished: Path, tmp_path: Path) -> None:
-    copy = edited_copy(finished, tmp_path, "src/convbench/report.py")
+    copy = edited_copy(finished, tmp_path, "src/convbench/report/tables.py")
     assert planned_jobs(copy) == {"report": 1, "all": 1}
     assert dvc_changed_stages(copy) == {"report"}
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from convbench import reference, report
+from convbench import reference
+from convbench.report import load, tables
 from convbench.recipe import D2L_SETTINGS
 from convbench.study import load_study
 
@@ -69,21 +70,21 @@ def test_report_section_sets_our_fold_means_beside_the_book() -> None:
                "test_acc_std": 0.0123}
         for name in study.experiments
     }}
-    data = report.ReportData(study=study, summary=summary, run_metrics={}, perf={},
-                             history=None, dataset=None)  # the section reads neither
-    rows = report.against_the_book(data)
+    data = load.ReportData(study=study, summary=summary, run_metrics={}, perf={},
+                           history=None, dataset=None)  # the section reads neither
+    rows = tables.against_the_book(data)
     assert [row["experiment"] for row in rows] == ["lenet_d2l", "lenet_bn_d2l"]
-    table = report.format_against_the_book(rows)
+    table = tables.format_against_the_book(rows)
     lenet = table.iloc[0].to_dict()
     assert lenet["d2l test acc (%), latest build"] == "77.90"
     assert lenet["d2l range over 20 builds (%)"] == "77.90\u201382.40 (median 80.80)"
     assert lenet["our test acc (%)"] == "79.01\u00a0±\u00a01.23"
     assert lenet["verdict"] == "inside d2l's range"
     assert table.iloc[1]["verdict"] == "inside d2l's range"  # LeNet + BN: 0.590-0.885
-    page = report.against_the_book_html(rows, study)
+    page = tables.against_the_book_html(rows, study)
     assert "LeNet + BatchNorm" in page and "3 fold models" in page and "2/3 of the training" in page
 
 
 def test_report_section_says_when_nothing_matches() -> None:
     study = load_study(ROOT / "params.yaml")
-    assert "No experiment of this study has a d2l counterpart" in report.against_the_book_html([], study)
+    assert "No experiment of this study has a d2l counterpart" in tables.against_the_book_html([], study)

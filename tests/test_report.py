@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+import scipy.stats
 import yaml
-from scipy import stats
 
-from convbench import report
+from convbench.report import card, cli, figures, load, render, stats, tables
 from convbench.study import load_study
 
 EXPERIMENTS = ("lenet_relu", "mlp")
@@ -89,7 +89,7 @@ def test_report_writes_html_notebook_and_named_figures(tiny_study: Path) -> None
     assert (reports / "report.html").stat().st_size > 0
     notebook = json.loads((reports / "report.ipynb").read_text())
     assert any("injected-parameters" in cell["metadata"].get("tags", []) for cell in notebook["cells"])
-    for name in report.FIGURES:
+    for name in figures.FIGURES:
         png = (reports / "figures" / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
 
@@ -105,7 +105,7 @@ def test_every_experiment_and_its_leaderboard_numbers_appear(page: str, metrics:
 
 
 def test_leaderboard_shows_exactly_the_metrics_json_values(metrics: dict[str, Any]) -> None:
-    shown = report.format_leaderboard(report.leaderboard(metrics)).set_index("experiment")
+    shown = tables.format_leaderboard(tables.leaderboard(metrics)).set_index("experiment")
     for name, row in metrics["experiments"].items():
         assert shown.loc[name, "val acc (%)"] == (
             f"{100 * row['val_acc_mean']:.2f}\u00a0±\u00a0{100 * row['val_acc_std']:.2f}"
@@ -123,10 +123,27 @@ def test_report_has_ablation_verdicts_layer_tables_and_study_card(
     assert "Does LeNet beat the MLP?" in page
     assert "LeNet with &lt;ReLU&gt; &amp; max pooling" in page  # descriptions are escaped text
     assert page.count("<details>") == len(EXPERIMENTS)
-    card = metrics["study"]
-    assert card["data_sha256"] in page
+    study_card = metrics["study"]
+    assert study_card["data_sha256"] in page
     assert "1,347 train / 450 test" in page
-    assert f"torch={card['packages']['torch']}" in page
+    assert f"torch={study_card['packages']['torch']}" in page
+
+
+def test_layer_tables_are_what_convbench_summary_prints(
+    page: str, convbench: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert convbench(["summary", "lenet", "--input-size", "12", "--set", "activation=relu",
+                      "--set", "pool=max", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    block = re.search(r"<details><summary><b>lenet_relu</b>.*?</details>", page, re.DOTALL)
+    assert block, "no layer table for lenet_relu"
+    cell = r"\s*<td>(.*?)</td>"
+    shown = re.findall(rf"<tr>{cell * 4}\s*</tr>", block.group(0))
+    expected = [(row["name"], row["type"], " × ".join(map(str, row["output_shape"])), f"{row['params']:,}")
+                for row in summary["layers"]]
+    assert shown == expected
+    assert f"{summary['params']:,} params, {summary['macs']:,} MACs, {len(expected)} layers" in block.group(0)
 
 
 def test_ablation_numbers_match_an_independent_corrected_t_test(
@@ -142,7 +159,7 @@ def test_ablation_numbers_match_an_independent_corrected_t_test(
         return [sum(score(r, k, s) for s in SEEDS) / len(SEEDS) for r in range(REPEATS) for k in range(FOLDS)]
 
     study = load_study(tiny_study / "params.yaml")
-    results = {r["metric"]: r for r in report.ablation_results(study, metrics)}
+    results = {r["metric"]: r for r in stats.ablation_results(study, metrics)}
     J = REPEATS * FOLDS
     for part, metric in (("val", "validation (cross-validated)"), ("test", "test")):
         base, treat = fold_accuracies("mlp", part), fold_accuracies("lenet_relu", part)
@@ -156,10 +173,10 @@ def test_ablation_numbers_match_an_independent_corrected_t_test(
             assert math.isnan(c.p)
             continue
         t = mean / standard_error
-        p = 2 * stats.t.sf(abs(t), df=J - 1)
+        p = 2 * scipy.stats.t.sf(abs(t), df=J - 1)
         assert (c.t, c.p) == pytest.approx((t, p))
         assert results[metric]["p_holm"] == pytest.approx(p)  # one ablation: Holm changes nothing
-        assert f"<td>{report.format_p(p)}</td>" in page
+        assert f"<td>{stats.format_p(p)}</td>" in page
 
 
 def test_html_is_self_contained(page: str) -> None:
@@ -167,15 +184,15 @@ def test_html_is_self_contained(page: str) -> None:
     assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.IGNORECASE)
     assert not re.search(r"<link[^>]*\bhref\s*=", page, re.IGNORECASE)
     images = re.findall(r"<img[^>]*\bsrc=\"([^\"]*)\"", page)
-    assert len(images) == len(report.FIGURES)
+    assert len(images) == len(figures.FIGURES)
     assert all(src.startswith("data:image/png;base64,") for src in images)
-    assert report.external_references(page) == []
+    assert render.external_references(page) == []
 
 
 def test_external_references_are_found() -> None:
     page = ('<script src="https://cdn.example/require.js"></script><img src="//cdn.example/a.png">'
             '<style>@import url(http://fonts.example/f.css);</style><a href="#top">top</a>')
-    assert len(report.external_references(page)) == 3
+    assert len(render.external_references(page)) == 3
 
 
 def test_best_experiment_is_chosen_by_validation_not_test() -> None:
@@ -183,18 +200,18 @@ def test_best_experiment_is_chosen_by_validation_not_test() -> None:
         return {"val_acc_mean": val, "test_acc_mean": test, "macs": 1}
 
     summary = {"experiments": {"a": row(0.90, 0.99), "b": row(0.95, 0.80)}}
-    assert report.best_experiment(summary) == "b"
+    assert tables.best_experiment(summary) == "b"
 
 
 def test_summed_confusion_counts_every_test_image_once_per_run(
     tiny_study: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tiny_study)
-    data = report.load_report_data("params.yaml")
-    matrix = report.summed_confusion(data, "lenet_relu")
+    data = load.load_report_data("params.yaml")
+    matrix = figures.summed_confusion(data, "lenet_relu")
     assert matrix.sum() == RUNS * len(data.dataset.test_labels)
     assert (matrix.sum(axis=1) == RUNS * np.bincount(data.dataset.test_labels, minlength=10)).all()
-    wrong = report.misclassified(data, "lenet_relu")
+    wrong = figures.misclassified(data, "lenet_relu")
     assert (wrong["true"] != wrong["predicted"]).all()
     assert wrong["models_wrong"].between(1, RUNS).all()
     assert len(data.history) == RUNS * len(EXPERIMENTS)  # one epoch per run: every run's curve
@@ -204,7 +221,7 @@ def test_every_run_counts_and_both_spreads_are_shown(page: str, metrics: dict[st
     for name, row in metrics["experiments"].items():
         assert (row["runs"], row["repeats"], row["folds"], row["seeds"]) == (RUNS, REPEATS, FOLDS, 2)
         assert len(row["per_run"]) == RUNS
-        assert report.spread_cell(row) in page
+        assert tables.spread_cell(row) in page
         assert row["val_acc_seed_std"] is not None
     assert "2 repeats of 2 stratified folds" in page and "seeds 0, 1" in page
     assert f"{len(EXPERIMENTS)} ({len(EXPERIMENTS) * RUNS} training jobs)" in page
@@ -219,8 +236,64 @@ def test_stale_aggregate_is_refused(
     summary["experiments"]["mlp"]["per_run"][1]["val_acc"] += 0.01
     (copy / "results/metrics.json").write_text(json.dumps(summary))
     monkeypatch.chdir(copy)
-    with pytest.raises(report.ReportError, match="disagrees with results/metrics.json"):
-        report.load_report_data("params.yaml")
+    with pytest.raises(load.ReportError, match="disagrees with results/metrics.json"):
+        load.load_report_data("params.yaml")
+
+
+def without_perf(
+    tiny_study: Path, copy: Path, experiments: tuple[str, ...], convbench: Callable[[list[str]], int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A copy of the study whose ``experiments`` lost their perf.json, aggregated again (which
+    allows that: their timings become null); the test then runs in it."""
+    shutil.copytree(tiny_study, copy, ignore=shutil.ignore_patterns("*.pt", "reports"))
+    monkeypatch.chdir(copy)
+    for name in experiments:
+        for path in Path(f"results/{name}").glob("*/perf.json"):
+            path.unlink()
+        assert convbench(["aggregate", "--study", "params.yaml", "--experiment", name,
+                          "--out", f"results/_summary/{name}.json"]) == 0
+    assert convbench(["aggregate", "--study", "params.yaml", "--out", "results/metrics.json"]) == 0
+
+
+TIMING_COLUMNS = ("train s / run", "train img/s", "inference img/s")
+
+
+def test_a_study_without_perf_json_is_reported_with_placeholders(
+    tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    convbench: Callable[[list[str]], int],
+) -> None:
+    without_perf(tiny_study, tmp_path / "study", EXPERIMENTS, convbench, monkeypatch)
+    summary = json.loads(Path("results/metrics.json").read_text())
+    assert {row["train_seconds_mean"] for row in summary["experiments"].values()} == {None}
+    assert cli.main(["--study", "params.yaml"]) == 0
+    page = Path("reports/report.html").read_text(encoding="utf-8")
+    for name in EXPERIMENTS:
+        row = re.search(rf"<tr>\s*<td>\d+</td>\s*<td>{name}</td>(.*?)</tr>", page, re.DOTALL)
+        assert row, f"no leaderboard row for {name}"
+        cells = re.findall(r"<td>(.*?)</td>", row.group(1))
+        assert cells[-4:-1] == ["n/a"] * len(TIMING_COLUMNS)  # then the description
+    card_rows = dict(re.findall(r"<tr>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>\s*</tr>", page))
+    assert card_rows["training device(s)"] == card_rows["inference device(s)"] == "n/a"
+    assert card_rows["compute time"] == f"n/a: none of the {len(EXPERIMENTS) * RUNS} jobs has a perf.json"
+
+
+def test_runs_without_perf_json_are_left_out_of_the_timings(
+    tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    convbench: Callable[[list[str]], int], metrics: dict[str, Any],
+) -> None:
+    without_perf(tiny_study, tmp_path / "study", ("mlp",), convbench, monkeypatch)
+    data = load.load_report_data("params.yaml")
+    assert len(data.perf) == RUNS and {name for name, _ in data.perf} == {"lenet_relu"}
+    board = tables.format_leaderboard(tables.leaderboard(data.summary)).set_index("experiment")
+    assert [board.loc["mlp", column] for column in TIMING_COLUMNS] == ["n/a"] * len(TIMING_COLUMNS)
+    lenet = metrics["experiments"]["lenet_relu"]  # as aggregated with every perf.json
+    assert board.loc["lenet_relu", "train s / run"] == f"{lenet['train_seconds_mean']:.1f}"
+    assert board.loc["lenet_relu", "inference img/s"] == f"{lenet['inference_images_per_s_mean']:,.0f}"
+    compute = dict(card.study_card(data).values.tolist())["compute time"]
+    seconds = sum(p["training"]["seconds"] for p in data.perf.values())
+    assert compute.startswith(f"{seconds:,.1f} s of training (sum over the epochs of the {RUNS} of "
+                              f"{len(EXPERIMENTS) * RUNS} jobs with a perf.json) + ")
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -230,11 +303,11 @@ def test_cli_errors_are_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert report.main(["--study", "missing.yaml"]) == 1
+    assert cli.main(["--study", "missing.yaml"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("convbench report: error: ") and err.count("\n") == 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_STUDY))
-    assert report.main(["--study", "params.yaml"]) == 1
+    assert cli.main(["--study", "params.yaml"]) == 1
     err = capsys.readouterr().err
     assert err == ("convbench report: error: results/metrics.json does not exist; "
                    "make it with 'convbench aggregate'\n")
@@ -242,7 +315,7 @@ def test_cli_errors_are_one_line(
 
 
 def test_default_kernel_runs_this_interpreter() -> None:
-    assert report.default_kernel() == "python3"
+    assert render.default_kernel() == "python3"
 
 
 # ------------------------------------------------------------------------------------ statistics
@@ -250,9 +323,9 @@ def test_default_kernel_runs_this_interpreter() -> None:
 
 def test_without_correction_it_is_the_paired_t_test() -> None:
     baseline, treatment = [0.80, 0.82, 0.81], [0.85, 0.87, 0.865]
-    c = report.paired_comparison(baseline, treatment, test_train_ratio=0)
+    c = stats.paired_comparison(baseline, treatment, test_train_ratio=0)
     assert c.differences == pytest.approx((5.0, 5.0, 5.5))
-    reference = stats.ttest_rel(treatment, baseline)
+    reference = scipy.stats.ttest_rel(treatment, baseline)
     assert (c.t, c.p) == pytest.approx((reference.statistic, reference.pvalue))
     low, high = reference.confidence_interval(0.95)
     assert (c.ci_low, c.ci_high) == pytest.approx((100 * low, 100 * high))
@@ -261,86 +334,86 @@ def test_without_correction_it_is_the_paired_t_test() -> None:
 def test_corrected_resampled_t_test_on_known_numbers() -> None:
     # Differences 1, 2, 3 points over J = 3 folds of 3-fold CV (n_test/n_train = 1/2):
     # mean 2, s^2 = 1, variance of the mean (1/3 + 1/2) * 1 = 5/6, t = 2 / sqrt(5/6), 2 df.
-    c = report.paired_comparison([0.5, 0.5, 0.5], [0.51, 0.52, 0.53], test_train_ratio=1 / 2)
+    c = stats.paired_comparison([0.5, 0.5, 0.5], [0.51, 0.52, 0.53], test_train_ratio=1 / 2)
     t = 2 / math.sqrt(5 / 6)
     assert c.t == pytest.approx(t) == pytest.approx(2.190890)
     # the two-sided p of Student's t with 2 df has a closed form: 1 - t / sqrt(2 + t^2)
     assert c.p == pytest.approx(1 - t / math.sqrt(2 + t**2))
     half = 4.302652729911275 * math.sqrt(5 / 6)  # t_{0.975, 2} from tables
     assert (c.ci_low, c.ci_high) == pytest.approx((2 - half, 2 + half))
-    plain = report.paired_comparison([0.5, 0.5, 0.5], [0.51, 0.52, 0.53], test_train_ratio=0)
+    plain = stats.paired_comparison([0.5, 0.5, 0.5], [0.51, 0.52, 0.53], test_train_ratio=0)
     assert plain.p < c.p and plain.ci_high - plain.ci_low < c.ci_high - c.ci_low
 
 
 def test_clear_positive_effect() -> None:
     baseline, treatment = [0.80, 0.82, 0.81, 0.80, 0.815], [0.85, 0.87, 0.865, 0.85, 0.86]
-    c = report.paired_comparison(baseline, treatment, test_train_ratio=1 / 4)
-    line = report.verdict(c, "base", "treat")
+    c = stats.paired_comparison(baseline, treatment, test_train_ratio=1 / 4)
+    line = stats.verdict(c, "base", "treat")
     assert line.startswith(f"treat better than base: +5.00 points, 95% CI [{c.ci_low:+.2f}, ")
     assert "corrected t-test" in line and "nan" not in line
 
 
 def test_holm_adjustment_on_known_numbers() -> None:
     # sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, 0.04 * 1 -> max(0.06, 0.04)
-    assert report.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    adjusted = report.holm([math.nan, 0.02, 0.04])  # an undefined p is outside the family
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = stats.holm([math.nan, 0.02, 0.04])  # an undefined p is outside the family
     assert math.isnan(adjusted[0]) and adjusted[1:] == pytest.approx([0.04, 0.04])
-    assert report.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert stats.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
 
 
 def test_a_significant_effect_that_does_not_survive_holm_is_no_clear_difference() -> None:
-    c = report.paired_comparison([0.80, 0.82, 0.81, 0.80, 0.815], [0.85, 0.87, 0.865, 0.85, 0.86],
+    c = stats.paired_comparison([0.80, 0.82, 0.81, 0.80, 0.815], [0.85, 0.87, 0.865, 0.85, 0.86],
                                  test_train_ratio=1 / 4)
     assert c.ci_low > 0
-    line = report.verdict(c, "base", "treat", p_adjusted=0.2)
+    line = stats.verdict(c, "base", "treat", p_adjusted=0.2)
     assert line.startswith("no clear difference once all the ablations are counted: +5.00 points")
     assert "Holm-adjusted p = 0.200" in line
 
 
 def test_clear_negative_effect() -> None:
-    c = report.paired_comparison([0.90, 0.91, 0.92, 0.93], [0.80, 0.82, 0.81, 0.84],
+    c = stats.paired_comparison([0.90, 0.91, 0.92, 0.93], [0.80, 0.82, 0.81, 0.84],
                                  test_train_ratio=1 / 3)
     assert c.ci_high < 0
-    assert report.verdict(c, "base", "treat").startswith("treat worse than base: -9.75 points, 95% CI [")
+    assert stats.verdict(c, "base", "treat").startswith("treat worse than base: -9.75 points, 95% CI [")
 
 
 def test_interval_crossing_zero_does_not_claim_an_effect() -> None:
-    c = report.paired_comparison([0.80, 0.81, 0.82], [0.82, 0.80, 0.825], test_train_ratio=1 / 2)
+    c = stats.paired_comparison([0.80, 0.81, 0.82], [0.82, 0.80, 0.825], test_train_ratio=1 / 2)
     assert c.ci_low < 0 < c.ci_high
-    line = report.verdict(c, "base", "treat")
+    line = stats.verdict(c, "base", "treat")
     interval = f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
     assert line.startswith(f"no clear difference: the 95% CI {interval} points includes zero")
     assert "better" not in line and "worse" not in line
 
 
 def test_equal_folds_give_no_difference_without_nan() -> None:
-    c = report.paired_comparison([0.8, 0.9, 0.7], [0.8, 0.9, 0.7], test_train_ratio=1 / 2)
+    c = stats.paired_comparison([0.8, 0.9, 0.7], [0.8, 0.9, 0.7], test_train_ratio=1 / 2)
     assert (c.mean, c.std, c.ci_low, c.ci_high) == (0.0, 0.0, 0.0, 0.0)
-    assert math.isnan(c.p) and report.format_p(c.p) == "n/a"
-    assert report.verdict(c, "base", "treat") == "no difference: treat and base score the same on all 3 folds"
+    assert math.isnan(c.p) and stats.format_p(c.p) == "n/a"
+    assert stats.verdict(c, "base", "treat") == "no difference: treat and base score the same on all 3 folds"
 
 
 def test_constant_difference_is_reported_without_a_t_test() -> None:
     # Accuracies whose float differences are not bit-equal: rounding keeps the spread at zero.
-    c = report.paired_comparison([0.1, 0.2, 0.3], [0.11, 0.21, 0.31], test_train_ratio=1 / 2)
+    c = stats.paired_comparison([0.1, 0.2, 0.3], [0.11, 0.21, 0.31], test_train_ratio=1 / 2)
     assert c.std == 0 and c.ci_low == c.ci_high == pytest.approx(1.0)
-    line = report.verdict(c, "base", "treat")
+    line = stats.verdict(c, "base", "treat")
     assert line == ("treat better than base by +1.00 points on every one of the 3 folds "
                     "(no spread between folds, so no t-test)")
 
 
 def test_one_fold_cannot_tell() -> None:
-    c = report.paired_comparison([0.8], [0.9], test_train_ratio=0)
-    assert report.verdict(c, "base", "treat").startswith("cannot tell")
+    c = stats.paired_comparison([0.8], [0.9], test_train_ratio=0)
+    assert stats.verdict(c, "base", "treat").startswith("cannot tell")
 
 
 def test_paired_comparison_refuses_unpaired_folds() -> None:
     with pytest.raises(ValueError, match="one baseline and one treatment value per fold"):
-        report.paired_comparison([0.8, 0.9], [0.9], test_train_ratio=0)
+        stats.paired_comparison([0.8, 0.9], [0.9], test_train_ratio=0)
 
 
 def test_recipe_card_shows_the_common_recipe_and_each_exception() -> None:
-    common, exceptions = report.recipe_exceptions({
+    common, exceptions = card.recipe_exceptions({
         "a": {"lr": 0.05, "weight_decay": 5e-4},
         "b": {"lr": 0.05, "weight_decay": 0.0},
         "c": {"lr": 0.01, "weight_decay": 5e-4},
@@ -358,14 +431,14 @@ def test_pareto_front_on_hand_made_points() -> None:
     accuracy = [50, 60, 55, 70, 60, 70, 99]
     # (3, 55) loses to (2, 60); (5, 70) to (4, 70); the two (2, 60) are equal, neither beats the
     # other; a point without a cost is never on the front.
-    assert report.pareto_front(cost, accuracy).tolist() == [True, True, False, True, True, False, False]
+    assert figures.pareto_front(cost, accuracy).tolist() == [True, True, False, True, True, False, False]
 
 
 def test_pareto_front_edge_cases() -> None:
-    assert report.pareto_front([], []).tolist() == []
-    assert report.pareto_front([3], [1]).tolist() == [True]
+    assert figures.pareto_front([], []).tolist() == []
+    assert figures.pareto_front([3], [1]).tolist() == [True]
     with pytest.raises(ValueError):
-        report.pareto_front([1, 2], [1])
+        figures.pareto_front([1, 2], [1])
 
 
 # -------------------------------------------------------------------------------- in a browser
@@ -406,7 +479,7 @@ def test_report_renders_offline_in_chromium(page: str, tiny_study: Path, tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     marker = re.search(r'id="convbench-check">([^<]*)<', proc.stdout)
     assert marker, proc.stdout[-2000:]
-    assert marker.group(1).strip() == f"images={len(report.FIGURES)} broken=0 errors=0"
+    assert marker.group(1).strip() == f"images={len(figures.FIGURES)} broken=0 errors=0"
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []
 

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("convbench.evaluation", "evaluate a trained checkpoint on its fold and the test set"),
     "aggregate": ("convbench.aggregate", "fold means and spreads per experiment"),
     "study": ("convbench.study", "validate a study and print what it plans"),
-    "report": ("convbench.report", "render the HTML report of a study"),
+    "report": ("convbench.report.cli", "render the HTML report of a study"),
 }
 
 

@@ -36,7 +36,7 @@ STAGE_MODULES = {
     "train": "convbench.training",
     "evaluate": "convbench.evaluation",
     "aggregate": "convbench.aggregate",
-    "report": "convbench.report",
+    "report": "convbench.report.cli",
 }
 NETWORK_LINKS = "workflow/networks"  # <arch> -> ../../src/convbench/models/<file>.py, for dvc.yaml
 

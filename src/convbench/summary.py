@@ -146,6 +146,36 @@ def _meta_build(name: str, **kwargs: Any) -> nn.Module:
         return build(name, **kwargs)
 
 
+def summarize_network(
+    name: str,
+    *,
+    in_channels: int,
+    num_classes: int,
+    input_size: int,
+    knobs: dict[str, Any] | None = None,
+    depth: int | None = None,
+) -> dict[str, Any]:
+    """``summarize`` of a registered network built on the meta device: what ``convbench summary``
+    prints and the report's layer tables show, so the two cannot disagree. ``knobs`` is a dict,
+    not keywords, so that no knob name can clash with ``depth``."""
+    model = _meta_build(name, in_channels=in_channels, num_classes=num_classes,
+                        input_size=input_size, **(knobs or {}))
+    return summarize(model, in_channels=in_channels, input_size=input_size, depth=depth)
+
+
+LAYER_COLUMNS = ("layer", "type", "output shape", "params")
+
+
+def layer_rows(result: dict[str, Any], times: str = " x ") -> list[dict[str, str]]:
+    """The rows of a layer table, as text under ``LAYER_COLUMNS``: one place for both the terminal
+    table and the report's. ``times`` joins an output shape's dimensions (the report writes ``×``)."""
+    return [
+        {"layer": row["name"], "type": row["type"],
+         "output shape": times.join(map(str, row["output_shape"])), "params": f"{row['params']:,}"}
+        for row in result["layers"]
+    ]
+
+
 def models_main(argv: list[str]) -> int:
     """``convbench models [--json]``: every registered network with its sizes and parameter count."""
     parser = argparse.ArgumentParser(
@@ -190,11 +220,8 @@ def models_main(argv: list[str]) -> int:
 
 def format_table(result: dict[str, Any]) -> str:
     """The aligned text table of a ``summarize`` result, totals underneath."""
-    header = ("layer", "type", "output shape", "params")
-    table = [
-        (row["name"], row["type"], " x ".join(map(str, row["output_shape"])), f"{row['params']:,}")
-        for row in result["layers"]
-    ]
+    header = LAYER_COLUMNS
+    table = [tuple(row[column] for column in LAYER_COLUMNS) for row in layer_rows(result)]
     widths = [max(len(row[i]) for row in (header, *table)) for i in range(4)]
     rule = "-" * (sum(widths) + 6)
     lines = [
@@ -242,12 +269,9 @@ def summary_main(argv: list[str]) -> int:
         knobs = parse_overrides(args.overrides)
         input_size = resolve_input_size(args.name, args.input_size)
         # TypeError too: a knob value of the wrong type (``--set dropout=[1]``) fails in the builder
-        model = _meta_build(
+        result = summarize_network(
             args.name, in_channels=args.in_channels, num_classes=args.num_classes,
-            input_size=input_size, **knobs,
-        )
-        result = summarize(
-            model, in_channels=args.in_channels, input_size=input_size, depth=args.depth
+            input_size=input_size, knobs=knobs, depth=args.depth,
         )
     except (ValueError, TypeError) as err:
         print(f"convbench summary: {err}", file=sys.stderr)

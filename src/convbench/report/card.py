@@ -1,0 +1,119 @@
+"""The page's opening paragraph and the study card: what was run, on what, with what.
+
+The facts a reader needs to trust or redo the numbers: the data and its checksum, the
+cross-validation, the recipe and its exceptions, the code versions and packages, the devices and
+the compute time.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+import pandas as pd
+
+from convbench import provenance
+from convbench.report.load import ReportData
+from convbench.report.tables import MISSING, best_experiment, percent
+from convbench.study import Study
+
+
+def _settings(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def recipe_exceptions(
+    recipes: dict[str, dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The recipe most experiments share (each setting's most common value) and, per experiment,
+    the settings where it departs from that."""
+    keys = list(dict.fromkeys(k for recipe in recipes.values() for k in recipe))
+    common = {}
+    for key in keys:
+        values = [json.dumps(recipe.get(key), sort_keys=True) for recipe in recipes.values()]
+        common[key] = json.loads(max(dict.fromkeys(values), key=values.count))
+    exceptions = {
+        name: diff for name, recipe in recipes.items()
+        if (diff := {k: recipe.get(k) for k in keys if recipe.get(k) != common[k]})
+    }
+    return common, exceptions
+
+
+def study_card(data: ReportData) -> pd.DataFrame:
+    """What was run, on what, with what: the facts a reader needs to trust or redo the numbers."""
+    study, summary, dataset = data.study, data.summary, data.dataset
+    card = summary.get("study", {})
+    common, exceptions = recipe_exceptions(
+        {name: data.runs_of(name)[0]["recipe"] for name in study.experiments}
+    )
+    training_devices = sorted({d for p in data.perf.values() for d in p["training"].get("devices", [])})
+    inference_devices = sorted({p["inference"]["device"] for p in data.perf.values()})
+    mismatch = "" if card.get("data_sha256") == dataset.sha256 else \
+        f" (the models were trained on {card.get('data_sha256')}: the data file has changed since)"
+    size = f"{dataset.in_channels} × {dataset.image_size} × {dataset.image_size}"
+    rows = [
+        ("study", f"{study.name}: {study.description}".rstrip(": ")),
+        ("data set", f"{dataset.name}: {len(dataset.train_labels):,} train / {len(dataset.test_labels):,} "
+                     f"test images of {size}"),
+        ("classes", f"{dataset.num_classes}: {', '.join(dataset.classes)}"),
+        ("data checksum (sha256)", f"{dataset.sha256}{mismatch}"),
+        ("cross-validation", cross_validation_text(study, card)),
+        ("experiments", f"{len(study.experiments)} ({len(study.jobs())} training jobs), "
+                        f"{len(study.ablations)} named ablations"),
+        ("recipe", _settings(common)),
+        *([("recipe exceptions", "; ".join(f"{n}: {_settings(d)}" for n, d in exceptions.items()))]
+          if exceptions else []),
+        ("code version(s)", "; ".join(
+            f"{provenance.describe(v['code_version'])} ({v['runs']} runs)" for v in card.get("code_versions", [])
+        ) or str(card.get("code_version", "?"))),
+        ("packages", _settings(card.get("packages", {}))),
+        ("training device(s)", ", ".join(training_devices) or MISSING),
+        ("inference device(s)", ", ".join(inference_devices) or MISSING),
+        ("compute time", compute_time(data)),
+    ]
+    return pd.DataFrame(rows, columns=["", "value"])
+
+
+def compute_time(data: ReportData) -> str:
+    """Training and test-set inference time summed over the jobs, saying which jobs it covers when
+    some have no perf.json (aggregate allows that), rather than passing a part off as the whole."""
+    jobs, timed = len(data.run_metrics), len(data.perf)
+    if not timed:
+        return f"{MISSING}: none of the {jobs} jobs has a perf.json"
+    seconds = sum(p["training"]["seconds"] for p in data.perf.values())
+    inference_seconds = sum(
+        len(data.dataset.test_labels) / p["inference"]["images_per_s"] for p in data.perf.values()
+        if p["inference"].get("images_per_s")
+    )
+    over = f"all {timed} jobs' epochs" if timed == jobs else \
+        f"the epochs of the {timed} of {jobs} jobs with a perf.json"
+    return (f"{seconds:,.1f} s of training (sum over {over}) "
+            f"+ {inference_seconds:,.1f} s of test-set inference")
+
+
+def cross_validation_text(study: Study, card: dict[str, Any]) -> str:
+    """Repeats, folds, split and training seeds in words, said the same way in the header and the
+    study card."""
+    repeats = (f"{study.repeats} repeats of " if study.repeats > 1 else "")
+    seeds = (f"; each fold trained with seeds {', '.join(map(str, study.seeds))}"
+             if len(study.seeds) > 1 else f"; training seed {study.seeds[0]}")
+    split_seeds = (f"split seeds {study.seed}–{study.split_seed(study.repeats - 1)}" if study.repeats > 1
+                   else f"split seed {study.seed}, split {card.get('split_id', '?')}")
+    return f"{repeats}{study.folds} stratified folds of the train part ({split_seeds}){seeds}"
+
+
+def header_html(data: ReportData) -> str:
+    """The title and the one-sentence answer: the best experiment by validation accuracy."""
+    study = data.study
+    best = best_experiment(data.summary)
+    row = data.summary["experiments"][best]
+    return (
+        f"<h1>convbench report: {html.escape(study.name)}</h1>"
+        f"<p>{html.escape(study.description)}</p>"
+        f"<p>{len(study.experiments)} experiments on <b>{html.escape(data.dataset.name)}</b>, "
+        f"{cross_validation_text(study, data.summary.get('study', {}))}. Best by cross-validated "
+        f"validation accuracy: <b>{html.escape(best)}</b>, {percent(row['val_acc_mean'])} ± "
+        f"{percent(row['val_acc_std'])} % (test {percent(row['test_acc_mean'])} ± "
+        f"{percent(row['test_acc_std'])} %).</p>"
+    )

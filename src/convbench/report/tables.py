@@ -1,0 +1,220 @@
+"""The report's tables: the leaderboard, against the book, the ablations and the networks' layers.
+
+Every number comes from metrics.json (or, for the layer tables, from ``convbench summary``'s
+rows) and is only formatted here, never recomputed. The best experiment is chosen by
+cross-validated validation accuracy; test accuracy is shown, never used to choose.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import pandas as pd
+
+from convbench import reference
+from convbench.report.load import ReportData
+from convbench.report.stats import PairedComparison, format_p
+from convbench.study import Study
+
+
+# ---------------------------------------------------------------------------------- leaderboard
+
+
+MISSING = "n/a"  # a measurement no run has: aggregate allows runs without perf.json
+
+
+def measured(value: float | None, spec: str) -> str:
+    """A mean of perf.json's measurements as a cell, or MISSING: aggregate writes null where no run
+    has a perf.json, and the leaderboard's column turns that into NaN when another experiment has one."""
+    return MISSING if value is None or math.isnan(value) else format(value, spec)
+
+
+def percent(value: float) -> str:
+    """An accuracy (a fraction) as percent with two decimals: the one rounding the report shows."""
+    return f"{100 * value:.2f}"
+
+
+def mean_std(row: dict[str, Any], metric: str) -> str:
+    """``row``'s mean ± std over runs of ``metric`` (e.g. ``val_acc``) in percent, as a table cell."""
+    return f"{percent(row[f'{metric}_mean'])}\u00a0±\u00a0{percent(row[f'{metric}_std'])}"
+
+
+def leaderboard(summary: dict[str, Any]) -> pd.DataFrame:
+    """metrics.json's experiments, ranked by mean validation accuracy (ties: fewer MACs first)."""
+    board = pd.DataFrame.from_dict(summary["experiments"], orient="index")
+    board.index.name = "experiment"
+    board = board.sort_values(["val_acc_mean", "macs"], ascending=[False, True], kind="stable")
+    board.insert(0, "rank", range(1, len(board) + 1))
+    return board
+
+
+def best_experiment(summary: dict[str, Any]) -> str:
+    """The experiment with the highest cross-validated (validation) accuracy; never by test."""
+    return str(leaderboard(summary).index[0])
+
+
+def format_leaderboard(board: pd.DataFrame, descriptions: dict[str, str] | None = None) -> pd.DataFrame:
+    """The leaderboard as the strings the report shows, every number from metrics.json."""
+    descriptions = descriptions or {}
+    rows = []
+    for name, row in board.iterrows():
+        knobs = ", ".join(f"{k}={v}" for k, v in row["knobs"].items()) or "defaults"
+        rows.append({
+            "#": row["rank"],
+            "experiment": name,
+            "network": f"{row['arch']} ({knobs})",
+            "input (px)": row["input_size"],
+            "params": f"{row['params']:,}",
+            "MACs": f"{row['macs']:,}",
+            "val acc (%)": mean_std(row, "val_acc"),
+            "test acc (%)": mean_std(row, "test_acc"),
+            "best epoch": f"{row['best_epoch_mean']:.1f}",
+            "spread (val): folds / seeds": spread_cell(row),
+            "train s / run": measured(row["train_seconds_mean"], ".1f"),
+            "train img/s": measured(row["examples_per_s_mean"], ",.0f"),
+            "inference img/s": measured(row["inference_images_per_s_mean"], ",.0f"),
+            "description": descriptions.get(str(name), ""),
+        })
+    return pd.DataFrame(rows)
+
+
+def spread_cell(row: Any) -> str:
+    """The standard deviation of validation accuracy over folds and over seeds (points)."""
+    seeds = row.get("val_acc_seed_std")
+    seed_text = "one seed" if seeds is None or (isinstance(seeds, float) and math.isnan(seeds)) \
+        else percent(seeds)
+    return f"{percent(row['val_acc_fold_std'])}\u00a0/\u00a0{seed_text}"
+
+
+def table_html(frame: pd.DataFrame, header: bool = True) -> str:
+    """A DataFrame as the report's table (escaped: names and descriptions are text, not markup)."""
+    return frame.to_html(index=False, header=header, border=0, classes="convbench-table", escape=True)
+
+
+# ------------------------------------------------------------------------------- against the book
+
+
+def against_the_book(data: ReportData) -> list[dict[str, Any]]:
+    """Each experiment that has a d2l counterpart, with its published numbers and ours."""
+    book = reference.d2l()
+    rows = []
+    for name, experiment in data.study.experiments.items():
+        published = book.counterpart(
+            data.study.dataset, experiment.arch, experiment.knobs, experiment.input_size,
+            experiment.recipe,
+        )
+        if published is not None:
+            ours = data.summary["experiments"][name]
+            rows.append({"experiment": name, "published": published, "ours": ours,
+                         "verdict": published.verdict(ours["test_acc_mean"])})
+    return rows
+
+
+def format_against_the_book(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """d2l's latest build and its range over 20 builds beside our mean ± std: the range, not one
+    noisy build, is the yardstick."""
+    return pd.DataFrame([
+        {
+            "experiment": row["experiment"],
+            "d2l network": row["published"].title,
+            "d2l test acc (%), latest build": percent(row["published"].test_acc),
+            "d2l range over 20 builds (%)": (
+                f"{percent(row['published'].test_acc_low)}\u2013"
+                f"{percent(row['published'].test_acc_high)} "
+                f"(median {percent(row['published'].test_acc_median)})"
+            ),
+            "our test acc (%)": mean_std(row["ours"], "test_acc"),
+            "our val acc (%)": mean_std(row["ours"], "val_acc"),
+            "verdict": row["verdict"],
+        }
+        for row in rows
+    ])
+
+
+def against_the_book_html(rows: list[dict[str, Any]], study: Study) -> str:
+    """The section's table and what each side measured, or, when nothing matches, what an
+    experiment needs to have a d2l counterpart."""
+    if not rows:
+        return (
+            "<p>No experiment of this study has a d2l counterpart: d2l's numbers are for "
+            f"{html.escape(reference.d2l().dataset)}, each network at d2l's resolution, with d2l's "
+            "recipe (<code>recipe: {preset: d2l}</code>) and default knobs.</p>"
+        )
+    caption = (
+        f"<p>Ours: the mean ± standard deviation over {runs_phrase(study)}, each trained on "
+        f"{study.folds - 1}/{study.folds} of the training set and scored once on the official test "
+        f"set; d2l's: one model trained on the whole training set. Source: "
+        f"{html.escape(reference.d2l().source)}</p>"
+    )
+    return table_html(format_against_the_book(rows)) + caption
+
+
+def runs_phrase(study: Study) -> str:
+    """``3 fold models`` or ``12 models (2 repeats x 3 folds x 2 seeds)``."""
+    if study.repeats == 1 and len(study.seeds) == 1:
+        return f"{study.folds} fold models"
+    return (f"{len(study.runs())} models ({study.repeats} repeats × {study.folds} folds × "
+            f"{len(study.seeds)} seeds)")
+
+
+# ------------------------------------------------------------------------------------ ablations
+
+
+def format_ablations(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """The numbers behind each verdict, one row per ablation and metric, per-fold differences
+    included, so a reader can redo the test."""
+    rows = []
+    for r in results:
+        c: PairedComparison = r["comparison"]
+        rows.append({
+            "ablation": r["ablation"],
+            "treatment − baseline": f"{r['treatment']} − {r['baseline']}",
+            "accuracy": r["metric"],
+            "Δ per fold (points)": ", ".join(f"{d:+.2f}" for d in c.differences),
+            "mean Δ": f"{c.mean:+.2f}",
+            f"{100 * c.confidence:g}% CI (corrected)": f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]",
+            "p (corrected t)": format_p(c.p),
+            "p (Holm)": format_p(r["p_holm"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def ablations_html(results: list[dict[str, Any]]) -> str:
+    """Each ablation's question and verdicts (validation first), then the numbers in a table."""
+    if not results:
+        return "<p>This study names no ablations.</p>"
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_name.setdefault(r["ablation"], []).append(r)
+    items = []
+    for name, rows in by_name.items():
+        verdicts = "".join(
+            f"<br>{html.escape(r['metric'])}: <span class='verdict'>{html.escape(r['verdict'])}</span>"
+            for r in rows
+        )
+        question = html.escape(rows[0]["question"] or f"{rows[0]['treatment']} vs {rows[0]['baseline']}")
+        items.append(f"<li><b>{html.escape(name)}</b>: {question}{verdicts}</li>")
+    return f"<ul class='verdicts'>{''.join(items)}</ul>" + table_html(format_ablations(results))
+
+
+# ------------------------------------------------------------------------------- network tables
+
+
+def layer_tables_html(study: Study, in_channels: int, num_classes: int) -> str:
+    """One collapsed <details> per experiment: its layers, output shapes and parameters, the rows
+    ``convbench summary`` prints (networks built on the meta device: no weights)."""
+    from convbench.summary import layer_rows, summarize_network  # imports torch: only when drawn
+
+    blocks = []
+    for name, exp in study.experiments.items():
+        result = summarize_network(exp.arch, in_channels=in_channels, num_classes=num_classes,
+                                   input_size=exp.input_size, knobs=exp.knobs)
+        frame = pd.DataFrame(layer_rows(result, times=" × "))
+        knobs = ", ".join(f"{k}={v}" for k, v in exp.knobs.items()) or "defaults"
+        head = (f"<b>{html.escape(name)}</b>: {html.escape(exp.arch)} ({html.escape(knobs)}), "
+                f"input {in_channels} × {exp.input_size} × {exp.input_size}, "
+                f"{result['params']:,} params, {result['macs']:,} MACs, {len(result['layers'])} layers")
+        blocks.append(f"<details><summary>{head}</summary>{table_html(frame)}</details>")
+    return "\n".join(blocks)
