@@ -58,3 +58,11 @@ def test_schema_errors_name_the_key_and_the_value() -> None:
         schema.validate({"study": "s", "dataset": "digits", "folds": 3, "experiments": {"a b": {"arch": "mlp"}}})
     with pytest.raises(schema.SchemaError, match=r"^dataset: missing \(it is required\)$"):
         schema.validate({"study": "s", "folds": 3, "experiments": {"a": {"arch": "mlp"}}})
+
+
+def test_one_list_of_data_sets() -> None:
+    """The schema's names are the ones convbench can download and size-check."""
+    from convbench.data import DATASETS
+    from convbench.study import TRAIN_SIZES
+
+    assert set(schema.schema()["properties"]["dataset"]["enum"]) == set(DATASETS) == set(TRAIN_SIZES)

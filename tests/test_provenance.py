@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -102,3 +103,30 @@ def test_code_version_names_the_commit_when_there_is_one() -> None:
     assert line.startswith(f"git {version['commit'][:12]}")
     assert line.endswith(f"source sha256 {version['source_sha256'][:12]}")
     assert describe("0.1.0") == "0.1.0"  # results from before versions named the code
+
+
+def test_dvc_yaml_spells_the_layout_convbench_study_defines() -> None:
+    """dvc.yaml must spell its outputs; they are the paths convbench.study gives (the one layout)."""
+    from convbench.aggregate import summary_path
+    from convbench.study import load_study
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    study = load_study(ROOT / "params.yaml")
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+    def outputs(stage: str, key: str = "") -> set[str]:
+        body = stages[stage].get("do", stages[stage])
+        paths = body.get("outs", []) + body.get("metrics", [])
+        return {re.sub(r"\$\{(\w+)\}", lambda m: key if m[1] == "key" else str(params[m[1]]), path)
+                for path in paths}
+
+    assert outputs("download") == {study.raw_dir}
+    assert outputs("prepare") == {study.prepared_path}
+    assert outputs("split") == {str(Path(study.split_path(0)).parent)} == {study.splits_dir}
+    for name in study.experiments:
+        runs = {str(Path(study.run_dir(name, run)).parent) for run in study.runs()}
+        assert outputs("run", name) == runs
+        assert outputs("summarize_experiment", name) == {summary_path(study.results_dir, name)}
+    assert outputs("aggregate") == {study.metrics_path}
+    assert outputs("report") == {f"{study.reports_dir}/{name}" for name in
+                                 ("report.html", "report.ipynb", "figures")}

@@ -39,6 +39,9 @@ TRAIN_SIZES: dict[str, tuple[int, int]] = {
     "fashion_mnist": (60000, 6000),
     "kmnist": (60000, 6000),
 }
+# The report's figures, reports/<study>/figures/<name>.png (the Snakemake rule lists them as outputs).
+REPORT_FIGURES = ("learning_curves", "pareto", "ablations", "fold_spread", "confusion", "misclassified")
+RUN_NAME = "r{repeat}-fold{fold}-seed{seed}"  # a run's directory under results/<study>/<experiment>/
 REPEAT_SEED_STRIDE = 1000  # repeat r trains seed s with torch seed s + 1000 * r
 
 
@@ -74,7 +77,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"r{self.repeat}-fold{self.fold}-seed{self.seed}"
+        return RUN_NAME.format(repeat=self.repeat, fold=self.fold, seed=self.seed)
 
     @property
     def train_seed(self) -> int:

@@ -6,6 +6,7 @@ import subprocess
 
 from convbench.aggregate import summary_path
 from convbench.provenance import stage_sources
+from convbench.study import REPORT_FIGURES, RUN_NAME
 
 
 def _visible_gpus():
@@ -19,8 +20,8 @@ def _visible_gpus():
 # A GPU job asks for one `gpu`; on a machine without one it asks for none, so
 # `--resources gpu=1` does not serialize CPU-only runs. (SLURM profiles set gpu per rule.)
 GPU_PER_JOB = 1 if _visible_gpus() > 0 else 0
-RUN = f"{STUDY.results_dir}/{{experiment}}/r{{repeat}}-fold{{fold}}-seed{{seed}}"
-RUN_LOG = "{experiment}/r{repeat}-fold{fold}-seed{seed}"
+RUN_LOG = "{experiment}/" + RUN_NAME  # with wildcards {experiment}, {repeat}, {fold}, {seed}
+RUN = f"{STUDY.results_dir}/{RUN_LOG}"
 LOGS = f"logs/{STUDY.name}"
 
 

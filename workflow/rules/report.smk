@@ -1,6 +1,3 @@
-FIGURES = ["learning_curves", "pareto", "ablations", "fold_spread", "confusion", "misclassified"]
-
-
 rule report:
     input:
         metrics=STUDY.metrics_path,
@@ -13,7 +10,7 @@ rule report:
         notebook=f"{STUDY.reports_dir}/report.ipynb",
         figures=[
             report(f"{STUDY.reports_dir}/figures/{name}.png", category="Figures")
-            for name in FIGURES
+            for name in REPORT_FIGURES
         ],
     params:
         study=STUDY_FILE,

@@ -21,8 +21,9 @@ from convbench.prepared import Dataset
 from convbench.report.load import ReportData
 from convbench.report.stats import ABLATION_METRICS, CONFIDENCE, PairedComparison
 from convbench.report.tables import leaderboard
+from convbench.study import REPORT_FIGURES
 
-FIGURES = ("learning_curves", "pareto", "ablations", "fold_spread", "confusion", "misclassified")
+FIGURES = REPORT_FIGURES
 MISCLASSIFIED_SHOWN = 40
 HISTORY_CURVES = (  # column, label, colour, line style
     ("train_loss", "train loss", "tab:blue", "-"),
