@@ -1,0 +1,64 @@
+"""Start-up of each `convbench <stage>` command: the seconds a job pays before its own work.
+
+For every stage, times a fresh interpreter that imports what the command imports (its entry module
+through `convbench.cli`, as the console script does) and, for the commands that take a study, also
+loads and checks params.yaml. Reports the median of --repeat runs and which heavy libraries each
+command loads. A script, not a test: run it on an otherwise idle machine.
+
+    python benchmarks/startup.py [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+STAGES = {  # command -> (entry module, checks the study first)
+    "download": ("convbench.data", True),
+    "prepare": ("convbench.data", True),
+    "split": ("convbench.splits", True),
+    "train": ("convbench.training", True),
+    "evaluate": ("convbench.evaluation", True),
+    "aggregate": ("convbench.aggregate", True),
+    "report": ("convbench.report.cli", True),
+    "study": ("convbench.study", True),
+}
+HEAVY = ("torch", "torchvision", "pandas", "matplotlib", "scipy", "sklearn", "jsonschema")
+
+
+def child_code(module: str, study: bool) -> str:
+    lines = ["import sys, importlib", "import convbench.cli", f"importlib.import_module({module!r})"]
+    if study:
+        lines.append("from convbench.study import load_study; load_study('params.yaml')")
+    lines.append(f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    return "; ".join(lines)
+
+
+def measure(module: str, study: bool, repeat: int) -> tuple[float, str]:
+    times, loaded = [], ""
+    for _ in range(repeat):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", child_code(module, study)], capture_output=True,
+                              text=True, check=True)
+        times.append(time.perf_counter() - start)
+        loaded = done.stdout.strip()
+    return statistics.median(times), loaded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="runs per command (median shown)")
+    args = parser.parse_args()
+    baseline, _ = measure("json", False, args.repeat)
+    print(f"python itself: {baseline:.2f} s\n")
+    print(f"| command | start-up (s) | heavy libraries loaded |\n|---|---|---|")
+    for command, (module, study) in STAGES.items():
+        seconds, loaded = measure(module, study, args.repeat)
+        print(f"| `convbench {command}` | {seconds:.2f} | {loaded or 'none'} |")
+
+
+if __name__ == "__main__":
+    main()
