@@ -244,7 +244,7 @@ def test_the_best_epoch_is_kept_next_to_the_last(fold0: FoldData) -> None:
                 model.features[0].bias.fill_(-1e4)
 
     recipe = tiny_recipe()
-    result = train(model, fold0, recipe, input_size=SIZE, seed=0, on_epoch_end=after_epoch)
+    result = train(model, fold0, recipe, input_size=SIZE, seed=0, on_epoch=after_epoch)
     val_acc = [row["val_acc"] for row in result.history]
     assert result.best_epoch == 2 == int(np.argmax(val_acc)) + 1
     assert result.best_val_acc == max(val_acc) > val_acc[-1] + 0.3
@@ -281,7 +281,7 @@ def test_a_diverging_run_names_the_epoch_and_step(fold0: FoldData, tmp_path: Pat
     checkpoint = tmp_path / "checkpoint.pt"
     with pytest.raises(NonFiniteLossError) as err:
         train(tiny_lenet(), fold0, tiny_recipe(lr=1e6), input_size=SIZE, seed=0,
-              checkpoint_path=checkpoint)
+              on_epoch=lambda record: save_checkpoint(record, checkpoint))
     error = err.value
     assert error.epoch == 1 and error.step >= 1
     message = str(error)
@@ -301,14 +301,16 @@ def test_resuming_from_the_checkpoint_replays_the_uninterrupted_run(
     recipe = tiny_recipe(epochs=4, augmentation="crop_flip", label_smoothing=0.1)
     whole = train(tiny_lenet(dropout=0.3), fold0, recipe, input_size=SIZE, seed=3)
 
-    def stop_after_epoch_2(state: dict[str, Any]) -> None:
+    path = tmp_path / "checkpoint.pt"
+
+    def save_then_stop_after_epoch_2(state: dict[str, Any]) -> None:
+        save_checkpoint(state, path)
         if state["epoch"] == 2:
             raise Interrupted
 
-    path = tmp_path / "checkpoint.pt"
     with pytest.raises(Interrupted):
         train(tiny_lenet(dropout=0.3), fold0, recipe, input_size=SIZE, seed=3,
-              checkpoint_path=path, on_epoch_end=stop_after_epoch_2)
+              on_epoch=save_then_stop_after_epoch_2)
     saved = load_checkpoint(path)  # weights_only=True
     assert saved["epoch"] == 2 and saved["completed"] is False and len(saved["history"]) == 2
 

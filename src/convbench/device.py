@@ -23,6 +23,12 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so a wall-clock timing measures the work, not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def set_determinism(deterministic: bool) -> None:
     """PyTorch's deterministic mode for GPU runs (CPU runs are deterministic already).
 

@@ -1,9 +1,10 @@
 """The trainer: d2l's ``train_ch6`` loop, made fast, resumable and exactly reproducible.
 
-One epoch reads top to bottom: seed the epoch, shuffle, then per step set the lr, transform the
-batch on the device, forward, backward, step. Validation runs after every epoch; the best epoch by
-validation accuracy is kept next to the last (the notes' advice), and an atomic checkpoint is
-written after every epoch so ``--resume`` continues from the last completed one.
+``train`` reads top to bottom: restore, then per epoch seed and shuffle, per step set the lr,
+transform the batch on the device, forward, backward, step, check the loss is finite; then validate
+and record the epoch. The best epoch by validation accuracy is kept next to the last (the notes'
+advice). Every epoch's record goes to one hook; ``convbench train``'s writes an atomic checkpoint
+with it, so ``--resume`` continues from the last completed epoch.
 
 Reproducibility: every epoch reseeds from (seed, epoch), and the lr is a pure function of the step,
 so a resumed run replays exactly what an uninterrupted run would have done.
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from convbench import __version__
 from convbench.provenance import code_version
 from convbench._io import atomic_write, check_writable
-from convbench.device import BatchTransform, channel_stats, pick_device, set_determinism
+from convbench.device import BatchTransform, channel_stats, pick_device, set_determinism, synchronize
 from convbench.gpu import claim_device
 from convbench.models import build, resolve_input_size
 from convbench.recipe import Recipe, d2l_input_size, lr_at, resolve_recipe
@@ -101,7 +102,7 @@ def fold_data(dataset: Any, split: Any, fold: int, device: torch.device) -> Fold
 @dataclass
 class TrainResult:
     model: nn.Module
-    history: list[dict[str, float]]
+    history: list[dict[str, Any]]
     best_epoch: int
     best_val_acc: float
     checkpoint: dict[str, Any] = field(repr=False)
@@ -122,7 +123,7 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str) -> torch.autocast:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
@@ -243,6 +244,105 @@ def optimizer_state_cpu(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     }
 
 
+EpochHook = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Progress:
+    """What one epoch hands the next: the history so far and the best epoch by validation accuracy.
+
+    A checkpoint holds all of it, so a resumed run continues exactly where the killed one stopped.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_acc: float = -1.0
+    best_state: dict[str, torch.Tensor] | None = None
+    next_epoch: int = 1
+
+    def add(self, row: dict[str, Any], model: nn.Module) -> None:
+        """Add an epoch's row; keep the model's weights if its validation accuracy is the best yet
+        (the first epoch wins a tie)."""
+        self.history.append(row)
+        if row["val_acc"] > self.best_val_acc:
+            self.best_epoch, self.best_val_acc = row["epoch"], row["val_acc"]
+            self.best_state = cpu_state(model)
+
+
+def restore(
+    checkpoint: dict[str, Any] | None, model: nn.Module, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> Progress:
+    """Load ``checkpoint`` (weights, optimizer, loss scale) into the training objects and return
+    its progress; a fresh start without one."""
+    if checkpoint is None:
+        return Progress()
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
+    return Progress(
+        history=list(checkpoint["history"]), best_epoch=checkpoint["best_epoch"],
+        best_val_acc=checkpoint["best_val_acc"], best_state=checkpoint["best_model"],
+        next_epoch=checkpoint["epoch"] + 1,
+    )
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_step(
+    forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
+    y: torch.Tensor, recipe: Recipe,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, backward and one optimizer step on a batch; the loss and logits, detached.
+
+    ``forward`` is the model or its compiled twin; the loss is taken in float32 whatever the
+    autocast precision, and the scaler (a no-op unless fp16) guards fp16 gradients.
+    """
+    with autocast(x.device, recipe.precision):
+        logits = forward(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if recipe.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), logits.detach()
+
+
+def check_finite(step_losses: torch.Tensor, epoch: int, lr: float) -> None:
+    """Stop a diverging run, naming the first step (1-based) of ``step_losses`` that is not finite."""
+    finite = torch.isfinite(step_losses)
+    if not bool(finite.all()):
+        raise NonFiniteLossError(epoch, int((~finite).nonzero()[0]) + 1, lr)
+
+
+def epoch_record(
+    epoch: int, recipe: Recipe, model: nn.Module, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler, progress: Progress, meta: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The epoch's record, as ``on_epoch`` receives it: everything a checkpoint holds."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "completed": epoch == recipe.epochs,
+        "model": cpu_state(model),
+        "optimizer": optimizer_state_cpu(optimizer),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+        "best_model": progress.best_state,
+        "best_epoch": progress.best_epoch,
+        "best_val_acc": progress.best_val_acc,
+        "history": list(progress.history),
+        "meta": dict(meta or {}),
+    }
+
+
 def train(
     model: nn.Module,
     data: FoldData,
@@ -251,15 +351,16 @@ def train(
     input_size: int,
     seed: int,
     meta: dict[str, Any] | None = None,
-    checkpoint_path: Path | None = None,
     resume_from: dict[str, Any] | None = None,
-    progress: bool = False,
-    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with ``recipe``; returns the last model plus the best epoch.
 
     ``resume_from`` is a checkpoint dict from an earlier, interrupted run of the same job.
-    ``on_epoch_end`` receives the checkpoint dict after it is written (history, tests).
+    ``on_epoch`` is the one channel for per-epoch side effects: after every epoch it receives
+    the epoch's record (:func:`epoch_record`), which the CLI saves as ``checkpoint.pt``,
+    writes to ``history.csv`` and shows on its progress bar. ``train`` itself writes nothing, so
+    a library caller or a test decides what an epoch leaves behind.
     """
     device = data.train_images.device
     device_label = describe_device(device)
@@ -270,7 +371,9 @@ def train(
     optimizer = make_optimizer(model, recipe)
     transform = make_transform(data, recipe, input_size)
     scaler = torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16")
-    step_fn = torch.compile(model) if recipe.compile else model
+    forward = torch.compile(model) if recipe.compile else model
+    progress = restore(resume_from, model, optimizer, scaler)
+    record: dict[str, Any] = dict(resume_from or {})
 
     n = len(data.train_labels)
     # The last, incomplete batch is dropped (timm's convention): a batch of a few images makes
@@ -278,26 +381,11 @@ def train(
     # Each epoch reshuffles, so every image is still seen.
     steps_per_epoch = max(1, n // recipe.batch_size)
     seen = min(n, steps_per_epoch * recipe.batch_size)
-    history: list[dict[str, float]] = []
-    best_epoch, best_val_acc, best_state = 0, -1.0, None
-    start_epoch = 1
-    if resume_from is not None:
-        model.load_state_dict(resume_from["model"])
-        optimizer.load_state_dict(resume_from["optimizer"])
-        if "scaler" in resume_from and resume_from["scaler"]:
-            scaler.load_state_dict(resume_from["scaler"])
-        history = list(resume_from["history"])
-        best_epoch, best_val_acc = resume_from["best_epoch"], resume_from["best_val_acc"]
-        best_state = resume_from["best_model"]
-        start_epoch = resume_from["epoch"] + 1
     # Non-finite checks cost a device sync; on a GPU look every few steps (the error still names
     # the first bad step, from the stored per-step losses).
     check_every = 1 if device.type == "cpu" else 16
-    state: dict[str, Any] = dict(resume_from or {})
 
-    bar = tqdm(range(start_epoch, recipe.epochs + 1), desc="epochs", disable=not progress,
-               initial=start_epoch - 1, total=recipe.epochs)
-    for epoch in bar:
+    for epoch in range(progress.next_epoch, recipe.epochs + 1):
         torch.manual_seed(epoch_seed(seed, epoch))  # dropout and any other global randomness
         generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         order = torch.randperm(n, generator=generator).to(device)
@@ -305,40 +393,26 @@ def train(
         step_losses = torch.zeros(steps_per_epoch, device=device)
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.int64)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         lr = recipe.lr
         for step in range(steps_per_epoch):
             lr = lr_at(recipe, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(optimizer, lr)
             idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             x = transform(data.train_images[idx], augment=recipe.augmentation != "none", generator=generator)
             y = data.train_labels[idx]
-            with autocast(device, recipe.precision):
-                logits = step_fn(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if recipe.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            step_losses[step] = loss.detach()
-            loss_sum += loss.detach().double() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            loss, logits = train_step(forward, model, optimizer, scaler, x, y, recipe)
+            step_losses[step] = loss
+            loss_sum += loss.double() * len(y)
+            correct += (logits.argmax(1) == y).sum()
             if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
-                finite = torch.isfinite(step_losses[: step + 1])
-                if not bool(finite.all()):
-                    first_bad = int((~finite).nonzero()[0])
-                    raise NonFiniteLossError(epoch, first_bad + 1, lr)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+                check_finite(step_losses[: step + 1], epoch, lr)
+        synchronize(device)
         seconds = time.perf_counter() - started
+
         val_loss, val_acc = evaluate_loss_acc(model, data.val_images, data.val_labels, transform, recipe)
-        row = {
+        progress.add({
             "epoch": epoch,
             "train_loss": loss_sum.item() / seen,
             "train_acc": correct.item() / seen,
@@ -348,33 +422,14 @@ def train(
             "seconds": seconds,
             "examples_per_s": seen / seconds if seconds > 0 else float("inf"),
             "device": device_label,
-        }
-        history.append(row)
-        if val_acc > best_val_acc:
-            best_epoch, best_val_acc = epoch, val_acc
-            best_state = cpu_state(model)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{val_acc:.3f}")
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": epoch,
-            "completed": epoch == recipe.epochs,
-            "model": cpu_state(model),
-            "optimizer": optimizer_state_cpu(optimizer),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-            "best_model": best_state,
-            "best_epoch": best_epoch,
-            "best_val_acc": best_val_acc,
-            "history": list(history),
-            "meta": dict(meta or {}),
-        }
-        if checkpoint_path is not None:
-            save_checkpoint(state, checkpoint_path)
-        if on_epoch_end is not None:
-            on_epoch_end(state)
-    return TrainResult(model, history, best_epoch, best_val_acc, state)
+        }, model)
+        record = epoch_record(epoch, recipe, model, optimizer, scaler, progress, meta)
+        if on_epoch is not None:
+            on_epoch(record)
+    return TrainResult(model, progress.history, progress.best_epoch, progress.best_val_acc, record)
 
 
-def write_history(history: list[dict[str, float]], path: Path) -> None:
+def write_history(history: list[dict[str, Any]], path: Path) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -444,9 +499,10 @@ def run_job(
 ) -> TrainResult:
     """Train one (experiment, fold) job: the I/O around ``train``.
 
-    Writes ``checkpoint.pt`` and ``history.csv`` after each epoch; when training completes the
-    last checkpoint, less its wall-clock timings, becomes ``model.pt`` (bit-identical on a rerun). With ``resume`` an existing ``checkpoint.pt`` of the same job
-    is continued; one of another job is refused.
+    Its one per-epoch hook writes ``checkpoint.pt`` and ``history.csv`` and moves the progress
+    bar; when training completes the last checkpoint, less its wall-clock timings, becomes
+    ``model.pt`` (bit-identical on a rerun). With ``resume`` an existing ``checkpoint.pt`` of the
+    same job is continued; one of another job is refused.
     """
     from convbench.prepared import load_prepared
     from convbench.splits import check_matches, load_split
@@ -505,15 +561,20 @@ def run_job(
                 "count, so resume with the same --threads, or delete it and start again"
             )
     data = fold_data(dataset, split, job.fold, device)
+    done = resume_from["epoch"] if resume_from is not None else 0
+    with tqdm(desc="epochs", initial=done, total=job.recipe.epochs, disable=not progress) as bar:
 
-    def after_epoch(state: dict[str, Any]) -> None:
-        write_history(state["history"], out_dir / "history.csv")
+        def on_epoch(record: dict[str, Any]) -> None:
+            save_checkpoint(record, checkpoint_path)
+            write_history(record["history"], out_dir / "history.csv")
+            last = record["history"][-1]
+            bar.set_postfix(loss=f"{last['train_loss']:.3f}", val_acc=f"{last['val_acc']:.3f}", refresh=False)
+            bar.update()
 
-    result = train(
-        model, data, job.recipe, input_size=job.input_size, seed=job.train_seed, meta=meta,
-        checkpoint_path=checkpoint_path, resume_from=resume_from, progress=progress,
-        on_epoch_end=after_epoch,
-    )
+        result = train(
+            model, data, job.recipe, input_size=job.input_size, seed=job.train_seed, meta=meta,
+            resume_from=resume_from, on_epoch=on_epoch,
+        )
     final = dict(result.checkpoint)
     final["history"] = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS}
                         for row in final["history"]]
