@@ -497,3 +497,57 @@ def test_unwritable_outputs_are_refused_before_the_work(
     assert f"its directory {locked} is not writable by this user" in err and started == []
     assert convbench(evaluate_argv(digits_run.model, digits_npz, digits_split, locked / "metrics.json")) == 1
     assert f"its directory {locked} is not writable by this user" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ bugs keep their traceback
+
+
+def raiser(error: BaseException) -> Callable[..., Any]:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    return broken
+
+
+BUGS = [RuntimeError("CUDA error: out of memory"), KeyError("val_acc_mean"),
+        ValueError("operands could not be broadcast together")]
+BUG_IDS = ["CUDA error", "KeyError", "ValueError"]
+
+
+@pytest.mark.parametrize("bug", BUGS, ids=BUG_IDS)
+def test_a_bug_inside_evaluate_keeps_its_traceback(
+    digits_run: Any, convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bug: Exception,
+) -> None:
+    """A ValueError too: only EvaluationError (and the other errors a user can fix) become one
+    line naming the checkpoint; a bug's ValueError is not the user's."""
+    monkeypatch.setattr("convbench.evaluation.evaluate_checkpoint", raiser(bug))
+    out = tmp_path / "metrics.json"
+    with pytest.raises(type(bug)) as raised:
+        convbench(evaluate_argv(digits_run.model, digits_npz, digits_split, out))
+    assert raised.value is bug
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("bug", BUGS, ids=BUG_IDS)
+def test_a_bug_inside_aggregate_keeps_its_traceback(
+    tiny_study: Path, convbench: Callable[[list[str]], int], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, bug: Exception,
+) -> None:
+    monkeypatch.setattr("convbench.aggregate.aggregate", raiser(bug))
+    out = tmp_path / "summary.json"
+    with pytest.raises(type(bug)) as raised:
+        convbench(["aggregate", "--study", str(tiny_study), "--experiment", "lenet", "--out", str(out)])
+    assert raised.value is bug
+    assert not out.exists()
+
+
+def test_an_unknown_evaluation_device_is_one_line(
+    digits_run: Any, convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "metrics.json"
+    assert convbench([*evaluate_argv(digits_run.model, digits_npz, digits_split, out), "--device", "gpu"]) == 1
+    err = capsys.readouterr().err
+    assert err == "convbench evaluate: error: unknown device 'gpu': give auto, cpu, cuda or cuda:N\n"
+    assert not out.exists()

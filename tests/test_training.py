@@ -433,6 +433,66 @@ def test_resume_refuses_another_jobs_checkpoint(
     assert not (tmp_path / "model.pt").exists()
 
 
+def raiser(error: BaseException) -> Callable[..., Any]:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    return broken
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [RuntimeError("CUDA error: an illegal memory access was encountered"), KeyError("train_loss"),
+     ValueError("Expected input batch_size (64) to match target batch_size (32)")],
+    ids=["CUDA error", "KeyError", "ValueError from torch"],
+)
+def test_a_bug_inside_train_keeps_its_traceback(
+    convbench: Callable[[list[str]], int], train_argv: Callable[..., list[str]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, bug: Exception,
+) -> None:
+    """Only what a user can fix becomes one line and exit 1; a bug or a CUDA failure propagates
+    with its traceback instead of hiding behind 'convbench train: error: ...'."""
+    monkeypatch.setattr("convbench.training.train", raiser(bug))
+    with pytest.raises(type(bug)) as raised:
+        convbench(train_argv(tmp_path))
+    assert raised.value is bug
+    assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(("--set", "no_such_knob=1"), "network 'lenet' does not accept knob(s) no_such_knob; it accepts: "),
+     (("--set", "activation=tanhh"), "activation must be one of"),
+     (("--recipe", "lr=-1"), "recipe.lr: must be > 0, got -1.0"),
+     (("--input-size", "2"), "network 'lenet' needs input_size >= "),
+     (("--device", "gpu"), "unknown device 'gpu': give auto, cpu, cuda or cuda:N"),
+     (("--device", "mps"), "device 'mps': convbench runs on cpu or cuda[:N] only"),
+     (("--device", "cuda:99"), "device 'cuda:99' was asked for, but ")],
+    ids=["unknown knob", "bad knob value", "bad recipe value", "too small", "unknown device",
+         "unsupported device", "missing GPU"],
+)
+def test_a_users_mistake_is_one_line_before_any_training(
+    convbench: Callable[[list[str]], int], train_argv: Callable[..., list[str]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...],
+    message: str,
+) -> None:
+    started: list[int] = []
+    monkeypatch.setattr("convbench.training.train", lambda *a, **k: started.append(1))
+    assert convbench(train_argv(tmp_path, *extra)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"convbench train: error: {message}")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert started == [] and not (tmp_path / "model.pt").exists()
+
+
+def test_threads_must_be_a_positive_count(
+    convbench: Callable[[list[str]], int], train_argv: Callable[..., list[str]], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert convbench(train_argv(tmp_path, "--threads", "0")) == 2  # a usage error, as argparse's
+    assert "argument --threads: must be a positive integer, got '0'" in capsys.readouterr().err
+
+
 def test_cli_refuses_a_split_of_other_data(
     convbench: Callable[[list[str]], int], digits_npz: Path, other_digits: tuple[Path, Path],
     tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -13,13 +13,29 @@ import torch
 import torch.nn.functional as F
 
 
+class DeviceError(ValueError):
+    """A ``--device`` this machine does not have, or that the trainer does not run on."""
+
+
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` takes the GPU the job was given (CUDA_VISIBLE_DEVICES) and falls back to the CPU."""
+    """``auto`` takes the GPU the job was given (CUDA_VISIBLE_DEVICES) and falls back to the CPU.
+
+    An explicit name is checked here, so a device the machine lacks is a one-line error before any
+    work instead of a CUDA error in the middle of it.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's own message lists two dozen device types we do not run on
+        raise DeviceError(f"unknown device {name!r}: give auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"device {name!r}: convbench runs on cpu or cuda[:N] only")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for, but no CUDA device is visible")
+        raise DeviceError(f"device {name!r} was asked for, but no CUDA device is visible")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {name!r} was asked for, but only {torch.cuda.device_count()} "
+                          "CUDA device(s) are visible")
     return device
 
 

@@ -32,10 +32,17 @@ from tqdm import tqdm
 
 from convbench import __version__
 from convbench.provenance import code_version
-from convbench._io import atomic_write, check_writable
-from convbench.device import BatchTransform, channel_stats, pick_device, set_determinism, synchronize
+from convbench._io import atomic_write, check_writable, positive_int, run_cli
+from convbench.device import (
+    BatchTransform,
+    DeviceError,
+    channel_stats,
+    pick_device,
+    set_determinism,
+    synchronize,
+)
 from convbench.gpu import claim_device
-from convbench.models import build, resolve_input_size
+from convbench.models import build, check_knobs, resolve_input_size
 from convbench.recipe import Recipe, d2l_input_size, lr_at, resolve_recipe
 
 # 2: checkpoints carry the sha256 of their weights (``weights_sha256``), verified on every load.
@@ -55,8 +62,16 @@ HISTORY_COLUMNS = (
 TIMING_COLUMNS = ("seconds", "examples_per_s", "device")
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite: the run is diverging."""
+class TrainingError(ValueError):
+    """A training job that cannot run as asked: its options, split or checkpoint do not fit it.
+
+    ``convbench train`` turns it into one line and exit code 1; anything else is a bug (or a CUDA
+    failure) and keeps its traceback.
+    """
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or infinite: the run is diverging (the recipe needs changing)."""
 
     def __init__(self, epoch: int, step: int, lr: float) -> None:
         super().__init__(
@@ -84,7 +99,7 @@ class FoldData:
 def fold_data(dataset: Any, split: Any, fold: int, device: torch.device) -> FoldData:
     """Cut fold ``fold`` of ``split`` out of a prepared dataset and move it to ``device`` once."""
     if not 0 <= fold < split.folds:
-        raise ValueError(f"fold must be in 0..{split.folds - 1}, got {fold}")
+        raise TrainingError(f"fold must be in 0..{split.folds - 1}, got {fold}")
     train_idx, val_idx = split.train_indices(fold), split.val(fold)
 
     def on_device(array: np.ndarray) -> torch.Tensor:
@@ -513,7 +528,7 @@ def run_job(
     check_matches(split, dataset)
     wanted = (job.folds or split.folds, split.seed if job.split_seed is None else job.split_seed)
     if (split.folds, split.seed) != wanted:
-        raise ValueError(
+        raise TrainingError(
             f"{split_path}: a {split.folds}-fold split with seed {split.seed}, but the study asks "
             f"for {wanted[0]} folds with seed {wanted[1]} (repeat {job.repeat}); make it again with "
             f"'convbench split --folds {wanted[0]} --seed {wanted[1]}'"
@@ -550,12 +565,12 @@ def run_job(
         earlier = {k: resume_from["meta"].get(k) for k in identity}
         if earlier != identity:
             changed = sorted(k for k in identity if earlier[k] != identity[k])
-            raise ValueError(
+            raise TrainingError(
                 f"{checkpoint_path} belongs to another run (differs in {', '.join(changed)}); "
                 "delete it or run without --resume"
             )
         if resume_from["meta"].get("threads") != meta["threads"]:
-            raise ValueError(
+            raise TrainingError(
                 f"{checkpoint_path} was trained with {resume_from['meta'].get('threads')} thread(s), "
                 f"this run has {meta['threads']} (--threads): CPU results depend on the thread "
                 "count, so resume with the same --threads, or delete it and start again"
@@ -608,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input-size", type=int, default=None)
     parser.add_argument("--device", default="auto",
                         help="auto (default: a free GPU, held with a lock, else the CPU), cpu, cuda:N")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads for torch (default 1). CPU results are bit-identical only "
                              "for the same thread count; parallel jobs scale better than threads")
     parser.add_argument("--resume", action="store_true",
@@ -633,12 +648,12 @@ def jobs_from_args(args: argparse.Namespace) -> list[tuple[TrainJob, JobPaths]]:
         from convbench.study import load_study
 
         if not args.experiment:
-            raise ValueError("--study needs --experiment")
+            raise TrainingError("--study needs --experiment")
         study = load_study(args.study)
         exp = study.experiment(args.experiment)
         runs = study.select_runs(args.repeat, args.fold, args.seed)
         if len(runs) > 1 and args.out_dir is not None:
-            raise ValueError("--out-dir names one run's directory: pick the run with --repeat, --fold and --seed")
+            raise TrainingError("--out-dir names one run's directory: pick the run with --repeat, --fold and --seed")
         return [
             (TrainJob(args.experiment, exp.arch, exp.knobs, exp.input_size, exp.recipe, run.seed,
                       run.fold, repeat=run.repeat, folds=study.folds, split_seed=study.split_seed(run.repeat)),
@@ -648,28 +663,37 @@ def jobs_from_args(args: argparse.Namespace) -> list[tuple[TrainJob, JobPaths]]:
         ]
     missing = [flag for flag in ("arch", "fold", "data", "split", "out_dir") if getattr(args, flag) is None]
     if missing:
-        raise ValueError(f"give --{missing[0].replace('_', '-')} (or --study with --experiment)")
+        raise TrainingError(f"give --{missing[0].replace('_', '-')} (or --study with --experiment)")
     if args.repeat is not None:
-        raise ValueError("--repeat needs --study")
-    recipe_settings = parse_overrides(args.recipe)
-    recipe = resolve_recipe(recipe_settings, args.arch)
-    size = args.input_size
-    if size is None and recipe_settings.get("preset") == "d2l":
-        size = d2l_input_size(args.arch)
-    job = TrainJob(args.experiment or args.arch, args.arch, parse_overrides(args.knobs),
-                   resolve_input_size(args.arch, size), recipe, args.seed or 0, args.fold)
+        raise TrainingError("--repeat needs --study")
+    # The validators of recipes and networks refuse a bad value with a ValueError naming it; here,
+    # before any work, that is the user's error (a study is validated the same way when loaded).
+    try:
+        recipe_settings = parse_overrides(args.recipe)
+        recipe = resolve_recipe(recipe_settings, args.arch)
+        knobs = parse_overrides(args.knobs)
+        check_knobs(args.arch, knobs)
+        size = args.input_size
+        if size is None and recipe_settings.get("preset") == "d2l":
+            size = d2l_input_size(args.arch)
+        input_size = resolve_input_size(args.arch, size)
+    except ValueError as err:
+        raise TrainingError(str(err)) from None
+    job = TrainJob(args.experiment or args.arch, args.arch, knobs, input_size, recipe, args.seed or 0,
+                   args.fold)
     return [(job, JobPaths(args.data, args.split, args.out_dir))]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from convbench.prepared import DataError
+    import yaml
 
-    args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
-    try:
-        jobs = jobs_from_args(args)
-        for job, paths in jobs:
+    from convbench.prepared import DataError
+    from convbench.study import StudyError
+
+    def action(args: argparse.Namespace) -> None:
+        torch.set_num_threads(args.threads)
+        progress = sys.stderr.isatty() if args.progress is None else args.progress
+        for job, paths in jobs_from_args(args):
             with claim_device(args.device) as device_name:
                 result = run_job(job, paths.data, paths.split, paths.out_dir, device_name=device_name,
                                  resume=args.resume, progress=progress)
@@ -679,7 +703,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{result.best_epoch} val_acc {result.best_val_acc:.4f}; last epoch val_acc "
                 f"{last['val_acc']:.4f}, {last['examples_per_s']:.0f} ex/s -> {paths.out_dir / 'model.pt'}"
             )
-    except (DataError, ValueError, OSError, RuntimeError) as err:  # NonFiniteLossError included
-        print(f"convbench train: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+
+    # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
+    expected = (TrainingError, CheckpointError, DataError, StudyError, DeviceError, yaml.YAMLError,
+                OSError)
+    return run_cli(build_parser(), argv, action, expected=expected)
