@@ -63,10 +63,18 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_class
     }
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated by torch, or the process's peak resident memory on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+def peak_gpu_memory_mb(device: torch.device) -> float | None:
+    """The CUDA caching allocator's peak of memory held by tensors since the last reset (the
+    test-set pass), in MiB; None on the CPU, where there is no such allocator. It measures what
+    the network needs on the GPU, not what the process holds."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def peak_process_rss_mb() -> float:
+    """The whole process's peak resident memory (Python, torch, the data set), in MiB, since it
+    started: on the CPU the only memory figure there is, and not comparable with the GPU's."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -143,7 +151,8 @@ def evaluate_checkpoint(
     ]
     inference = {
         "images_per_s": images_per_s,
-        "peak_memory_mb": peak_memory_mb(device),
+        "peak_gpu_memory_mb": peak_gpu_memory_mb(device),
+        "peak_process_rss_mb": peak_process_rss_mb(),
         "device": describe_device(device),
     }
     history = checkpoint["history"]
