@@ -8,6 +8,7 @@ run at small sizes, and only the 224 px networks' full-size forward is marked sl
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 from convbench import reference
 from convbench.models import build, names, spec
 from convbench.models._layers import ACTIVATIONS
+from convbench.models import _registry
 from convbench.models._registry import register
 from convbench.models.resnet import Residual
 
@@ -70,7 +72,19 @@ def default_size_param(name: str):
 
 def test_names_include_the_whole_zoo() -> None:
     assert ALL_NETWORKS <= set(names())
-    assert names() == sorted(names())
+
+
+def test_names_are_sorted_whatever_the_registration_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a registry of its own, filled out of order: the zoo's order cannot hide an unsorted list."""
+    monkeypatch.setattr(_registry, "_REGISTRY", {})
+
+    def builder(*, in_channels: int, num_classes: int, input_size: int) -> nn.Module:
+        return nn.Identity()
+
+    for name in ("zeta_net", "alpha_net", "mid_net"):
+        register(name, default_input_size=8, min_input_size=1)(builder)
+    assert list(_registry._REGISTRY) == ["zeta_net", "alpha_net", "mid_net"]
+    assert names() == ["alpha_net", "mid_net", "zeta_net"]
 
 
 def test_registry_refuses_a_duplicate_name() -> None:
@@ -82,14 +96,23 @@ def test_registry_refuses_a_duplicate_name() -> None:
     assert spec("lenet").builder is not builder
 
 
+def documented_knobs(name: str) -> set[str]:
+    """The ``knob`` names a builder's docstring marks up, with those of a network it refers to
+    ("Knobs as for ``lenet``")."""
+    doc = spec(name).builder.__doc__ or ""
+    marked = set(re.findall(r"``(\w+)``", doc))
+    for other in re.findall(r"Knobs as for ``(\w+)``", doc):
+        marked |= documented_knobs(other)
+    return marked
+
+
 @pytest.mark.parametrize("name", names())
 def test_every_network_documents_its_knobs(name: str) -> None:
     entry = spec(name)
     assert "activation" in entry.knobs
     assert entry.summary
-    doc = entry.builder.__doc__ or ""
-    for knob in set(entry.knobs) - {"init"}:
-        assert knob in doc or "Knobs as for" in doc, f"{name}: knob {knob!r} undocumented"
+    undocumented = set(entry.knobs) - {"init"} - documented_knobs(name)
+    assert not undocumented, f"{name}: knob(s) {sorted(undocumented)} undocumented"
     assert 1 <= entry.min_input_size <= entry.default_input_size
 
 
@@ -102,10 +125,14 @@ def test_parameter_counts_match_d2l(name: str, knobs: tuple[tuple[str, object], 
 def test_unknown_knob_names_the_network_and_the_accepted_knobs(name: str) -> None:
     with pytest.raises(ValueError) as excinfo:
         build(name, no_such_knob=1)
-    message = str(excinfo.value)
-    assert repr(name) in message and "no_such_knob" in message
-    for knob in spec(name).knobs:
-        assert knob in message
+    # each part read whole: a knob name that is only part of a word, or a list with a knob
+    # missing or too many, fails
+    parts = re.fullmatch(r"network '(\w+)' does not accept knob\(s\) (.+); it accepts: (.+)",
+                         str(excinfo.value))
+    assert parts, str(excinfo.value)
+    assert parts[1] == name
+    assert parts[2].split(", ") == ["no_such_knob"]
+    assert parts[3].split(", ") == sorted(spec(name).knobs)
 
 
 # ----------------------------------------------------------------------- forward and backward
