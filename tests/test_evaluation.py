@@ -457,8 +457,11 @@ def test_aggregate_names_a_bad_metrics_file(
         (lambda path, state: save_checkpoint({**state, "meta": {k: v for k, v in state["meta"].items()
                                                                 if k != "split_id"}}, path),
          "a checkpoint without meta.split_id"),
+        (lambda path, state: save_checkpoint({**state, "meta": {k: v for k, v in state["meta"].items()
+                                                                if k not in ("params", "macs")}}, path),
+         "a checkpoint without meta.params, meta.macs (what evaluation reads)"),
     ],
-    ids=["garbage", "a list", "no history", "no split id"],
+    ids=["garbage", "a list", "no history", "no split id", "no size"],
 )
 def test_evaluate_names_a_file_that_is_not_a_checkpoint(
     digits_run: Any, convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,

@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convbench import __version__, data
+from convbench import data
 from convbench.device import BatchTransform, channel_stats, random_crop_flip
 from convbench.models import build
 from convbench.recipe import Recipe, lr_at, resolve_recipe

@@ -95,16 +95,6 @@ def timed_predict(
     return logits, (len(images) / seconds if seconds > 0 else float("inf"))
 
 
-def size_of(model: nn.Module, meta: dict[str, Any]) -> dict[str, int]:
-    """Params and MACs as training counted them (checkpoints before 0.1 lack them: count now)."""
-    if "params" in meta and "macs" in meta:
-        return {"params": meta["params"], "macs": meta["macs"]}
-    from convbench.summary import summarize
-
-    counted = summarize(model.float().cpu(), in_channels=meta["in_channels"], input_size=meta["input_size"])
-    return {"params": counted["params"], "macs": counted["macs"]}
-
-
 def evaluate_checkpoint(
     checkpoint: dict[str, Any],
     dataset: Any,
@@ -161,10 +151,10 @@ def evaluate_checkpoint(
         "arch": meta["arch"],
         "knobs": meta["knobs"],
         "input_size": meta["input_size"],
-        "repeat": meta.get("repeat", 0),
+        "repeat": meta["repeat"],
         "fold": meta["fold"],
         "seed": meta["seed"],
-        "train_seed": meta.get("train_seed", meta["seed"]),
+        "train_seed": meta["train_seed"],
         "dataset": meta["dataset"],
         "data_sha256": meta["data_sha256"],
         "split_id": meta["split_id"],
@@ -172,7 +162,8 @@ def evaluate_checkpoint(
         "weights": weights,
         "best_epoch": checkpoint["best_epoch"],
         "epochs": checkpoint["epoch"],
-        **size_of(model, meta),
+        "params": meta["params"],  # counted once, by training
+        "macs": meta["macs"],
         "val": classification_metrics(val_logits.cpu(), data.val_labels.cpu(), dataset.num_classes),
         "test": test,
         "final_train_loss": history[-1]["train_loss"],
@@ -290,7 +281,7 @@ def evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str
         raise EvaluationError(f"{job.checkpoint}: a checkpoint without meta.{', meta.'.join(missing)} "
                          "(what evaluation reads); expected one written by convbench train; train it again")
     if job.run is not None:
-        found = {key: checkpoint["meta"].get(key, 0 if key == "repeat" else None) for key in job.run}
+        found = {key: checkpoint["meta"][key] for key in job.run}
         if found != job.run:
             raise EvaluationError(f"{job.checkpoint}: holds the run {found}, but the study expects {job.run} there")
     dataset = load_prepared(job.data)

@@ -51,8 +51,9 @@ WEIGHT_KEYS = ("model", "best_model")
 # What loading reads from a checkpoint (checked on every load), and what evaluation reads from its
 # "meta" (checked by evaluation: `train` used as a library may leave meta empty).
 CHECKPOINT_KEYS = ("epoch", "completed", "model", "optimizer", "best_model", "best_epoch", "history", "meta")
-META_KEYS = ("experiment", "arch", "knobs", "input_size", "recipe", "seed", "fold", "data_sha256",
-             "split_id", "in_channels", "num_classes", "classes", "dataset", "code_version", "packages")
+META_KEYS = ("experiment", "arch", "knobs", "input_size", "recipe", "seed", "repeat", "fold",
+             "train_seed", "data_sha256", "split_id", "in_channels", "num_classes", "classes",
+             "dataset", "params", "macs", "code_version", "packages")
 HISTORY_COLUMNS = (
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "examples_per_s",
     "device",
