@@ -18,7 +18,12 @@ import torch.nn.functional as F
 from convbench import data
 from convbench.aggregate import aggregate, load_run
 from convbench.device import BatchTransform, channel_stats
-from convbench.evaluation import classification_metrics, evaluate_checkpoint, training_perf
+from convbench.evaluation import (
+    classification_metrics,
+    evaluate_checkpoint,
+    peak_gpu_memory_mb,
+    training_perf,
+)
 from convbench.models import build
 from convbench.splits import load_split, make_split, write_split
 from convbench.training import HISTORY_COLUMNS, save_checkpoint
@@ -146,9 +151,27 @@ def test_perf_json_has_training_and_inference_speed(digits_run: Any) -> None:
     assert training["examples_per_s"] > 0
     assert training["devices"] == [rows[0]["device"]]
     inference = perf["inference"]
-    assert inference["images_per_s"] > 0 and inference["peak_memory_mb"] > 0
+    assert inference["images_per_s"] > 0
     assert inference["device"].startswith("cpu:")
+    # on the CPU there is no GPU allocator to measure; the process's peak memory is measured
+    # (a torch process holds well over 50 MiB; this one, its own pytest, far more)
+    assert inference["peak_gpu_memory_mb"] is None
+    assert inference["peak_process_rss_mb"] > 50
+    assert "peak_memory_mb" not in inference
     assert "images_per_s" not in digits_run.metrics.read_text()  # timings stay out of metrics
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_peak_gpu_memory_is_the_allocators_peak_not_the_process() -> None:
+    device = torch.device("cuda")
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device) / 2**20
+    block = torch.empty(64 * 2**20, dtype=torch.uint8, device=device)  # 64 MiB on the GPU only
+    del block
+    assert peak_gpu_memory_mb(device) == pytest.approx(before + 64, abs=0.01)
+    assert peak_gpu_memory_mb(torch.device("cpu")) is None
 
 
 def test_training_perf_refuses_an_empty_history(tmp_path: Path) -> None:
@@ -434,8 +457,11 @@ def test_aggregate_names_a_bad_metrics_file(
         (lambda path, state: save_checkpoint({**state, "meta": {k: v for k, v in state["meta"].items()
                                                                 if k != "split_id"}}, path),
          "a checkpoint without meta.split_id"),
+        (lambda path, state: save_checkpoint({**state, "meta": {k: v for k, v in state["meta"].items()
+                                                                if k not in ("params", "macs")}}, path),
+         "a checkpoint without meta.params, meta.macs (what evaluation reads)"),
     ],
-    ids=["garbage", "a list", "no history", "no split id"],
+    ids=["garbage", "a list", "no history", "no split id", "no size"],
 )
 def test_evaluate_names_a_file_that_is_not_a_checkpoint(
     digits_run: Any, convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,
@@ -497,3 +523,57 @@ def test_unwritable_outputs_are_refused_before_the_work(
     assert f"its directory {locked} is not writable by this user" in err and started == []
     assert convbench(evaluate_argv(digits_run.model, digits_npz, digits_split, locked / "metrics.json")) == 1
     assert f"its directory {locked} is not writable by this user" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ bugs keep their traceback
+
+
+def raiser(error: BaseException) -> Callable[..., Any]:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    return broken
+
+
+BUGS = [RuntimeError("CUDA error: out of memory"), KeyError("val_acc_mean"),
+        ValueError("operands could not be broadcast together")]
+BUG_IDS = ["CUDA error", "KeyError", "ValueError"]
+
+
+@pytest.mark.parametrize("bug", BUGS, ids=BUG_IDS)
+def test_a_bug_inside_evaluate_keeps_its_traceback(
+    digits_run: Any, convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bug: Exception,
+) -> None:
+    """A ValueError too: only EvaluationError (and the other errors a user can fix) become one
+    line naming the checkpoint; a bug's ValueError is not the user's."""
+    monkeypatch.setattr("convbench.evaluation.evaluate_checkpoint", raiser(bug))
+    out = tmp_path / "metrics.json"
+    with pytest.raises(type(bug)) as raised:
+        convbench(evaluate_argv(digits_run.model, digits_npz, digits_split, out))
+    assert raised.value is bug
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("bug", BUGS, ids=BUG_IDS)
+def test_a_bug_inside_aggregate_keeps_its_traceback(
+    tiny_study: Path, convbench: Callable[[list[str]], int], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, bug: Exception,
+) -> None:
+    monkeypatch.setattr("convbench.aggregate.aggregate", raiser(bug))
+    out = tmp_path / "summary.json"
+    with pytest.raises(type(bug)) as raised:
+        convbench(["aggregate", "--study", str(tiny_study), "--experiment", "lenet", "--out", str(out)])
+    assert raised.value is bug
+    assert not out.exists()
+
+
+def test_an_unknown_evaluation_device_is_one_line(
+    digits_run: Any, convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "metrics.json"
+    assert convbench([*evaluate_argv(digits_run.model, digits_npz, digits_split, out), "--device", "gpu"]) == 1
+    err = capsys.readouterr().err
+    assert err == "convbench evaluate: error: unknown device 'gpu': give auto, cpu, cuda or cuda:N\n"
+    assert not out.exists()

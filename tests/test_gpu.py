@@ -8,8 +8,10 @@ slots from separate processes, as concurrent Snakemake jobs do, and kill one wit
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import ExitStack
@@ -19,7 +21,7 @@ from typing import Iterator
 import pytest
 import torch
 
-from convbench.gpu import claim_device, gpu_slot
+from convbench.gpu import claim_device, default_lock_dir, gpu_slot
 
 HOLDER = """
 import sys
@@ -137,7 +139,24 @@ def test_auto_is_the_cpu_without_gpus(tmp_path: Path) -> None:
         assert device == "cpu"
 
 
-def test_the_default_lock_dir_is_per_user(tmp_path: Path) -> None:
-    from convbench.gpu import default_lock_dir
-
-    assert default_lock_dir().name == f"convbench-gpu-locks-{os.getuid()}"
+def test_the_default_lock_dir_is_per_user_in_the_machines_temp_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs that give no lock_dir lock files in one directory per user under the temp dir: the
+    same user's jobs exclude each other; another user's jobs use their own directory (an open
+    lock directory of one user would not be writable by the others)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    mine = default_lock_dir()
+    assert mine.parent == tmp_path and default_lock_dir() == mine
+    with gpu_slot(1, timeout=0) as slot:  # no lock_dir: the default
+        assert slot == 0
+        assert (mine / "gpu0.lock").read_text() == f"{os.getpid()}\n"
+        with pytest.raises(TimeoutError, match=f"in {re.escape(str(mine))} after"):
+            with gpu_slot(1, timeout=0):
+                pass
+        uid = os.getuid()
+        monkeypatch.setattr(os, "getuid", lambda: uid + 1)
+        theirs = default_lock_dir()
+        assert theirs.parent == tmp_path and theirs != mine
+        with gpu_slot(1, timeout=0) as other_users_slot:
+            assert other_users_slot == 0

@@ -2,6 +2,9 @@
 finds nothing to do, a forced rerun is bit-identical, and bad params are refused before any job.
 
 Runs in a copy of the pipeline files inside a fresh git + DVC repository, like a user's clone.
+The study is run once by each engine (the ``project`` and ``finished`` fixtures); both are read
+only, and a test that changes anything works on its own copy (``copy_of``: mtimes kept), so every
+test can run alone or in any order.
 """
 
 from __future__ import annotations
@@ -133,8 +136,14 @@ def dvc_repro_runs(project: Path) -> list[str]:
     return re.findall(r"^Running stage '([^']+)'", out, flags=re.M)
 
 
+def copy_of(project: Path, tmp_path: Path) -> Path:
+    """A copy to change: mtimes kept (Snakemake's view), links kept (workflow/networks)."""
+    return shutil.copytree(project, tmp_path / "copy", symlinks=True)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny study run by Snakemake. Read only: a test that changes it works on ``copy_of``."""
     project = make_project(tmp_path_factory.mktemp("pipeline") / "project", TINY_STUDY)
     run(["snakemake", "--cores", "2", "--resources", "gpu=1"], project)
     return project
@@ -176,7 +185,7 @@ def test_snakemake_and_dvc_plan_the_same_training_outputs(project: Path) -> None
 
 
 def test_deleted_intermediate_outputs_are_made_again(project: Path, tmp_path: Path) -> None:
-    copy = shutil.copytree(project, tmp_path / "copy", symlinks=True)  # keeps the mtimes
+    copy = copy_of(project, tmp_path)
     for name in ("model.pt", "history.csv"):
         (copy / "results/mlp/r1-fold0-seed0" / name).unlink()
     out = run(["snakemake", "--dry-run", "--printshellcmds", "--cores", "1"], copy).stdout
@@ -185,58 +194,57 @@ def test_deleted_intermediate_outputs_are_made_again(project: Path, tmp_path: Pa
     assert "convbench evaluate --checkpoint results/mlp/r1-fold0-seed0/model.pt" in out
 
 
-def test_a_forced_rerun_is_bit_identical(project: Path) -> None:
-    before = run_files(project)
+def test_a_forced_rerun_is_bit_identical(project: Path, tmp_path: Path) -> None:
+    copy = copy_of(project, tmp_path)
     target = "results/lenet_relu/r1-fold0-seed0"
-    run(["snakemake", "--cores", "1", "--force", f"{target}/model.pt"], project)
-    run(["snakemake", "--cores", "1", "--force", f"{target}/metrics.json"], project)
-    run(["snakemake", "--cores", "2", "--resources", "gpu=1"], project)  # bring the rest up to date
-    assert run_files(project) == before
+    run(["snakemake", "--cores", "1", "--force", f"{target}/model.pt"], copy)
+    run(["snakemake", "--cores", "1", "--force", f"{target}/metrics.json"], copy)
+    run(["snakemake", "--cores", "2", "--resources", "gpu=1"], copy)  # bring the rest up to date
+    assert run_files(copy) == run_files(project)
 
 
-def test_dvc_repro_reproduces_snakemake_and_snakemake_stays_idle(project: Path) -> None:
+def test_dvc_repro_reproduces_snakemake_and_snakemake_stays_idle(
+    project: Path, finished: Path, tmp_path: Path
+) -> None:
+    """``finished`` is a copy of ``project`` in which ``dvc repro`` ran every stage."""
     before = run_files(project)
-    run(["dvc", "repro"], project)
-    assert run_files(project) == before  # same commands, same files
-    out = run(["snakemake", "--cores", "1", "--dry-run"], project).stdout
+    assert run_files(finished) == before  # same commands, same files
+    out = run(["snakemake", "--cores", "1", "--dry-run"], finished).stdout
     assert "Nothing to be done" in out
     # DVC's cache is a copy: outputs stay plain, writable, single-linked files. (Hardlinks are
     # write-protected, and Snakemake refuses to rerun a job whose outputs a non-root user cannot
     # write: ProtectedOutputException.)
-    outputs = [path for top in ("data", "results", "reports") for path in (project / top).rglob("*")
+    outputs = [path for top in ("data", "results", "reports") for path in (finished / top).rglob("*")
                if path.is_file()]
     assert outputs and all(p.stat().st_mode & stat.S_IWUSR and p.stat().st_nlink == 1 for p in outputs)
     # A file DVC restores is new to Snakemake (a copy gets a new mtime): it re-evaluates that run
     # only, to the same bytes, or `--touch` marks the restored file's dependants current.
-    (project / "results/mlp/r0-fold1-seed0/model.pt").unlink()
-    run(["dvc", "checkout"], project)
-    assert run_files(project) == before
-    assert planned_jobs(project) == {"evaluate": 1, "summarize_experiment": 1, "aggregate": 1, "report": 1}
-    assert "up to date" in run(["dvc", "status"], project).stdout
-    run(["snakemake", "--cores", "1", "--touch"], project)
-    assert planned_jobs(project) == {}
-    assert run_files(project) == before
+    copy = copy_of(finished, tmp_path)
+    (copy / "results/mlp/r0-fold1-seed0/model.pt").unlink()
+    run(["dvc", "checkout"], copy)
+    assert run_files(copy) == before
+    assert planned_jobs(copy) == {"evaluate": 1, "summarize_experiment": 1, "aggregate": 1, "report": 1}
+    assert "up to date" in run(["dvc", "status"], copy).stdout
+    run(["snakemake", "--cores", "1", "--touch"], copy)
+    assert planned_jobs(copy) == {}
+    assert run_files(copy) == before
     # a killed job's scratch files in a finished results directory change nothing downstream
-    scratch = [project / "results/mlp/r0-fold0-seed0/checkpoint.pt",
-               project / "results/mlp/r0-fold0-seed0/.metrics.json.99999999.0badc0de.tmp"]
-    for path in scratch:
+    for path in (copy / "results/mlp/r0-fold0-seed0/checkpoint.pt",
+                 copy / "results/mlp/r0-fold0-seed0/.metrics.json.99999999.0badc0de.tmp"):
         path.write_bytes(b"left by a kill")
-    try:
-        assert "up to date" in run(["dvc", "status"], project).stdout
-    finally:
-        for path in scratch:
-            path.unlink()
+    assert "up to date" in run(["dvc", "status"], copy).stdout
 
 
-def test_snakemake_and_dvc_refuse_to_run_at_once(project: Path) -> None:
+def test_snakemake_and_dvc_refuse_to_run_at_once(project: Path, tmp_path: Path) -> None:
     """Both hold DVC's repository lock while they run: the second one started is refused."""
+    copy = copy_of(project, tmp_path)  # a refusal that failed would run the study here only
     holder = subprocess.Popen(  # a DVC process holding its lock, as `dvc repro` does while it runs
         [sys.executable, "-c", "import sys, time; from dvc.lock import make_lock; "
          "lock = make_lock('.dvc/tmp/lock'); lock.lock(); print('locked', flush=True); time.sleep(60)"],
-        cwd=project, stdout=subprocess.PIPE, text=True)
+        cwd=copy, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        proc = run(["snakemake", "--cores", "1", "--forcerun", "report"], project, check=False)
+        proc = run(["snakemake", "--cores", "1", "--forcerun", "report"], copy, check=False)
         assert proc.returncode != 0
         assert "DVC is running in this project (it holds .dvc/tmp/lock)" in proc.stdout + proc.stderr
     finally:
@@ -246,15 +254,15 @@ def test_snakemake_and_dvc_refuse_to_run_at_once(project: Path) -> None:
 
     code = ("import sys; sys.path.insert(0, 'src'); from convbench._io import hold_dvc_lock; "
             "hold_dvc_lock(); print('locked', flush=True); import time; time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code], cwd=project, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=copy, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        proc = run(["dvc", "repro"], project, check=False)
+        proc = run(["dvc", "repro"], copy, check=False)
         assert proc.returncode != 0 and "Unable to acquire lock" in proc.stdout + proc.stderr
     finally:
         holder.kill()
         holder.wait()
-    assert hold_dvc_lock(project / "results") is False  # no DVC project there: nothing to hold
+    assert hold_dvc_lock(copy / "results") is False  # no DVC project there: nothing to hold
 
 
 # ------------------------------------------------------------------------- code-aware reruns
@@ -262,18 +270,18 @@ def test_snakemake_and_dvc_refuse_to_run_at_once(project: Path) -> None:
 
 @pytest.fixture(scope="module")
 def finished(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the project once both engines have run it (dvc.lock written), to copy and edit."""
-    if not (project / "dvc.lock").exists():
-        run(["dvc", "repro"], project)
-    copy = shutil.copytree(project, tmp_path_factory.mktemp("finished") / "project", symlinks=True)
-    assert dvc_changed_stages(copy) == set()
-    assert planned_jobs(copy) == {}
-    return copy
+    """A copy of the project once both engines have run it (``dvc repro`` after Snakemake: dvc.lock
+    written). Read only: a test that changes it works on ``copy_of`` or ``edited_copy``."""
+    finished = shutil.copytree(project, tmp_path_factory.mktemp("finished") / "project", symlinks=True)
+    run(["dvc", "repro"], finished)
+    assert dvc_changed_stages(finished) == set()
+    assert planned_jobs(finished) == {}
+    return finished
 
 
 def edited_copy(finished: Path, tmp_path: Path, path: str) -> Path:
     """A copy of the finished study (mtimes kept) with a comment appended to one source file."""
-    copy = shutil.copytree(finished, tmp_path / "copy", symlinks=True)
+    copy = copy_of(finished, tmp_path)
     with open(copy / path, "a") as file:
         file.write("# an edit\n")
     return copy
@@ -320,9 +328,8 @@ def test_a_report_edit_reruns_only_the_report(finished: Path, tmp_path: Path) ->
     assert dvc_changed_stages(copy) == {"report"}
 
 
-def test_dvc_exp_run_with_a_changed_param_moves_the_metrics(project: Path) -> None:
-    if not (project / "dvc.lock").exists():  # DVC's record of the baseline, to diff against
-        run(["dvc", "repro"], project)
+def test_dvc_exp_run_with_a_changed_param_moves_the_metrics(finished: Path, tmp_path: Path) -> None:
+    project = copy_of(finished, tmp_path)  # dvc.lock: DVC's record of the baseline, to diff against
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "baseline results", "--allow-empty"], project)
     run(["dvc", "exp", "run", "-S", "+experiments.mlp.recipe.epochs=3"], project)
@@ -369,8 +376,9 @@ def test_bad_params_are_refused_by_name_before_any_job(tmp_path: Path, change, m
     assert not (project / "data").exists() and not (project / "results").exists()
 
 
-def test_snakemake_report_renders(project: Path) -> None:
+def test_snakemake_report_renders(project: Path, tmp_path: Path) -> None:
     """The report figures are flagged with report()."""
-    run(["snakemake", "--cores", "1", "--report", "smk-report.html"], project)
-    page = (project / "smk-report.html").read_text(errors="replace")
+    page_path = tmp_path / "smk-report.html"
+    run(["snakemake", "--cores", "1", "--report", str(page_path)], project)
+    page = page_path.read_text(errors="replace")
     assert "learning_curves.png" in page and "pareto.png" in page

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
-from convbench import cli
+from convbench import cli, reference
 from convbench.models import build, names, spec
 from convbench.summary import parse_overrides, summarize
 
 LAYER_KEYS = {"name", "type", "output_shape", "params"}
+# Published parameter counts, each with its source: d2l's, and tests/reference_params.yaml's.
+BOOK = reference.d2l().results
+FULL_VGG11 = next(entry["params"] for entry in yaml.safe_load(
+    Path(__file__).with_name("reference_params.yaml").read_text())["networks"] if entry["arch"] == "vgg11")
 
 
 def meta_build(name: str, **kwargs: object) -> nn.Module:
@@ -139,7 +145,8 @@ def test_models_lists_every_network(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     for name in names():
         assert name in out
-    assert "128,806,154" in out  # vgg11
+    vgg11 = next(line for line in out.splitlines() if line.split()[0] == "vgg11")
+    assert f"{FULL_VGG11:,}" in vgg11.split()
 
 
 def test_models_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -148,7 +155,7 @@ def test_models_json(capsys: pytest.CaptureFixture[str]) -> None:
     entries = json.loads(out)
     assert [entry["name"] for entry in entries] == names()
     by_name = {entry["name"]: entry for entry in entries}
-    assert by_name["googlenet"]["params"] == 5_977_530
+    assert by_name["googlenet"]["params"] == BOOK["googlenet"].params
     assert by_name["vgg11"]["knobs"]["width"] == 1.0
     assert by_name["mlp"]["knobs"]["dropout"] is None
     for entry in entries:
@@ -161,7 +168,7 @@ def test_summary_table(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "summary", "lenet")
     assert code == 0
     assert "features.0" in out and "Conv2d" in out and "1 x 6 x 28 x 28" in out
-    assert "61,706" in out and "416,520" in out  # params, MACs
+    assert f"{BOOK['lenet'].params:,}" in out and "416,520" in out  # params, MACs
     assert "1 x 1 x 28 x 28" in out  # input shape
 
 
@@ -169,7 +176,7 @@ def test_summary_json_acceptance_vgg11_quarter_width(capsys: pytest.CaptureFixtu
     code, out, _ = run(capsys, "summary", "vgg11", "--set", "width=0.25", "--json")
     assert code == 0
     result = json.loads(out)
-    assert result["params"] == 43_093_322
+    assert result["params"] == BOOK["vgg11_small"].params
     assert result["arch"] == "vgg11" and result["input_size"] == 224
     assert result["in_channels"] == 1 and result["num_classes"] == 10
     assert result["knobs"]["width"] == 0.25 and result["knobs"]["dropout"] == 0.5

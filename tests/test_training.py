@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convbench import __version__, data
+from convbench import data
 from convbench.device import BatchTransform, channel_stats, random_crop_flip
 from convbench.models import build
 from convbench.recipe import Recipe, lr_at, resolve_recipe
@@ -244,7 +245,7 @@ def test_the_best_epoch_is_kept_next_to_the_last(fold0: FoldData) -> None:
                 model.features[0].bias.fill_(-1e4)
 
     recipe = tiny_recipe()
-    result = train(model, fold0, recipe, input_size=SIZE, seed=0, on_epoch_end=after_epoch)
+    result = train(model, fold0, recipe, input_size=SIZE, seed=0, on_epoch=after_epoch)
     val_acc = [row["val_acc"] for row in result.history]
     assert result.best_epoch == 2 == int(np.argmax(val_acc)) + 1
     assert result.best_val_acc == max(val_acc) > val_acc[-1] + 0.3
@@ -281,7 +282,7 @@ def test_a_diverging_run_names_the_epoch_and_step(fold0: FoldData, tmp_path: Pat
     checkpoint = tmp_path / "checkpoint.pt"
     with pytest.raises(NonFiniteLossError) as err:
         train(tiny_lenet(), fold0, tiny_recipe(lr=1e6), input_size=SIZE, seed=0,
-              checkpoint_path=checkpoint)
+              on_epoch=lambda record: save_checkpoint(record, checkpoint))
     error = err.value
     assert error.epoch == 1 and error.step >= 1
     message = str(error)
@@ -301,14 +302,16 @@ def test_resuming_from_the_checkpoint_replays_the_uninterrupted_run(
     recipe = tiny_recipe(epochs=4, augmentation="crop_flip", label_smoothing=0.1)
     whole = train(tiny_lenet(dropout=0.3), fold0, recipe, input_size=SIZE, seed=3)
 
-    def stop_after_epoch_2(state: dict[str, Any]) -> None:
+    path = tmp_path / "checkpoint.pt"
+
+    def save_then_stop_after_epoch_2(state: dict[str, Any]) -> None:
+        save_checkpoint(state, path)
         if state["epoch"] == 2:
             raise Interrupted
 
-    path = tmp_path / "checkpoint.pt"
     with pytest.raises(Interrupted):
         train(tiny_lenet(dropout=0.3), fold0, recipe, input_size=SIZE, seed=3,
-              checkpoint_path=path, on_epoch_end=stop_after_epoch_2)
+              on_epoch=save_then_stop_after_epoch_2)
     saved = load_checkpoint(path)  # weights_only=True
     assert saved["epoch"] == 2 and saved["completed"] is False and len(saved["history"]) == 2
 
@@ -429,6 +432,66 @@ def test_resume_refuses_another_jobs_checkpoint(
     assert "without --resume" in err
     assert checkpoint.read_bytes() == digits_run.model.read_bytes()  # left as it was
     assert not (tmp_path / "model.pt").exists()
+
+
+def raiser(error: BaseException) -> Callable[..., Any]:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    return broken
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [RuntimeError("CUDA error: an illegal memory access was encountered"), KeyError("train_loss"),
+     ValueError("Expected input batch_size (64) to match target batch_size (32)")],
+    ids=["CUDA error", "KeyError", "ValueError from torch"],
+)
+def test_a_bug_inside_train_keeps_its_traceback(
+    convbench: Callable[[list[str]], int], train_argv: Callable[..., list[str]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, bug: Exception,
+) -> None:
+    """Only what a user can fix becomes one line and exit 1; a bug or a CUDA failure propagates
+    with its traceback instead of hiding behind 'convbench train: error: ...'."""
+    monkeypatch.setattr("convbench.training.train", raiser(bug))
+    with pytest.raises(type(bug)) as raised:
+        convbench(train_argv(tmp_path))
+    assert raised.value is bug
+    assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(("--set", "no_such_knob=1"), "network 'lenet' does not accept knob(s) no_such_knob; it accepts: "),
+     (("--set", "activation=tanhh"), "activation must be one of"),
+     (("--recipe", "lr=-1"), "recipe.lr: must be > 0, got -1.0"),
+     (("--input-size", "2"), "network 'lenet' needs input_size >= "),
+     (("--device", "gpu"), "unknown device 'gpu': give auto, cpu, cuda or cuda:N"),
+     (("--device", "mps"), "device 'mps': convbench runs on cpu or cuda[:N] only"),
+     (("--device", "cuda:99"), "device 'cuda:99' was asked for, but ")],
+    ids=["unknown knob", "bad knob value", "bad recipe value", "too small", "unknown device",
+         "unsupported device", "missing GPU"],
+)
+def test_a_users_mistake_is_one_line_before_any_training(
+    convbench: Callable[[list[str]], int], train_argv: Callable[..., list[str]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...],
+    message: str,
+) -> None:
+    started: list[int] = []
+    monkeypatch.setattr("convbench.training.train", lambda *a, **k: started.append(1))
+    assert convbench(train_argv(tmp_path, *extra)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"convbench train: error: {message}")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert started == [] and not (tmp_path / "model.pt").exists()
+
+
+def test_threads_must_be_a_positive_count(
+    convbench: Callable[[list[str]], int], train_argv: Callable[..., list[str]], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert convbench(train_argv(tmp_path, "--threads", "0")) == 2  # a usage error, as argparse's
+    assert "argument --threads: must be a positive integer, got '0'" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_split_of_other_data(
@@ -594,31 +657,113 @@ def test_a_killed_run_resumes_to_the_uninterrupted_model(
     assert timeless(rows) == timeless(read_history(whole_dir / "history.csv"))
 
 
+@dataclass(frozen=True)
+class LayerCall:
+    """What one forward call of a convolution or linear layer saw."""
+
+    layer: str
+    training: bool
+    output_dtype: torch.dtype
+    # Strictly channels_last (not also plain contiguous, as a one-channel tensor is): None for a
+    # linear layer or a convolution of one input channel, where the two layouts coincide.
+    channels_last_input: bool | None
+    channels_last_weight: bool | None
+
+
+def strictly_channels_last(tensor: torch.Tensor) -> bool:
+    return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+
+
+def watch_layers(model: torch.nn.Module) -> list[LayerCall]:
+    """Forward hooks on every convolution and linear layer; the list fills as the model runs."""
+    calls: list[LayerCall] = []
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            layout = isinstance(module, torch.nn.Conv2d) and module.in_channels > 1
+            calls.append(LayerCall(
+                name, module.training, output.dtype,
+                strictly_channels_last(inputs[0]) if layout else None,
+                strictly_channels_last(module.weight) if layout else None,
+            ))
+
+        return record
+
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            module.register_forward_hook(hook(name))
+    return calls
+
+
+LEARNED = 0.5  # validation accuracy after two epochs: clearly above chance (0.1); ~0.77 measured
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"),
+    [("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)],
+)
+def test_mixed_precision_takes_effect_on_the_cpu(
+    fold0: FoldData, precision: str, dtype: torch.dtype
+) -> None:
+    """Every convolution and linear layer computes in the recipe's precision, in training and in
+    validation, while the weights stay float32. fp16 runs as asked on the CPU too (torch's CPU
+    autocast has float16; the trainer neither falls back nor refuses), with its loss scaler."""
+    model = tiny_lenet()
+    calls = watch_layers(model)
+    result = train(model, fold0, tiny_recipe(epochs=2, precision=precision), input_size=SIZE, seed=0)
+    layers = {name for name, module in model.named_modules()
+              if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))}
+    for training in (True, False):
+        seen = [call for call in calls if call.training is training]
+        assert {call.layer for call in seen} == layers
+        assert {call.output_dtype for call in seen} == {dtype}
+    assert {p.dtype for p in result.model.parameters()} == {torch.float32}
+    scaler = result.checkpoint["scaler"]
+    if precision == "fp16":
+        # steps since the last overflow: the scaler scaled and stepped
+        assert scaler["scale"] > 0 and scaler["_growth_tracker"] > 0
+    else:
+        assert scaler == {}
+    assert result.best_val_acc > LEARNED
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_takes_effect_on_the_cpu(fold0: FoldData, channels_last: bool) -> None:
+    """The batches and the weights of every convolution are in the channels_last layout (and only
+    when the recipe asks), in training and in validation."""
+    model = tiny_lenet()
+    calls = watch_layers(model)
+    result = train(model, fold0, tiny_recipe(epochs=2, channels_last=channels_last),
+                   input_size=SIZE, seed=0)
+    laid_out = [call for call in calls if call.channels_last_input is not None]
+    assert {call.training for call in laid_out} == {True, False}
+    assert {call.channels_last_input for call in laid_out} == {channels_last}
+    assert {call.channels_last_weight for call in laid_out} == {channels_last}
+    assert result.best_val_acc > LEARNED
+
+
 @pytest.mark.parametrize(
     "settings",
     [
-        {"precision": "bf16"},
-        {"precision": "fp16"},
-        {"channels_last": True},
         {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.01},
         {"nesterov": True, "schedule": "onecycle", "grad_clip": 1.0},
         {"schedule": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1},
     ],
     ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()),
 )
-def test_every_recipe_option_trains_on_the_cpu(fold0: FoldData, settings: dict[str, Any]) -> None:
-    """The GPU-minded options (mixed precision, channels_last) must also run, finitely, on the CPU."""
+def test_every_optimizer_and_schedule_learns(fold0: FoldData, settings: dict[str, Any]) -> None:
     result = train(tiny_lenet(), fold0, tiny_recipe(epochs=2, **settings),
                    input_size=SIZE, seed=0)
     assert len(result.history) == 2
     assert all(np.isfinite(row["train_loss"]) for row in result.history)
-    assert result.best_val_acc > 0.1  # above chance after two epochs
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.best_val_acc > LEARNED
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (on the CPU, "
                     "inductor's C++ build takes a minute; it passed there when last checked)")
-def test_compiled_training_matches_eager_accuracy_closely(digits: data.Dataset,
+def test_compiled_training_matches_eager_training_loss_closely(digits: data.Dataset,
                                                          digits_split: Path) -> None:
     data_ = fold_data(digits, load_split(digits_split), 0, torch.device("cuda"))
     eager = train(tiny_lenet(), data_, tiny_recipe(epochs=1), input_size=SIZE, seed=0)
@@ -637,4 +782,6 @@ def test_gpu_training_keeps_the_split_on_the_device(digits: data.Dataset, digits
     assert data.train_images.is_cuda and data.train_images.dtype == torch.uint8
     recipe = tiny_recipe(epochs=2, precision=precision, channels_last=True, deterministic=True)
     result = train(tiny_lenet(), data, recipe, input_size=SIZE, seed=0)
-    assert result.best_val_acc > 0.1
+    assert all(p.is_cuda for p in result.model.parameters())
+    assert data.train_images.is_cuda and data.train_images.dtype == torch.uint8  # left as it was
+    assert result.best_val_acc > LEARNED

@@ -161,6 +161,18 @@ def write_npz_deterministic(path: str | os.PathLike[str], arrays: Mapping[str, n
     return atomic_write(path, writer)
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts such as ``--threads``: a bad one is a usage error (exit 2)
+    naming the option, not an error from deep inside torch."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def run_cli(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,

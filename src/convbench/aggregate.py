@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convbench._io import write_json_atomic
+from convbench._io import run_cli, write_json_atomic
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -56,6 +55,14 @@ def spread(runs: list[dict[str, Any]], values: list[float]) -> dict[str, Any]:
     return {"fold_std": fold_std, "seed_std": float(np.sqrt(np.mean(within))) if within else None}
 
 
+class AggregateError(ValueError):
+    """Runs that cannot be summarized together, or a results file aggregation cannot read.
+
+    ``convbench aggregate`` turns it into one line and exit code 1; anything else is a bug and
+    keeps its traceback.
+    """
+
+
 def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """Group per-run metrics by experiment into means, standard deviations and per-run lists.
 
@@ -71,16 +78,16 @@ def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
         runs = sorted(by_experiment[name], key=run_key)
         keys = [run_key(m) for m in runs]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"experiment {name!r}: a run (repeat, fold, seed) given twice: {keys}")
+            raise AggregateError(f"experiment {name!r}: a run (repeat, fold, seed) given twice: {keys}")
         first = runs[0]
         for m in runs[1:]:
             for key in ("arch", "knobs", "input_size", "data_sha256", "recipe"):
                 if m[key] != first[key]:
-                    raise ValueError(f"experiment {name!r}: runs disagree on {key}")
+                    raise AggregateError(f"experiment {name!r}: runs disagree on {key}")
         split_ids: dict[int, str] = {}
         for m, (repeat, _, _) in zip(runs, keys):
             if split_ids.setdefault(repeat, m["split_id"]) != m["split_id"]:
-                raise ValueError(f"experiment {name!r}: the runs of repeat {repeat} disagree on the split")
+                raise AggregateError(f"experiment {name!r}: the runs of repeat {repeat} disagree on the split")
         val = [m["val"]["accuracy"] for m in runs]
         test = [m["test"]["accuracy"] for m in runs]
         training = [m.get("perf", {}).get("training", {}) for m in runs]
@@ -125,7 +132,7 @@ def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
     return {"experiments": experiments}
 
 
-class ResultFileError(ValueError):
+class ResultFileError(AggregateError):
     """A results file is unreadable, not JSON, or lacks what ``convbench evaluate`` writes."""
 
 
@@ -238,10 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from convbench.study import load_study
+    import yaml
 
-    args = build_parser().parse_args(argv)
-    try:
+    from convbench.study import StudyError, load_study
+
+    def action(args: argparse.Namespace) -> None:
         study = load_study(args.study)
         if args.experiment is not None:
             study.experiment(args.experiment)  # refuses an unknown name
@@ -250,13 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = combine(study)
             write_json_atomic(args.out, result)
-    except (OSError, ValueError) as err:  # StudyError and ResultFileError are ValueErrors
-        print(f"convbench aggregate: error: {err}", file=sys.stderr)
-        return 1
-    width = max(map(len, result["experiments"]), default=10)
-    for name, row in result["experiments"].items():
-        print(
-            f"{name:<{width}}  val {row['val_acc_mean']:.4f} ± {row['val_acc_std']:.4f}  "
-            f"test {row['test_acc_mean']:.4f} ± {row['test_acc_std']:.4f}  ({row['runs']} runs)"
-        )
-    return 0
+        width = max(map(len, result["experiments"]), default=10)
+        for name, row in result["experiments"].items():
+            print(
+                f"{name:<{width}}  val {row['val_acc_mean']:.4f} ± {row['val_acc_std']:.4f}  "
+                f"test {row['test_acc_mean']:.4f} ± {row['test_acc_std']:.4f}  ({row['runs']} runs)"
+            )
+
+    # What a user can cause and fix; a KeyError or any other error is a bug and keeps its traceback.
+    return run_cli(build_parser(), argv, action, expected=(AggregateError, StudyError, yaml.YAMLError, OSError))

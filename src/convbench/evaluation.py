@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import csv
 import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +19,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convbench._io import check_writable, write_json_atomic
-from convbench.device import BatchTransform, pick_device
+from convbench._io import check_writable, positive_int, run_cli, write_json_atomic
+from convbench.device import BatchTransform, DeviceError, pick_device
 from convbench.gpu import claim_device
 from convbench.models import build
-from convbench.training import META_KEYS, describe_device, load_checkpoint, make_transform, predict
+from convbench.training import (
+    META_KEYS,
+    CheckpointError,
+    describe_device,
+    load_checkpoint,
+    make_transform,
+    predict,
+)
 from convbench.recipe import resolve_recipe
 
 MISCLASSIFIED_KEPT = 64
+
+
+class EvaluationError(ValueError):
+    """A checkpoint, history or command line that evaluation cannot score as asked.
+
+    ``convbench evaluate`` turns it into one line and exit code 1; anything else is a bug (or a
+    CUDA failure) and keeps its traceback.
+    """
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
@@ -49,10 +63,18 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_class
     }
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated by torch, or the process's peak resident memory on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+def peak_gpu_memory_mb(device: torch.device) -> float | None:
+    """The CUDA caching allocator's peak of memory held by tensors since the last reset (the
+    test-set pass), in MiB; None on the CPU, where there is no such allocator. It measures what
+    the network needs on the GPU, not what the process holds."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def peak_process_rss_mb() -> float:
+    """The whole process's peak resident memory (Python, torch, the data set), in MiB, since it
+    started: on the CPU the only memory figure there is, and not comparable with the GPU's."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -73,16 +95,6 @@ def timed_predict(
     return logits, (len(images) / seconds if seconds > 0 else float("inf"))
 
 
-def size_of(model: nn.Module, meta: dict[str, Any]) -> dict[str, int]:
-    """Params and MACs as training counted them (checkpoints before 0.1 lack them: count now)."""
-    if "params" in meta and "macs" in meta:
-        return {"params": meta["params"], "macs": meta["macs"]}
-    from convbench.summary import summarize
-
-    counted = summarize(model.float().cpu(), in_channels=meta["in_channels"], input_size=meta["input_size"])
-    return {"params": counted["params"], "macs": counted["macs"]}
-
-
 def evaluate_checkpoint(
     checkpoint: dict[str, Any],
     dataset: Any,
@@ -97,7 +109,7 @@ def evaluate_checkpoint(
 
     meta = checkpoint["meta"]
     if meta["data_sha256"] != dataset.sha256 or meta["split_id"] != split.split_id:
-        raise ValueError(
+        raise EvaluationError(
             f"the checkpoint was trained on data {meta['data_sha256'][:12]} with split "
             f"{meta['split_id'][:12]}, but the data given is {dataset.sha256[:12]} and the split "
             f"{split.split_id[:12]}"
@@ -129,7 +141,8 @@ def evaluate_checkpoint(
     ]
     inference = {
         "images_per_s": images_per_s,
-        "peak_memory_mb": peak_memory_mb(device),
+        "peak_gpu_memory_mb": peak_gpu_memory_mb(device),
+        "peak_process_rss_mb": peak_process_rss_mb(),
         "device": describe_device(device),
     }
     history = checkpoint["history"]
@@ -138,10 +151,10 @@ def evaluate_checkpoint(
         "arch": meta["arch"],
         "knobs": meta["knobs"],
         "input_size": meta["input_size"],
-        "repeat": meta.get("repeat", 0),
+        "repeat": meta["repeat"],
         "fold": meta["fold"],
         "seed": meta["seed"],
-        "train_seed": meta.get("train_seed", meta["seed"]),
+        "train_seed": meta["train_seed"],
         "dataset": meta["dataset"],
         "data_sha256": meta["data_sha256"],
         "split_id": meta["split_id"],
@@ -149,7 +162,8 @@ def evaluate_checkpoint(
         "weights": weights,
         "best_epoch": checkpoint["best_epoch"],
         "epochs": checkpoint["epoch"],
-        **size_of(model, meta),
+        "params": meta["params"],  # counted once, by training
+        "macs": meta["macs"],
         "val": classification_metrics(val_logits.cpu(), data.val_labels.cpu(), dataset.num_classes),
         "test": test,
         "final_train_loss": history[-1]["train_loss"],
@@ -172,7 +186,7 @@ def training_perf(history_csv: Path) -> dict[str, Any]:
         examples = sum(float(row["examples_per_s"]) * s for row, s in zip(rows, seconds))
     except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as err:
         problem = f"no column {err}" if isinstance(err, KeyError) else str(err)
-        raise ValueError(f"{history_csv}: not a history written by convbench train ({problem}); "
+        raise EvaluationError(f"{history_csv}: not a history written by convbench train ({problem}); "
                          "expected one row per epoch with seconds and examples_per_s; train the run "
                          "again") from None
     total = sum(seconds)
@@ -208,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", choices=("best", "last"), default="best",
                         help="best epoch by validation accuracy (default) or the last epoch")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads for torch (default 1, as for training)")
     return parser
 
@@ -228,16 +242,16 @@ def jobs_from_args(args: argparse.Namespace) -> list[EvaluationJob]:
     if args.study is None:
         missing = [flag for flag in ("checkpoint", "data", "split", "out") if getattr(args, flag) is None]
         if missing:
-            raise ValueError(f"give --{missing[0]} (or --study with --experiment)")
+            raise EvaluationError(f"give --{missing[0]} (or --study with --experiment)")
         history = args.history or args.checkpoint.with_name("history.csv")
         return [EvaluationJob(args.checkpoint, history, args.data, args.split, args.out,
                               args.perf_out or args.out.with_name("perf.json"))]
     from convbench.study import load_study
 
     if not args.experiment:
-        raise ValueError("--study needs --experiment")
+        raise EvaluationError("--study needs --experiment")
     if any(getattr(args, flag) is not None for flag in ("checkpoint", "split", "out", "history", "perf_out")):
-        raise ValueError("--study takes the paths from the study: drop --checkpoint, --split, --out, "
+        raise EvaluationError("--study takes the paths from the study: drop --checkpoint, --split, --out, "
                          "--history and --perf-out")
     study = load_study(args.study)
     study.experiment(args.experiment)
@@ -261,15 +275,15 @@ def evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str
         check_writable(path)
     checkpoint = load_checkpoint(job.checkpoint)
     if not checkpoint.get("completed"):
-        raise ValueError(f"{job.checkpoint}: training did not complete")
+        raise EvaluationError(f"{job.checkpoint}: training did not complete")
     missing = [key for key in META_KEYS if key not in checkpoint["meta"]]
     if missing:
-        raise ValueError(f"{job.checkpoint}: a checkpoint without meta.{', meta.'.join(missing)} "
+        raise EvaluationError(f"{job.checkpoint}: a checkpoint without meta.{', meta.'.join(missing)} "
                          "(what evaluation reads); expected one written by convbench train; train it again")
     if job.run is not None:
-        found = {key: checkpoint["meta"].get(key, 0 if key == "repeat" else None) for key in job.run}
+        found = {key: checkpoint["meta"][key] for key in job.run}
         if found != job.run:
-            raise ValueError(f"{job.checkpoint}: holds the run {found}, but the study expects {job.run} there")
+            raise EvaluationError(f"{job.checkpoint}: holds the run {found}, but the study expects {job.run} there")
     dataset = load_prepared(job.data)
     split = load_split(job.split)
     check_matches(split, dataset)
@@ -278,19 +292,21 @@ def evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str
         metrics, perf["inference"] = evaluate_checkpoint(
             checkpoint, dataset, split, device=pick_device(device_name), weights=weights
         )
-    except ValueError as err:
-        raise ValueError(f"{job.checkpoint} against {job.data} and {job.split}: {err}") from None
+    except EvaluationError as err:
+        raise EvaluationError(f"{job.checkpoint} against {job.data} and {job.split}: {err}") from None
     write_json_atomic(job.out, metrics)
     write_json_atomic(job.perf_out, perf)
     return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    from convbench.prepared import DataError
+    import yaml
 
-    try:
+    from convbench.prepared import DataError
+    from convbench.study import StudyError
+
+    def action(args: argparse.Namespace) -> None:
+        torch.set_num_threads(args.threads)
         for job in jobs_from_args(args):
             with claim_device(args.device) as device_name:
                 metrics = evaluate_job(job, device_name, args.weights)
@@ -299,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{metrics['seed']}: val_acc {metrics['val']['accuracy']:.4f} "
                 f"test_acc {metrics['test']['accuracy']:.4f} -> {job.out}"
             )
-    except (DataError, ValueError, OSError, RuntimeError) as err:
-        print(f"convbench evaluate: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+
+    # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
+    expected = (EvaluationError, CheckpointError, DataError, StudyError, DeviceError, yaml.YAMLError,
+                OSError)
+    return run_cli(build_parser(), argv, action, expected=expected)

@@ -1,9 +1,10 @@
 """The trainer: d2l's ``train_ch6`` loop, made fast, resumable and exactly reproducible.
 
-One epoch reads top to bottom: seed the epoch, shuffle, then per step set the lr, transform the
-batch on the device, forward, backward, step. Validation runs after every epoch; the best epoch by
-validation accuracy is kept next to the last (the notes' advice), and an atomic checkpoint is
-written after every epoch so ``--resume`` continues from the last completed one.
+``train`` reads top to bottom: restore, then per epoch seed and shuffle, per step set the lr,
+transform the batch on the device, forward, backward, step, check the loss is finite; then validate
+and record the epoch. The best epoch by validation accuracy is kept next to the last (the notes'
+advice). Every epoch's record goes to one hook; ``convbench train``'s writes an atomic checkpoint
+with it, so ``--resume`` continues from the last completed epoch.
 
 Reproducibility: every epoch reseeds from (seed, epoch), and the lr is a pure function of the step,
 so a resumed run replays exactly what an uninterrupted run would have done.
@@ -31,10 +32,17 @@ from tqdm import tqdm
 
 from convbench import __version__
 from convbench.provenance import code_version
-from convbench._io import atomic_write, check_writable
-from convbench.device import BatchTransform, channel_stats, pick_device, set_determinism
+from convbench._io import atomic_write, check_writable, positive_int, run_cli
+from convbench.device import (
+    BatchTransform,
+    DeviceError,
+    channel_stats,
+    pick_device,
+    set_determinism,
+    synchronize,
+)
 from convbench.gpu import claim_device
-from convbench.models import build, resolve_input_size
+from convbench.models import build, check_knobs, resolve_input_size
 from convbench.recipe import Recipe, d2l_input_size, lr_at, resolve_recipe
 
 # 2: checkpoints carry the sha256 of their weights (``weights_sha256``), verified on every load.
@@ -43,8 +51,9 @@ WEIGHT_KEYS = ("model", "best_model")
 # What loading reads from a checkpoint (checked on every load), and what evaluation reads from its
 # "meta" (checked by evaluation: `train` used as a library may leave meta empty).
 CHECKPOINT_KEYS = ("epoch", "completed", "model", "optimizer", "best_model", "best_epoch", "history", "meta")
-META_KEYS = ("experiment", "arch", "knobs", "input_size", "recipe", "seed", "fold", "data_sha256",
-             "split_id", "in_channels", "num_classes", "classes", "dataset", "code_version", "packages")
+META_KEYS = ("experiment", "arch", "knobs", "input_size", "recipe", "seed", "repeat", "fold",
+             "train_seed", "data_sha256", "split_id", "in_channels", "num_classes", "classes",
+             "dataset", "params", "macs", "code_version", "packages")
 HISTORY_COLUMNS = (
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "examples_per_s",
     "device",
@@ -54,8 +63,16 @@ HISTORY_COLUMNS = (
 TIMING_COLUMNS = ("seconds", "examples_per_s", "device")
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite: the run is diverging."""
+class TrainingError(ValueError):
+    """A training job that cannot run as asked: its options, split or checkpoint do not fit it.
+
+    ``convbench train`` turns it into one line and exit code 1; anything else is a bug (or a CUDA
+    failure) and keeps its traceback.
+    """
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or infinite: the run is diverging (the recipe needs changing)."""
 
     def __init__(self, epoch: int, step: int, lr: float) -> None:
         super().__init__(
@@ -83,7 +100,7 @@ class FoldData:
 def fold_data(dataset: Any, split: Any, fold: int, device: torch.device) -> FoldData:
     """Cut fold ``fold`` of ``split`` out of a prepared dataset and move it to ``device`` once."""
     if not 0 <= fold < split.folds:
-        raise ValueError(f"fold must be in 0..{split.folds - 1}, got {fold}")
+        raise TrainingError(f"fold must be in 0..{split.folds - 1}, got {fold}")
     train_idx, val_idx = split.train_indices(fold), split.val(fold)
 
     def on_device(array: np.ndarray) -> torch.Tensor:
@@ -101,7 +118,7 @@ def fold_data(dataset: Any, split: Any, fold: int, device: torch.device) -> Fold
 @dataclass
 class TrainResult:
     model: nn.Module
-    history: list[dict[str, float]]
+    history: list[dict[str, Any]]
     best_epoch: int
     best_val_acc: float
     checkpoint: dict[str, Any] = field(repr=False)
@@ -122,7 +139,7 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str) -> torch.autocast:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
@@ -243,6 +260,105 @@ def optimizer_state_cpu(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     }
 
 
+EpochHook = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Progress:
+    """What one epoch hands the next: the history so far and the best epoch by validation accuracy.
+
+    A checkpoint holds all of it, so a resumed run continues exactly where the killed one stopped.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_acc: float = -1.0
+    best_state: dict[str, torch.Tensor] | None = None
+    next_epoch: int = 1
+
+    def add(self, row: dict[str, Any], model: nn.Module) -> None:
+        """Add an epoch's row; keep the model's weights if its validation accuracy is the best yet
+        (the first epoch wins a tie)."""
+        self.history.append(row)
+        if row["val_acc"] > self.best_val_acc:
+            self.best_epoch, self.best_val_acc = row["epoch"], row["val_acc"]
+            self.best_state = cpu_state(model)
+
+
+def restore(
+    checkpoint: dict[str, Any] | None, model: nn.Module, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> Progress:
+    """Load ``checkpoint`` (weights, optimizer, loss scale) into the training objects and return
+    its progress; a fresh start without one."""
+    if checkpoint is None:
+        return Progress()
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
+    return Progress(
+        history=list(checkpoint["history"]), best_epoch=checkpoint["best_epoch"],
+        best_val_acc=checkpoint["best_val_acc"], best_state=checkpoint["best_model"],
+        next_epoch=checkpoint["epoch"] + 1,
+    )
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_step(
+    forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
+    y: torch.Tensor, recipe: Recipe,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, backward and one optimizer step on a batch; the loss and logits, detached.
+
+    ``forward`` is the model or its compiled twin; the loss is taken in float32 whatever the
+    autocast precision, and the scaler (a no-op unless fp16) guards fp16 gradients.
+    """
+    with autocast(x.device, recipe.precision):
+        logits = forward(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if recipe.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), logits.detach()
+
+
+def check_finite(step_losses: torch.Tensor, epoch: int, lr: float) -> None:
+    """Stop a diverging run, naming the first step (1-based) of ``step_losses`` that is not finite."""
+    finite = torch.isfinite(step_losses)
+    if not bool(finite.all()):
+        raise NonFiniteLossError(epoch, int((~finite).nonzero()[0]) + 1, lr)
+
+
+def epoch_record(
+    epoch: int, recipe: Recipe, model: nn.Module, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler, progress: Progress, meta: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The epoch's record, as ``on_epoch`` receives it: everything a checkpoint holds."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "completed": epoch == recipe.epochs,
+        "model": cpu_state(model),
+        "optimizer": optimizer_state_cpu(optimizer),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+        "best_model": progress.best_state,
+        "best_epoch": progress.best_epoch,
+        "best_val_acc": progress.best_val_acc,
+        "history": list(progress.history),
+        "meta": dict(meta or {}),
+    }
+
+
 def train(
     model: nn.Module,
     data: FoldData,
@@ -251,15 +367,16 @@ def train(
     input_size: int,
     seed: int,
     meta: dict[str, Any] | None = None,
-    checkpoint_path: Path | None = None,
     resume_from: dict[str, Any] | None = None,
-    progress: bool = False,
-    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with ``recipe``; returns the last model plus the best epoch.
 
     ``resume_from`` is a checkpoint dict from an earlier, interrupted run of the same job.
-    ``on_epoch_end`` receives the checkpoint dict after it is written (history, tests).
+    ``on_epoch`` is the one channel for per-epoch side effects: after every epoch it receives
+    the epoch's record (:func:`epoch_record`), which the CLI saves as ``checkpoint.pt``,
+    writes to ``history.csv`` and shows on its progress bar. ``train`` itself writes nothing, so
+    a library caller or a test decides what an epoch leaves behind.
     """
     device = data.train_images.device
     device_label = describe_device(device)
@@ -270,7 +387,9 @@ def train(
     optimizer = make_optimizer(model, recipe)
     transform = make_transform(data, recipe, input_size)
     scaler = torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16")
-    step_fn = torch.compile(model) if recipe.compile else model
+    forward = torch.compile(model) if recipe.compile else model
+    progress = restore(resume_from, model, optimizer, scaler)
+    record: dict[str, Any] = dict(resume_from or {})
 
     n = len(data.train_labels)
     # The last, incomplete batch is dropped (timm's convention): a batch of a few images makes
@@ -278,26 +397,11 @@ def train(
     # Each epoch reshuffles, so every image is still seen.
     steps_per_epoch = max(1, n // recipe.batch_size)
     seen = min(n, steps_per_epoch * recipe.batch_size)
-    history: list[dict[str, float]] = []
-    best_epoch, best_val_acc, best_state = 0, -1.0, None
-    start_epoch = 1
-    if resume_from is not None:
-        model.load_state_dict(resume_from["model"])
-        optimizer.load_state_dict(resume_from["optimizer"])
-        if "scaler" in resume_from and resume_from["scaler"]:
-            scaler.load_state_dict(resume_from["scaler"])
-        history = list(resume_from["history"])
-        best_epoch, best_val_acc = resume_from["best_epoch"], resume_from["best_val_acc"]
-        best_state = resume_from["best_model"]
-        start_epoch = resume_from["epoch"] + 1
     # Non-finite checks cost a device sync; on a GPU look every few steps (the error still names
     # the first bad step, from the stored per-step losses).
     check_every = 1 if device.type == "cpu" else 16
-    state: dict[str, Any] = dict(resume_from or {})
 
-    bar = tqdm(range(start_epoch, recipe.epochs + 1), desc="epochs", disable=not progress,
-               initial=start_epoch - 1, total=recipe.epochs)
-    for epoch in bar:
+    for epoch in range(progress.next_epoch, recipe.epochs + 1):
         torch.manual_seed(epoch_seed(seed, epoch))  # dropout and any other global randomness
         generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         order = torch.randperm(n, generator=generator).to(device)
@@ -305,40 +409,26 @@ def train(
         step_losses = torch.zeros(steps_per_epoch, device=device)
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.int64)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         lr = recipe.lr
         for step in range(steps_per_epoch):
             lr = lr_at(recipe, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(optimizer, lr)
             idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             x = transform(data.train_images[idx], augment=recipe.augmentation != "none", generator=generator)
             y = data.train_labels[idx]
-            with autocast(device, recipe.precision):
-                logits = step_fn(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if recipe.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            step_losses[step] = loss.detach()
-            loss_sum += loss.detach().double() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            loss, logits = train_step(forward, model, optimizer, scaler, x, y, recipe)
+            step_losses[step] = loss
+            loss_sum += loss.double() * len(y)
+            correct += (logits.argmax(1) == y).sum()
             if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
-                finite = torch.isfinite(step_losses[: step + 1])
-                if not bool(finite.all()):
-                    first_bad = int((~finite).nonzero()[0])
-                    raise NonFiniteLossError(epoch, first_bad + 1, lr)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+                check_finite(step_losses[: step + 1], epoch, lr)
+        synchronize(device)
         seconds = time.perf_counter() - started
+
         val_loss, val_acc = evaluate_loss_acc(model, data.val_images, data.val_labels, transform, recipe)
-        row = {
+        progress.add({
             "epoch": epoch,
             "train_loss": loss_sum.item() / seen,
             "train_acc": correct.item() / seen,
@@ -348,33 +438,14 @@ def train(
             "seconds": seconds,
             "examples_per_s": seen / seconds if seconds > 0 else float("inf"),
             "device": device_label,
-        }
-        history.append(row)
-        if val_acc > best_val_acc:
-            best_epoch, best_val_acc = epoch, val_acc
-            best_state = cpu_state(model)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{val_acc:.3f}")
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": epoch,
-            "completed": epoch == recipe.epochs,
-            "model": cpu_state(model),
-            "optimizer": optimizer_state_cpu(optimizer),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-            "best_model": best_state,
-            "best_epoch": best_epoch,
-            "best_val_acc": best_val_acc,
-            "history": list(history),
-            "meta": dict(meta or {}),
-        }
-        if checkpoint_path is not None:
-            save_checkpoint(state, checkpoint_path)
-        if on_epoch_end is not None:
-            on_epoch_end(state)
-    return TrainResult(model, history, best_epoch, best_val_acc, state)
+        }, model)
+        record = epoch_record(epoch, recipe, model, optimizer, scaler, progress, meta)
+        if on_epoch is not None:
+            on_epoch(record)
+    return TrainResult(model, progress.history, progress.best_epoch, progress.best_val_acc, record)
 
 
-def write_history(history: list[dict[str, float]], path: Path) -> None:
+def write_history(history: list[dict[str, Any]], path: Path) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -444,9 +515,10 @@ def run_job(
 ) -> TrainResult:
     """Train one (experiment, fold) job: the I/O around ``train``.
 
-    Writes ``checkpoint.pt`` and ``history.csv`` after each epoch; when training completes the
-    last checkpoint, less its wall-clock timings, becomes ``model.pt`` (bit-identical on a rerun). With ``resume`` an existing ``checkpoint.pt`` of the same job
-    is continued; one of another job is refused.
+    Its one per-epoch hook writes ``checkpoint.pt`` and ``history.csv`` and moves the progress
+    bar; when training completes the last checkpoint, less its wall-clock timings, becomes
+    ``model.pt`` (bit-identical on a rerun). With ``resume`` an existing ``checkpoint.pt`` of the
+    same job is continued; one of another job is refused.
     """
     from convbench.prepared import load_prepared
     from convbench.splits import check_matches, load_split
@@ -457,7 +529,7 @@ def run_job(
     check_matches(split, dataset)
     wanted = (job.folds or split.folds, split.seed if job.split_seed is None else job.split_seed)
     if (split.folds, split.seed) != wanted:
-        raise ValueError(
+        raise TrainingError(
             f"{split_path}: a {split.folds}-fold split with seed {split.seed}, but the study asks "
             f"for {wanted[0]} folds with seed {wanted[1]} (repeat {job.repeat}); make it again with "
             f"'convbench split --folds {wanted[0]} --seed {wanted[1]}'"
@@ -494,26 +566,31 @@ def run_job(
         earlier = {k: resume_from["meta"].get(k) for k in identity}
         if earlier != identity:
             changed = sorted(k for k in identity if earlier[k] != identity[k])
-            raise ValueError(
+            raise TrainingError(
                 f"{checkpoint_path} belongs to another run (differs in {', '.join(changed)}); "
                 "delete it or run without --resume"
             )
         if resume_from["meta"].get("threads") != meta["threads"]:
-            raise ValueError(
+            raise TrainingError(
                 f"{checkpoint_path} was trained with {resume_from['meta'].get('threads')} thread(s), "
                 f"this run has {meta['threads']} (--threads): CPU results depend on the thread "
                 "count, so resume with the same --threads, or delete it and start again"
             )
     data = fold_data(dataset, split, job.fold, device)
+    done = resume_from["epoch"] if resume_from is not None else 0
+    with tqdm(desc="epochs", initial=done, total=job.recipe.epochs, disable=not progress) as bar:
 
-    def after_epoch(state: dict[str, Any]) -> None:
-        write_history(state["history"], out_dir / "history.csv")
+        def on_epoch(record: dict[str, Any]) -> None:
+            save_checkpoint(record, checkpoint_path)
+            write_history(record["history"], out_dir / "history.csv")
+            last = record["history"][-1]
+            bar.set_postfix(loss=f"{last['train_loss']:.3f}", val_acc=f"{last['val_acc']:.3f}", refresh=False)
+            bar.update()
 
-    result = train(
-        model, data, job.recipe, input_size=job.input_size, seed=job.train_seed, meta=meta,
-        checkpoint_path=checkpoint_path, resume_from=resume_from, progress=progress,
-        on_epoch_end=after_epoch,
-    )
+        result = train(
+            model, data, job.recipe, input_size=job.input_size, seed=job.train_seed, meta=meta,
+            resume_from=resume_from, on_epoch=on_epoch,
+        )
     final = dict(result.checkpoint)
     final["history"] = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS}
                         for row in final["history"]]
@@ -547,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input-size", type=int, default=None)
     parser.add_argument("--device", default="auto",
                         help="auto (default: a free GPU, held with a lock, else the CPU), cpu, cuda:N")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads for torch (default 1). CPU results are bit-identical only "
                              "for the same thread count; parallel jobs scale better than threads")
     parser.add_argument("--resume", action="store_true",
@@ -572,12 +649,12 @@ def jobs_from_args(args: argparse.Namespace) -> list[tuple[TrainJob, JobPaths]]:
         from convbench.study import load_study
 
         if not args.experiment:
-            raise ValueError("--study needs --experiment")
+            raise TrainingError("--study needs --experiment")
         study = load_study(args.study)
         exp = study.experiment(args.experiment)
         runs = study.select_runs(args.repeat, args.fold, args.seed)
         if len(runs) > 1 and args.out_dir is not None:
-            raise ValueError("--out-dir names one run's directory: pick the run with --repeat, --fold and --seed")
+            raise TrainingError("--out-dir names one run's directory: pick the run with --repeat, --fold and --seed")
         return [
             (TrainJob(args.experiment, exp.arch, exp.knobs, exp.input_size, exp.recipe, run.seed,
                       run.fold, repeat=run.repeat, folds=study.folds, split_seed=study.split_seed(run.repeat)),
@@ -587,28 +664,37 @@ def jobs_from_args(args: argparse.Namespace) -> list[tuple[TrainJob, JobPaths]]:
         ]
     missing = [flag for flag in ("arch", "fold", "data", "split", "out_dir") if getattr(args, flag) is None]
     if missing:
-        raise ValueError(f"give --{missing[0].replace('_', '-')} (or --study with --experiment)")
+        raise TrainingError(f"give --{missing[0].replace('_', '-')} (or --study with --experiment)")
     if args.repeat is not None:
-        raise ValueError("--repeat needs --study")
-    recipe_settings = parse_overrides(args.recipe)
-    recipe = resolve_recipe(recipe_settings, args.arch)
-    size = args.input_size
-    if size is None and recipe_settings.get("preset") == "d2l":
-        size = d2l_input_size(args.arch)
-    job = TrainJob(args.experiment or args.arch, args.arch, parse_overrides(args.knobs),
-                   resolve_input_size(args.arch, size), recipe, args.seed or 0, args.fold)
+        raise TrainingError("--repeat needs --study")
+    # The validators of recipes and networks refuse a bad value with a ValueError naming it; here,
+    # before any work, that is the user's error (a study is validated the same way when loaded).
+    try:
+        recipe_settings = parse_overrides(args.recipe)
+        recipe = resolve_recipe(recipe_settings, args.arch)
+        knobs = parse_overrides(args.knobs)
+        check_knobs(args.arch, knobs)
+        size = args.input_size
+        if size is None and recipe_settings.get("preset") == "d2l":
+            size = d2l_input_size(args.arch)
+        input_size = resolve_input_size(args.arch, size)
+    except ValueError as err:
+        raise TrainingError(str(err)) from None
+    job = TrainJob(args.experiment or args.arch, args.arch, knobs, input_size, recipe, args.seed or 0,
+                   args.fold)
     return [(job, JobPaths(args.data, args.split, args.out_dir))]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from convbench.prepared import DataError
+    import yaml
 
-    args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
-    try:
-        jobs = jobs_from_args(args)
-        for job, paths in jobs:
+    from convbench.prepared import DataError
+    from convbench.study import StudyError
+
+    def action(args: argparse.Namespace) -> None:
+        torch.set_num_threads(args.threads)
+        progress = sys.stderr.isatty() if args.progress is None else args.progress
+        for job, paths in jobs_from_args(args):
             with claim_device(args.device) as device_name:
                 result = run_job(job, paths.data, paths.split, paths.out_dir, device_name=device_name,
                                  resume=args.resume, progress=progress)
@@ -618,7 +704,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{result.best_epoch} val_acc {result.best_val_acc:.4f}; last epoch val_acc "
                 f"{last['val_acc']:.4f}, {last['examples_per_s']:.0f} ex/s -> {paths.out_dir / 'model.pt'}"
             )
-    except (DataError, ValueError, OSError, RuntimeError) as err:  # NonFiniteLossError included
-        print(f"convbench train: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+
+    # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
+    expected = (TrainingError, CheckpointError, DataError, StudyError, DeviceError, yaml.YAMLError,
+                OSError)
+    return run_cli(build_parser(), argv, action, expected=expected)
