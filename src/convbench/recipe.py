@@ -121,9 +121,11 @@ def resolve_recipe(settings: dict[str, Any] | None, arch: str) -> Recipe:
         value = settings.get(f.name)
         if f.type in ("float", "int") and isinstance(value, str):
             try:
-                settings[f.name] = float(value) if f.type == "float" else int(value)
+                settings[f.name] = value = float(value) if f.type == "float" else int(value)
             except ValueError:
                 pass  # the schema names it
+        if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+            settings[f.name] = float(value)  # an int where a float belongs: the field's type
     schema.validate(settings, "recipe", prefix="recipe")
     preset = settings.pop("preset", None)
     values: dict[str, Any] = {}
@@ -133,9 +135,6 @@ def resolve_recipe(settings: dict[str, Any] | None, arch: str) -> Recipe:
             lr, batch_size, _ = D2L_SETTINGS[arch]
             values.update(lr=lr, batch_size=batch_size)
     values.update(settings)
-    for f in dataclasses.fields(Recipe):  # an int where a float belongs: the field's type
-        if f.type == "float" and isinstance(values.get(f.name), int):
-            values[f.name] = float(values[f.name])
     return _validate(Recipe(**values))
 
 
