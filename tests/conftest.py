@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -247,6 +247,20 @@ def _convbench_in_process(argv: list[str]) -> int:
         return cli.main(argv)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def raiser() -> Callable[[Exception], Callable[..., Any]]:
+    """``raiser(error)``: a stand-in for a function, raising ``error`` whatever it is called with
+    (to plant a bug, or a CUDA failure, inside a command)."""
+
+    def make(error: Exception) -> Callable[..., Any]:
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise error
+
+        return broken
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -528,13 +528,6 @@ def test_unwritable_outputs_are_refused_before_the_work(
 # ------------------------------------------------------------------ bugs keep their traceback
 
 
-def raiser(error: BaseException) -> Callable[..., Any]:
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise error
-
-    return broken
-
-
 BUGS = [RuntimeError("CUDA error: out of memory"), KeyError("val_acc_mean"),
         ValueError("operands could not be broadcast together")]
 BUG_IDS = ["CUDA error", "KeyError", "ValueError"]
@@ -543,7 +536,8 @@ BUG_IDS = ["CUDA error", "KeyError", "ValueError"]
 @pytest.mark.parametrize("bug", BUGS, ids=BUG_IDS)
 def test_a_bug_inside_evaluate_keeps_its_traceback(
     digits_run: Any, convbench: Callable[[list[str]], int], digits_npz: Path, digits_split: Path,
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bug: Exception,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    raiser: Callable[[Exception], Callable[..., Any]], bug: Exception,
 ) -> None:
     """A ValueError too: only EvaluationError (and the other errors a user can fix) become one
     line naming the checkpoint; a bug's ValueError is not the user's."""
@@ -558,7 +552,8 @@ def test_a_bug_inside_evaluate_keeps_its_traceback(
 @pytest.mark.parametrize("bug", BUGS, ids=BUG_IDS)
 def test_a_bug_inside_aggregate_keeps_its_traceback(
     tiny_study: Path, convbench: Callable[[list[str]], int], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, bug: Exception,
+    monkeypatch: pytest.MonkeyPatch, raiser: Callable[[Exception], Callable[..., Any]],
+    bug: Exception,
 ) -> None:
     monkeypatch.setattr("convbench.aggregate.aggregate", raiser(bug))
     out = tmp_path / "summary.json"

@@ -223,7 +223,8 @@ def test_dvc_repro_reproduces_snakemake_and_snakemake_stays_idle(
     (copy / "results/mlp/r0-fold1-seed0/model.pt").unlink()
     run(["dvc", "checkout"], copy)
     assert run_files(copy) == before
-    assert planned_jobs(copy) == {"evaluate": 1, "summarize_experiment": 1, "aggregate": 1, "report": 1}
+    assert planned_jobs(copy) == {"evaluate": 1, "summarize_experiment": 1, "aggregate": 1, "report": 1,
+                                  "all": 1}
     assert "up to date" in run(["dvc", "status"], copy).stdout
     run(["snakemake", "--cores", "1", "--touch"], copy)
     assert planned_jobs(copy) == {}

@@ -434,13 +434,6 @@ def test_resume_refuses_another_jobs_checkpoint(
     assert not (tmp_path / "model.pt").exists()
 
 
-def raiser(error: BaseException) -> Callable[..., Any]:
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise error
-
-    return broken
-
-
 @pytest.mark.parametrize(
     "bug",
     [RuntimeError("CUDA error: an illegal memory access was encountered"), KeyError("train_loss"),
@@ -449,7 +442,7 @@ def raiser(error: BaseException) -> Callable[..., Any]:
 )
 def test_a_bug_inside_train_keeps_its_traceback(
     convbench: Callable[[list[str]], int], train_argv: Callable[..., list[str]], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, bug: Exception,
+    monkeypatch: pytest.MonkeyPatch, raiser: Callable[[Exception], Callable[..., Any]], bug: Exception,
 ) -> None:
     """Only what a user can fix becomes one line and exit 1; a bug or a CUDA failure propagates
     with its traceback instead of hiding behind 'convbench train: error: ...'."""

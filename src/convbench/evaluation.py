@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convbench._io import check_writable, positive_int, run_cli, write_json_atomic
-from convbench.device import BatchTransform, DeviceError, pick_device
+from convbench.device import BatchTransform, DeviceError, pick_device, synchronize
 from convbench.gpu import claim_device
 from convbench.models import build
 from convbench.training import (
@@ -84,13 +84,12 @@ def timed_predict(
     """Logits plus inference throughput in images/s (one warm-up batch first)."""
     device = images.device
     predict(model, images[:batch_size], transform, batch_size=batch_size, precision=precision)
+    synchronize(device)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     logits = predict(model, images, transform, batch_size=batch_size, precision=precision)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - started
     return logits, (len(images) / seconds if seconds > 0 else float("inf"))
 
@@ -187,8 +186,8 @@ def training_perf(history_csv: Path) -> dict[str, Any]:
     except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as err:
         problem = f"no column {err}" if isinstance(err, KeyError) else str(err)
         raise EvaluationError(f"{history_csv}: not a history written by convbench train ({problem}); "
-                         "expected one row per epoch with seconds and examples_per_s; train the run "
-                         "again") from None
+                              "expected one row per epoch with seconds and examples_per_s; train the "
+                              "run again") from None
     total = sum(seconds)
     return {
         "seconds": total,
@@ -251,8 +250,8 @@ def jobs_from_args(args: argparse.Namespace) -> list[EvaluationJob]:
     if not args.experiment:
         raise EvaluationError("--study needs --experiment")
     if any(getattr(args, flag) is not None for flag in ("checkpoint", "split", "out", "history", "perf_out")):
-        raise EvaluationError("--study takes the paths from the study: drop --checkpoint, --split, --out, "
-                         "--history and --perf-out")
+        raise EvaluationError("--study takes the paths from the study: drop --checkpoint, --split, "
+                              "--out, --history and --perf-out")
     study = load_study(args.study)
     study.experiment(args.experiment)
     jobs = []
@@ -279,7 +278,8 @@ def evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str
     missing = [key for key in META_KEYS if key not in checkpoint["meta"]]
     if missing:
         raise EvaluationError(f"{job.checkpoint}: a checkpoint without meta.{', meta.'.join(missing)} "
-                         "(what evaluation reads); expected one written by convbench train; train it again")
+                              "(what evaluation reads); expected one written by convbench train; train "
+                              "it again")
     if job.run is not None:
         found = {key: checkpoint["meta"][key] for key in job.run}
         if found != job.run:
