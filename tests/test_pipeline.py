@@ -236,6 +236,40 @@ def test_dvc_repro_reproduces_snakemake_and_snakemake_stays_idle(
     assert "up to date" in run(["dvc", "status"], copy).stdout
 
 
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to run the engines as another, normal user")
+def test_a_normal_user_reruns_snakemake_over_the_files_dvc_placed(finished: Path, tmp_path: Path) -> None:
+    """The engines coexist for a user who is not root: after `dvc repro`, Snakemake overwrites the
+    outputs DVC placed. (With DVC's default hardlink cache they are read-only links into the cache,
+    and Snakemake stops with ProtectedOutputException; root's writes pass any mode, so this runs as
+    ``nobody``. CAP_DAC_READ_SEARCH only lets it read the interpreter and tests under root's 0700
+    directories: every write is checked as for any normal user.)"""
+    copy = copy_of(finished, tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    for path in (copy, home):
+        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(path)], check=True)
+    as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                 "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", "env",
+                 f"HOME={home}", f"DVC_SITE_CACHE_DIR={home}/dvc", f"XDG_CACHE_HOME={home}/.cache"]
+    probe = run([*as_nobody, "python", "-c", "import os; print(os.geteuid(), os.access('/etc/passwd', os.W_OK))"],
+                copy)
+    assert probe.stdout.split() == [str(NOBODY), "False"]  # really a normal user
+    (copy / "results/mlp/r0-fold1-seed0/model.pt").unlink()
+    run([*as_nobody, "dvc", "checkout"], copy)  # DVC restores it, as this user
+    metrics = copy / "results/mlp/r0-fold1-seed0/metrics.json"  # placed by DVC
+    placed = metrics.stat().st_mtime_ns
+    for args in (["--force", str(metrics.relative_to(copy))], []):  # re-evaluate, then all downstream
+        proc = run([*as_nobody, "snakemake", "--cores", "1", *args], copy, check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert metrics.stat().st_mtime_ns > placed  # written again, by this user
+    assert planned_jobs(copy) == {}
+    assert run_files(copy) == run_files(finished)
+
+
 def test_snakemake_and_dvc_refuse_to_run_at_once(project: Path, tmp_path: Path) -> None:
     """Both hold DVC's repository lock while they run: the second one started is refused."""
     copy = copy_of(project, tmp_path)  # a refusal that failed would run the study here only
