@@ -406,6 +406,23 @@ def test_aggregate_cli_summarizes_an_experiment_then_the_study(
     assert card["split_id"] == load_split(digits_split).split_id
 
 
+def test_the_study_step_reads_only_the_summaries_it_depends_on(
+    tiny_study: Path, convbench: Callable[[list[str]], int], tmp_path: Path,
+) -> None:
+    """Both engines give `aggregate` (the study step) the experiments' summaries as its inputs,
+    nothing else: with no run directory beside them it writes the same study file."""
+    results = tiny_study.parent / "results"
+    summary, full = results / "_summary" / "lenet.json", tmp_path / "full.json"
+    assert convbench(["aggregate", "--study", str(tiny_study), "--experiment", "lenet", "--out", str(summary)]) == 0
+    assert convbench(["aggregate", "--study", str(tiny_study), "--out", str(full)]) == 0
+    alone = tmp_path / "alone"
+    (alone / "results/_summary").mkdir(parents=True)
+    shutil.copy(summary, alone / "results/_summary/lenet.json")
+    (alone / "params.yaml").write_text(STUDY.format(results=alone / "results"))
+    assert convbench(["aggregate", "--study", str(alone / "params.yaml"), "--out", str(alone / "study.json")]) == 0
+    assert load_json(alone / "study.json") == load_json(full)
+
+
 def test_aggregate_cli_refuses_an_unknown_experiment(
     tiny_study: Path, convbench: Callable[[list[str]], int], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],

@@ -128,6 +128,10 @@ def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
                 for (r, k, s), v, t in zip(keys, val, test)
             ],
             "code_versions": list(versions.values()),
+            # what the study card reports, so the study step reads the summaries alone
+            "data_sha256": first["data_sha256"],
+            "split_ids": [split_ids[repeat] for repeat in sorted(split_ids)],
+            "packages": first.get("packages"),
         }
     return {"experiments": experiments}
 
@@ -208,7 +212,16 @@ def combine(study: Any) -> dict[str, Any]:
                              f"convbench aggregate --experiment {name}")
         for name in study.experiments
     }
-    first = load_run(Path(study.run_dir(next(iter(study.experiments)), study.runs()[0])) / "metrics.json")
+    first_name, first = next(iter(experiments.items()))
+    for name, summary in experiments.items():
+        if "split_ids" not in summary:
+            raise ResultFileError(f"{summary_path(study.results_dir, name)}: no 'split_ids'; written by an "
+                                  f"older convbench aggregate --experiment {name}; run it again")
+        for key in ("data_sha256", "split_ids"):
+            if summary.get(key) != first.get(key):
+                raise AggregateError(f"experiments {first_name!r} and {name!r} were run on different "
+                                     f"{'data' if key == 'data_sha256' else 'splits'}: summarize them "
+                                     "again from runs of this study")
     versions: dict[str, dict[str, Any]] = {}
     for summary in experiments.values():
         for entry in summary.get("code_versions", []):
@@ -219,13 +232,13 @@ def combine(study: Any) -> dict[str, Any]:
             "name": study.name,
             "dataset": study.dataset,
             "data_sha256": first["data_sha256"],
-            "split_id": first["split_id"],
+            "split_id": first["split_ids"][0],
             "folds": study.folds,
             "repeats": study.repeats,
             "seed": study.seed,
             "seeds": list(study.seeds),
             "code_versions": sorted(versions.values(), key=lambda v: -v["runs"]),
-            "packages": first["packages"],
+            "packages": first.get("packages"),
         },
         "experiments": experiments,
     }
