@@ -483,3 +483,20 @@ def test_report_renders_offline_in_chromium(page: str, tiny_study: Path, tmp_pat
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []
 
+
+
+@pytest.mark.parametrize("bug", [KeyError("experiments"), ValueError("a bug's ValueError"),
+                                 RuntimeError("CUDA error: an illegal memory access")],
+                         ids=["KeyError", "ValueError", "RuntimeError"])
+def test_a_bug_inside_report_keeps_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raiser: Callable[[Exception], Callable[..., Any]],
+    bug: Exception,
+) -> None:
+    """Only what a user can cause and fix is one line; a ValueError or KeyError from the report code
+    is a bug, not the user's."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_STUDY))
+    monkeypatch.setattr("convbench.report.cli.render", raiser(bug))
+    with pytest.raises(type(bug)) as raised:
+        cli.main(["--study", "params.yaml"])
+    assert raised.value is bug

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+from convbench._io import run_cli
+from convbench.report.load import ReportError
 from convbench.report.render import TEMPLATE, render
 
 
@@ -35,26 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 having written the report, or 1 with one line on stderr that says what is wrong (a
-    missing file, a failed notebook cell), never a traceback."""
+    missing file, a failed notebook cell); a bug in the report code keeps its traceback."""
     import yaml
     from papermill.exceptions import PapermillExecutionError
 
-    from convbench.study import load_study
+    from convbench.study import StudyError, load_study
 
-    args = build_parser().parse_args(argv)
-    started = time.perf_counter()
-    out_dir = args.out_dir
-    try:
-        out_dir = out_dir or Path(load_study(args.study, args.select).reports_dir)
-        html_path = render(args.study, out_dir, args.kernel, selection=args.select, template=args.template)
-    except PapermillExecutionError as err:
-        print(f"convbench report: error: the report notebook failed in cell {err.exec_count}: "
-              f"{err.ename}: {' '.join(str(err.evalue).split())} (see {out_dir / 'report.ipynb'})",
-              file=sys.stderr)
-        return 1
-    except (OSError, yaml.YAMLError, ValueError, KeyError) as err:  # ReportError, StudyError too
-        message = " ".join(str(err).split())
-        print(f"convbench report: error: {message}", file=sys.stderr)
-        return 1
-    print(f"wrote {html_path} ({time.perf_counter() - started:.1f} s)")
-    return 0
+    def action(args: argparse.Namespace) -> None:
+        started = time.perf_counter()
+        out_dir = args.out_dir or Path(load_study(args.study, args.select).reports_dir)
+        try:
+            html_path = render(args.study, out_dir, args.kernel, selection=args.select, template=args.template)
+        except PapermillExecutionError as err:
+            raise ReportError(f"the report notebook failed in cell {err.exec_count}: {err.ename}: "
+                              f"{' '.join(str(err.evalue).split())} (see {out_dir / 'report.ipynb'})") from None
+        print(f"wrote {html_path} ({time.perf_counter() - started:.1f} s)")
+
+    return run_cli(build_parser(), argv, action, expected=(ReportError, StudyError, yaml.YAMLError, OSError))
