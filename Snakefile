@@ -29,16 +29,17 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 
 
 # The targets are the report and every file it stands on: Snakemake only looks upstream of a
-# *missing target*, so a deleted checkpoint, history or summary is made again (and what depends on
-# it rerun) only when it is a target itself.
+# *missing target*, so a deleted checkpoint, history or experiment's results file is made again (and
+# what depends on it rerun) only when it is a target itself.
 rule all:
     input:
         f"{STUDY.reports_dir}/report.html",
-        STUDY.metrics_path,
-        [summary_path(STUDY.results_dir, name) for name in STUDY.experiments],
+        STUDY.study_results_path,
+        [STUDY.experiment_results_path(name) for name in STUDY.experiments],
         [run_files(name, ["model.pt", "history.csv", "metrics.json", "perf.json"])
          for name in STUDY.experiments],

@@ -34,7 +34,7 @@ TEST_CLUSTER_OVERRIDES = [
 SLURM_RUN = ["snakemake", "--profile", "profiles/slurm", "--workflow-profile", "none"]
 # The tiny study's jobs, rule by rule (its `all` rule runs on the submitting machine)
 JOBS_PER_RULE = {"download": 1, "prepare": 1, "split": 2, "train": 8, "evaluate": 8,
-                 "summarize_experiment": 2, "aggregate": 1, "report": 1}
+                 "aggregate_experiment": 2, "aggregate": 1, "report": 1}
 
 
 # ---------------------------------------------------------------------------------- the cluster
@@ -128,7 +128,7 @@ def test_the_slurm_profile_asks_a_gpu_for_training_and_evaluation(fresh_clone: P
                  for rule, line in re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, flags=re.M)}
     for rule in ("train", "evaluate"):
         assert resources[rule]["gpu"] == "1" and resources[rule]["slurm_partition"] == "gpu"
-    for rule in ("download", "prepare", "split", "summarize_experiment", "aggregate", "report"):
+    for rule in ("download", "prepare", "split", "aggregate_experiment", "aggregate", "report"):
         assert "gpu" not in resources[rule] and "slurm_partition" not in resources[rule]  # the default partition
     assert {r["slurm_account"] for r in resources.values()} == {"your_account"}
     assert resources["train"]["runtime"] == "120" and resources["train"]["mem_mb"] == "4000"  # the rule's
@@ -194,10 +194,10 @@ def test_a_second_clone_pulls_the_results_instead_of_training(local_run: Path, t
     assert "Nothing to be done" in run(["snakemake", "--dry-run", "--cores", "1"], second).stdout
     assert "Data and pipelines are up to date." in run(["dvc", "status"], second).stdout
     # everything the first clone made arrived, byte for byte: data, splits, checkpoints, metrics,
-    # summaries, the report
+    # experiment and study results, the report
     made = {path.relative_to(first) for top in ("data", "results", "reports")
             for path in (first / top).rglob("*") if path.is_file()}
-    assert {Path("reports/report.html"), Path("results/metrics.json")} <= made
+    assert {Path("reports/report.html"), Path("results/study.json")} <= made
     assert all((second / path).read_bytes() == (first / path).read_bytes() for path in made)
     # and nothing ran: --touch leaves empty logs and no benchmark files (a training job writes both)
     assert not (second / "logs/tiny/benchmark").exists()

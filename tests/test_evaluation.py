@@ -381,22 +381,22 @@ def test_aggregate_of_evaluated_folds(tiny_study: Path) -> None:
         aggregate([load_run(runs[0] / "metrics.json")] * 2)
 
 
-def test_aggregate_cli_summarizes_an_experiment_then_the_study(
+def test_aggregate_cli_aggregates_an_experiment_then_the_study(
     tiny_study: Path, convbench: Callable[[list[str]], int], digits: data.Dataset,
     digits_split: Path,
 ) -> None:
     results = tiny_study.parent / "results"
-    summary = results / "_summary" / "lenet.json"
+    experiment = results / "_experiments" / "lenet.json"
     assert convbench(["aggregate", "--study", str(tiny_study), "--experiment", "lenet",
-                      "--out", str(summary)]) == 0
-    row = load_json(summary)
+                      "--out", str(experiment)]) == 0
+    row = load_json(experiment)
     val = [load_json(results / "lenet" / f"r0-fold{k}-seed0" / "metrics.json")["val"]["accuracy"]
            for k in range(3)]
     assert [r["val_acc"] for r in row["per_run"]] == val
     assert row["val_acc_mean"] == pytest.approx(np.mean(val))
     assert row["val_acc_std"] == pytest.approx(np.std(val, ddof=1))
 
-    combined_path = results / "metrics.json"
+    combined_path = results / "study.json"
     assert convbench(["aggregate", "--study", str(tiny_study), "--out", str(combined_path)]) == 0
     combined = load_json(combined_path)
     assert combined["experiments"] == {"lenet": row}
@@ -406,18 +406,18 @@ def test_aggregate_cli_summarizes_an_experiment_then_the_study(
     assert card["split_id"] == load_split(digits_split).split_id
 
 
-def test_the_study_step_reads_only_the_summaries_it_depends_on(
+def test_the_study_step_reads_only_the_experiment_results_it_depends_on(
     tiny_study: Path, convbench: Callable[[list[str]], int], tmp_path: Path,
 ) -> None:
-    """Both engines give `aggregate` (the study step) the experiments' summaries as its inputs,
+    """Both engines give `aggregate` (the study step) the experiments' results as its inputs,
     nothing else: with no run directory beside them it writes the same study file."""
     results = tiny_study.parent / "results"
-    summary, full = results / "_summary" / "lenet.json", tmp_path / "full.json"
-    assert convbench(["aggregate", "--study", str(tiny_study), "--experiment", "lenet", "--out", str(summary)]) == 0
+    experiment, full = results / "_experiments" / "lenet.json", tmp_path / "full.json"
+    assert convbench(["aggregate", "--study", str(tiny_study), "--experiment", "lenet", "--out", str(experiment)]) == 0
     assert convbench(["aggregate", "--study", str(tiny_study), "--out", str(full)]) == 0
     alone = tmp_path / "alone"
-    (alone / "results/_summary").mkdir(parents=True)
-    shutil.copy(summary, alone / "results/_summary/lenet.json")
+    (alone / "results/_experiments").mkdir(parents=True)
+    shutil.copy(experiment, alone / "results/_experiments/lenet.json")
     (alone / "params.yaml").write_text(STUDY.format(results=alone / "results"))
     assert convbench(["aggregate", "--study", str(alone / "params.yaml"), "--out", str(alone / "study.json")]) == 0
     assert load_json(alone / "study.json") == load_json(full)
@@ -453,7 +453,7 @@ def test_aggregate_names_a_bad_metrics_file(
     study.write_text(study.read_text().replace(str(tiny_study.parent), str(copy)))
     broken = copy / "results" / "lenet" / "r0-fold1-seed0" / "metrics.json"
     broken.write_text(damage(broken.read_text()))
-    out = tmp_path / "summary.json"
+    out = tmp_path / "experiment.json"
     argv = ["aggregate", "--study", str(study), "--experiment", "lenet", "--out", str(out)]
     assert convbench(argv) == 1
     err = capsys.readouterr().err
@@ -573,7 +573,7 @@ def test_a_bug_inside_aggregate_keeps_its_traceback(
     bug: Exception,
 ) -> None:
     monkeypatch.setattr("convbench.aggregate.aggregate", raiser(bug))
-    out = tmp_path / "summary.json"
+    out = tmp_path / "experiment.json"
     with pytest.raises(type(bug)) as raised:
         convbench(["aggregate", "--study", str(tiny_study), "--experiment", "lenet", "--out", str(out)])
     assert raised.value is bug

@@ -161,7 +161,7 @@ def test_snakemake_runs_the_whole_study(project: Path) -> None:
     for r in range(REPEATS):  # each repeat its own shuffle
         split = json.loads((project / f"data/splits/digits-k{FOLDS}-s0/repeat{r}.json").read_text())
         assert split["seed"] == r
-    metrics = yaml.safe_load((project / "results/metrics.json").read_text())
+    metrics = yaml.safe_load((project / "results/study.json").read_text())
     assert set(metrics["experiments"]) == set(EXPERIMENTS)
     mlp = metrics["experiments"]["mlp"]
     assert (mlp["runs"], mlp["repeats"], mlp["folds"]) == (REPEATS * FOLDS, REPEATS, FOLDS)
@@ -223,7 +223,7 @@ def test_dvc_repro_reproduces_snakemake_and_snakemake_stays_idle(
     (copy / "results/mlp/r0-fold1-seed0/model.pt").unlink()
     run(["dvc", "checkout"], copy)
     assert run_files(copy) == before
-    assert planned_jobs(copy) == {"evaluate": 1, "summarize_experiment": 1, "aggregate": 1, "report": 1,
+    assert planned_jobs(copy) == {"evaluate": 1, "aggregate_experiment": 1, "aggregate": 1, "report": 1,
                                   "all": 1}
     assert "up to date" in run(["dvc", "status"], copy).stdout
     run(["snakemake", "--cores", "1", "--touch"], copy)
@@ -328,7 +328,7 @@ def test_a_network_edit_reruns_only_the_experiments_that_use_it(finished: Path, 
     from convbench.provenance import source_sha256
 
     head = run(["git", "rev-parse", "HEAD"], finished).stdout.strip()
-    card = json.loads((finished / "results/metrics.json").read_text())["study"]
+    card = json.loads((finished / "results/study.json").read_text())["study"]
     [version] = card["code_versions"]
     assert version["runs"] == len(EXPERIMENTS) * len(RUNS)
     assert version["code_version"] == {"commit": head, "dirty": False,
@@ -336,12 +336,12 @@ def test_a_network_edit_reruns_only_the_experiments_that_use_it(finished: Path, 
 
     copy = edited_copy(finished, tmp_path, "src/convbench/models/mlp.py")
     assert planned_training(copy) == [f"results/mlp/{r}" for r in RUNS]
-    assert planned_jobs(copy) == {"train": len(RUNS), "evaluate": len(RUNS), "summarize_experiment": 1,
+    assert planned_jobs(copy) == {"train": len(RUNS), "evaluate": len(RUNS), "aggregate_experiment": 1,
                                   "aggregate": 1, "report": 1, "all": 1}
     assert dvc_changed_stages(copy) == {"run@mlp"}
-    assert dvc_repro_runs(copy) == ["run@mlp", "summarize_experiment@mlp", "aggregate", "report"]
+    assert dvc_repro_runs(copy) == ["run@mlp", "aggregate_experiment@mlp", "aggregate", "report"]
 
-    card = json.loads((copy / "results/metrics.json").read_text())["study"]
+    card = json.loads((copy / "results/study.json").read_text())["study"]
     versions = {v["code_version"]["source_sha256"]: v for v in card["code_versions"]}
     edited = versions[source_sha256(copy / "src/convbench")]
     assert edited["runs"] == len(RUNS)
@@ -372,8 +372,8 @@ def test_dvc_exp_run_with_a_changed_param_moves_the_metrics(finished: Path, tmp_
     diff = run(["dvc", "metrics", "diff", "--json"], project).stdout
     moved = yaml.safe_load(diff)
     changed = [path for path, values in moved.items() if values]
-    assert "results/metrics.json" in changed
-    assert "results/_summary/mlp.json" in changed and "results/_summary/lenet_relu.json" not in changed
+    assert "results/study.json" in changed
+    assert "results/_experiments/mlp.json" in changed and "results/_experiments/lenet_relu.json" not in changed
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,7 @@ def test_the_run_stage_lists_training_and_evaluation_code_but_no_network() -> No
     # no network's own file: only the shared ones and the catalogue of their interfaces
     assert not any(dep.startswith("src/convbench/models/") and not Path(dep).name.startswith("_")
                    and Path(dep).name not in ("__init__.py", "networks.json") for dep in expected)
-    assert dvc_code_deps("summarize_experiment") == repo_paths(stage_sources("aggregate"))
+    assert dvc_code_deps("aggregate_experiment") == repo_paths(stage_sources("aggregate"))
 
 
 def test_every_network_has_a_link_to_the_file_that_defines_it() -> None:
@@ -107,7 +107,6 @@ def test_code_version_names_the_commit_when_there_is_one() -> None:
 
 def test_dvc_yaml_spells_the_layout_convbench_study_defines() -> None:
     """dvc.yaml must spell its outputs; they are the paths convbench.study gives (the one layout)."""
-    from convbench.aggregate import summary_path
     from convbench.study import load_study
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -126,7 +125,7 @@ def test_dvc_yaml_spells_the_layout_convbench_study_defines() -> None:
     for name in study.experiments:
         runs = {str(Path(study.run_dir(name, run)).parent) for run in study.runs()}
         assert outputs("run", name) == runs
-        assert outputs("summarize_experiment", name) == {summary_path(study.results_dir, name)}
-    assert outputs("aggregate") == {study.metrics_path}
+        assert outputs("aggregate_experiment", name) == {study.experiment_results_path(name)}
+    assert outputs("aggregate") == {study.study_results_path}
     assert outputs("report") == {f"{study.reports_dir}/{name}" for name in
                                  ("report.html", "report.ipynb", "figures")}

@@ -65,8 +65,8 @@ def tiny_study(
             assert convbench(["train", "--study", "params.yaml", "--experiment", exp]) == 0
             assert convbench(["evaluate", "--study", "params.yaml", "--experiment", exp]) == 0
             assert convbench(["aggregate", "--study", "params.yaml", "--experiment", exp,
-                              "--out", f"results/_summary/{exp}.json"]) == 0
-        assert convbench(["aggregate", "--study", "params.yaml", "--out", "results/metrics.json"]) == 0
+                              "--out", f"results/_experiments/{exp}.json"]) == 0
+        assert convbench(["aggregate", "--study", "params.yaml", "--out", "results/study.json"]) == 0
         assert convbench(["report", "--study", "params.yaml"]) == 0
     return root
 
@@ -78,7 +78,7 @@ def page(tiny_study: Path) -> str:
 
 @pytest.fixture(scope="session")
 def metrics(tiny_study: Path) -> dict[str, Any]:
-    return json.loads((tiny_study / "results/metrics.json").read_text())
+    return json.loads((tiny_study / "results/study.json").read_text())
 
 
 # ------------------------------------------------------------------------------ the rendered report
@@ -199,8 +199,8 @@ def test_best_experiment_is_chosen_by_validation_not_test() -> None:
     def row(val: float, test: float) -> dict[str, Any]:
         return {"val_acc_mean": val, "test_acc_mean": test, "macs": 1}
 
-    summary = {"experiments": {"a": row(0.90, 0.99), "b": row(0.95, 0.80)}}
-    assert tables.best_experiment(summary) == "b"
+    results = {"experiments": {"a": row(0.90, 0.99), "b": row(0.95, 0.80)}}
+    assert tables.best_experiment(results) == "b"
 
 
 def test_summed_confusion_counts_every_test_image_once_per_run(
@@ -232,11 +232,11 @@ def test_stale_aggregate_is_refused(
 ) -> None:
     copy = tmp_path / "study"
     shutil.copytree(tiny_study, copy, ignore=shutil.ignore_patterns("*.pt", "reports"))
-    summary = json.loads((copy / "results/metrics.json").read_text())
-    summary["experiments"]["mlp"]["per_run"][1]["val_acc"] += 0.01
-    (copy / "results/metrics.json").write_text(json.dumps(summary))
+    results = json.loads((copy / "results/study.json").read_text())
+    results["experiments"]["mlp"]["per_run"][1]["val_acc"] += 0.01
+    (copy / "results/study.json").write_text(json.dumps(results))
     monkeypatch.chdir(copy)
-    with pytest.raises(load.ReportError, match="disagrees with results/metrics.json"):
+    with pytest.raises(load.ReportError, match="disagrees with results/study.json"):
         load.load_report_data("params.yaml")
 
 
@@ -252,8 +252,8 @@ def without_perf(
         for path in Path(f"results/{name}").glob("*/perf.json"):
             path.unlink()
         assert convbench(["aggregate", "--study", "params.yaml", "--experiment", name,
-                          "--out", f"results/_summary/{name}.json"]) == 0
-    assert convbench(["aggregate", "--study", "params.yaml", "--out", "results/metrics.json"]) == 0
+                          "--out", f"results/_experiments/{name}.json"]) == 0
+    assert convbench(["aggregate", "--study", "params.yaml", "--out", "results/study.json"]) == 0
 
 
 TIMING_COLUMNS = ("train s / run", "train img/s", "inference img/s")
@@ -264,8 +264,8 @@ def test_a_study_without_perf_json_is_reported_with_placeholders(
     convbench: Callable[[list[str]], int],
 ) -> None:
     without_perf(tiny_study, tmp_path / "study", EXPERIMENTS, convbench, monkeypatch)
-    summary = json.loads(Path("results/metrics.json").read_text())
-    assert {row["train_seconds_mean"] for row in summary["experiments"].values()} == {None}
+    results = json.loads(Path("results/study.json").read_text())
+    assert {row["train_seconds_mean"] for row in results["experiments"].values()} == {None}
     assert cli.main(["--study", "params.yaml"]) == 0
     page = Path("reports/report.html").read_text(encoding="utf-8")
     for name in EXPERIMENTS:
@@ -285,7 +285,7 @@ def test_runs_without_perf_json_are_left_out_of_the_timings(
     without_perf(tiny_study, tmp_path / "study", ("mlp",), convbench, monkeypatch)
     data = load.load_report_data("params.yaml")
     assert len(data.perf) == RUNS and {name for name, _ in data.perf} == {"lenet_relu"}
-    board = tables.format_leaderboard(tables.leaderboard(data.summary)).set_index("experiment")
+    board = tables.format_leaderboard(tables.leaderboard(data.results)).set_index("experiment")
     assert [board.loc["mlp", column] for column in TIMING_COLUMNS] == ["n/a"] * len(TIMING_COLUMNS)
     lenet = metrics["experiments"]["lenet_relu"]  # as aggregated with every perf.json
     assert board.loc["lenet_relu", "train s / run"] == f"{lenet['train_seconds_mean']:.1f}"
@@ -309,7 +309,7 @@ def test_cli_errors_are_one_line(
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_STUDY))
     assert cli.main(["--study", "params.yaml"]) == 1
     err = capsys.readouterr().err
-    assert err == ("convbench report: error: results/metrics.json does not exist; "
+    assert err == ("convbench report: error: results/study.json does not exist; "
                    "make it with 'convbench aggregate'\n")
     assert not (tmp_path / "reports").exists()
 

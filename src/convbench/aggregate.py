@@ -56,7 +56,7 @@ def spread(runs: list[dict[str, Any]], values: list[float]) -> dict[str, Any]:
 
 
 class AggregateError(ValueError):
-    """Runs that cannot be summarized together, or a results file aggregation cannot read.
+    """Runs that cannot be aggregated together, or a results file aggregation cannot read.
 
     ``convbench aggregate`` turns it into one line and exit code 1; anything else is a bug and
     keeps its traceback.
@@ -128,7 +128,7 @@ def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
                 for (r, k, s), v, t in zip(keys, val, test)
             ],
             "code_versions": list(versions.values()),
-            # what the study card reports, so the study step reads the summaries alone
+            # what the study card reports, so the study step reads these files alone
             "data_sha256": first["data_sha256"],
             "split_ids": [split_ids[repeat] for repeat in sorted(split_ids)],
             "packages": first.get("packages"),
@@ -177,16 +177,7 @@ def load_run(metrics_path: Path) -> dict[str, Any]:
     return metrics
 
 
-SUMMARY_DIR = "_summary"  # results/_summary/<experiment>.json; "_" never starts an experiment name
-
-
-def summary_path(results_dir: str, experiment: str) -> str:
-    """Where one experiment's fold summary goes: outside every run directory, so DVC can depend on
-    ``results/<experiment>`` (a directory) and the final step on ``results/_summary``."""
-    return f"{results_dir}/{SUMMARY_DIR}/{experiment}.json"
-
-
-def summarize_experiment(study: Any, experiment: str) -> dict[str, Any]:
+def aggregate_experiment(study: Any, experiment: str) -> dict[str, Any]:
     """Means and spreads of one experiment, from the metrics of every run the study asks for."""
     runs = []
     for run in study.runs():
@@ -201,30 +192,30 @@ def summarize_experiment(study: Any, experiment: str) -> dict[str, Any]:
     return aggregate(runs)["experiments"][experiment]
 
 
-def combine(study: Any) -> dict[str, Any]:
-    """results/metrics.json: the study card plus every experiment's summary, in study order.
+def aggregate_study(study: Any) -> dict[str, Any]:
+    """results/study.json: the study card plus every experiment's results, in study order.
 
     The card names every code version the runs were made with, and how many runs each made: after
     a code change reruns part of a study, both versions show.
     """
     experiments = {
-        name: read_json_file(Path(summary_path(study.results_dir, name)),
+        name: read_json_file(Path(study.experiment_results_path(name)),
                              f"convbench aggregate --experiment {name}")
         for name in study.experiments
     }
     first_name, first = next(iter(experiments.items()))
-    for name, summary in experiments.items():
-        if "split_ids" not in summary:
-            raise ResultFileError(f"{summary_path(study.results_dir, name)}: no 'split_ids'; written by an "
+    for name, results in experiments.items():
+        if "split_ids" not in results:
+            raise ResultFileError(f"{study.experiment_results_path(name)}: no 'split_ids'; written by an "
                                   f"older convbench aggregate --experiment {name}; run it again")
         for key in ("data_sha256", "split_ids"):
-            if summary.get(key) != first.get(key):
+            if results.get(key) != first.get(key):
                 raise AggregateError(f"experiments {first_name!r} and {name!r} were run on different "
-                                     f"{'data' if key == 'data_sha256' else 'splits'}: summarize them "
+                                     f"{'data' if key == 'data_sha256' else 'splits'}: aggregate them "
                                      "again from runs of this study")
     versions: dict[str, dict[str, Any]] = {}
-    for summary in experiments.values():
-        for entry in summary.get("code_versions", []):
+    for results in experiments.values():
+        for entry in results.get("code_versions", []):
             key = json.dumps(entry["code_version"], sort_keys=True)
             versions.setdefault(key, {"code_version": entry["code_version"], "runs": 0})["runs"] += entry["runs"]
     return {
@@ -249,10 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="convbench aggregate",
         description="Means and spreads: with --experiment, of one experiment's runs "
         "(results/<experiment>/r<repeat>-fold<k>-seed<s>/metrics.json and perf.json); without, the "
-        "study's results/metrics.json from every experiment's summary.",
+        "study's results/study.json from every experiment's results/_experiments/<experiment>.json.",
     )
     parser.add_argument("--study", type=Path, required=True, help="the study file (params.yaml)")
-    parser.add_argument("--experiment", default=None, help="summarize this experiment's folds")
+    parser.add_argument("--experiment", default=None, help="aggregate this experiment's runs")
     parser.add_argument("--out", type=Path, required=True, help="JSON to write")
     return parser
 
@@ -266,10 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         study = load_study(args.study)
         if args.experiment is not None:
             study.experiment(args.experiment)  # refuses an unknown name
-            result = {"experiments": {args.experiment: summarize_experiment(study, args.experiment)}}
+            result = {"experiments": {args.experiment: aggregate_experiment(study, args.experiment)}}
             write_json_atomic(args.out, result["experiments"][args.experiment])
         else:
-            result = combine(study)
+            result = aggregate_study(study)
             write_json_atomic(args.out, result)
         width = max(map(len, result["experiments"]), default=10)
         for name, row in result["experiments"].items():

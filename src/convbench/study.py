@@ -157,9 +157,16 @@ class Study:
     def run_dir(self, experiment: str, run: Run) -> str:
         return f"{self.results_dir}/{experiment}/{run.name}"
 
+    def experiment_results_path(self, experiment: str) -> str:
+        """``convbench aggregate --experiment``'s file: one experiment's means and spreads over its
+        runs. Outside every run directory, so DVC can depend on ``results/<experiment>`` (a directory)
+        and the study step on ``results/_experiments``; "_" never starts an experiment name."""
+        return f"{self.results_dir}/_experiments/{experiment}.json"
+
     @property
-    def metrics_path(self) -> str:
-        return f"{self.results_dir}/metrics.json"
+    def study_results_path(self) -> str:
+        """``convbench aggregate``'s file: the study card and every experiment's results."""
+        return f"{self.results_dir}/study.json"
 
     def jobs(self) -> list[tuple[str, Run]]:
         """Every (experiment, run) training job of the study."""

@@ -4,7 +4,6 @@ import os
 import shutil
 import subprocess
 
-from convbench.aggregate import summary_path
 from convbench.provenance import stage_sources
 from convbench.study import REPORT_FIGURES, RUN_NAME
 

@@ -19,32 +19,3 @@ rule evaluate:
         "convbench evaluate --checkpoint {input.model} --history {input.history}"
         " --data {input.data} --split {input.split} --out {output.metrics}"
         " --perf-out {output.perf} --threads {threads} > {log} 2>&1"
-
-
-rule summarize_experiment:
-    input:
-        runs=lambda wildcards: run_files(wildcards.experiment, ["metrics.json", "perf.json"]),
-        code=code("aggregate"),
-    output:
-        summary_path(STUDY.results_dir, "{experiment}"),
-    params:
-        study=STUDY_FILE,
-    log:
-        f"{LOGS}/aggregate/{{experiment}}.log",
-    shell:
-        "convbench aggregate --study {params.study} --experiment {wildcards.experiment}"
-        " --out {output} > {log} 2>&1"
-
-
-rule aggregate:
-    input:
-        summaries=[summary_path(STUDY.results_dir, name) for name in STUDY.experiments],
-        code=code("aggregate"),
-    output:
-        STUDY.metrics_path,
-    params:
-        study=STUDY_FILE,
-    log:
-        f"{LOGS}/aggregate.log",
-    shell:
-        "convbench aggregate --study {params.study} --out {output} > {log} 2>&1"

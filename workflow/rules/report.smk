@@ -1,6 +1,6 @@
 rule report:
     input:
-        metrics=STUDY.metrics_path,
+        results=STUDY.study_results_path,
         runs=[run_files(name, ["metrics.json", "perf.json", "history.csv"]) for name in STUDY.experiments],
         data=STUDY.prepared_path,
         notebook="workflow/notebooks/report.ipynb",

@@ -42,8 +42,8 @@ def recipe_exceptions(
 
 def study_card(data: ReportData) -> pd.DataFrame:
     """What was run, on what, with what: the facts a reader needs to trust or redo the numbers."""
-    study, summary, dataset = data.study, data.summary, data.dataset
-    card = summary.get("study", {})
+    study, results, dataset = data.study, data.results, data.dataset
+    card = results.get("study", {})
     common, exceptions = recipe_exceptions(
         {name: data.runs_of(name)[0]["recipe"] for name in study.experiments}
     )
@@ -106,13 +106,13 @@ def cross_validation_text(study: Study, card: dict[str, Any]) -> str:
 def header_html(data: ReportData) -> str:
     """The title and the one-sentence answer: the best experiment by validation accuracy."""
     study = data.study
-    best = best_experiment(data.summary)
-    row = data.summary["experiments"][best]
+    best = best_experiment(data.results)
+    row = data.results["experiments"][best]
     return (
         f"<h1>convbench report: {html.escape(study.name)}</h1>"
         f"<p>{html.escape(study.description)}</p>"
         f"<p>{len(study.experiments)} experiments on <b>{html.escape(data.dataset.name)}</b>, "
-        f"{cross_validation_text(study, data.summary.get('study', {}))}. Best by cross-validated "
+        f"{cross_validation_text(study, data.results.get('study', {}))}. Best by cross-validated "
         f"validation accuracy: <b>{html.escape(best)}</b>, {percent(row['val_acc_mean'])} ± "
         f"{percent(row['val_acc_std'])} % (test {percent(row['test_acc_mean'])} ± "
         f"{percent(row['test_acc_std'])} %).</p>"

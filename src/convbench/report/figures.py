@@ -188,16 +188,16 @@ def ablations_figure(results: list[dict[str, Any]]) -> Figure:
 # ----------------------------------------------------------------------------------- fold spread
 
 
-def run_accuracies(summary: dict[str, Any]) -> pd.DataFrame:
-    """One row per experiment and run: validation and test accuracy (fractions), from metrics.json."""
-    rows = [{"experiment": name, **run} for name, row in summary["experiments"].items() for run in row["per_run"]]
+def run_accuracies(results: dict[str, Any]) -> pd.DataFrame:
+    """One row per experiment and run: validation and test accuracy (fractions), from study.json."""
+    rows = [{"experiment": name, **run} for name, row in results["experiments"].items() for run in row["per_run"]]
     return pd.DataFrame(rows, columns=["experiment", "repeat", "fold", "seed", "val_acc", "test_acc"])
 
 
-def fold_spread_figure(summary: dict[str, Any]) -> Figure:
+def fold_spread_figure(results: dict[str, Any]) -> Figure:
     """Each run's validation and test accuracy per experiment, best (by validation) on top."""
-    order = list(leaderboard(summary).index)
-    folds = run_accuracies(summary)
+    order = list(leaderboard(results).index)
+    folds = run_accuracies(results)
     fig = Figure(figsize=(10, 1.2 + 0.38 * len(order)), layout="constrained")
     ax = fig.subplots()
     for column, colour, offset, label in (("val_acc", "tab:blue", -0.12, "validation"),

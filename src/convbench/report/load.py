@@ -1,8 +1,8 @@
 """What the report reads, and the checks that refuse a report that would be wrong.
 
-Everything comes from the files the pipeline wrote: ``results/metrics.json`` (``convbench
+Everything comes from the files the pipeline wrote: ``results/study.json`` (``convbench
 aggregate``), each run's metrics.json, perf.json and history.csv, and the prepared data. A file
-that is missing, unreadable or disagrees with metrics.json (a stale aggregate) is refused with its
+that is missing, unreadable or disagrees with study.json (a stale aggregate) is refused with its
 name and the command that makes it, before anything is drawn. perf.json alone may be missing, as
 ``convbench aggregate`` allows: its measurements are not results, and the report says "n/a".
 """
@@ -29,7 +29,7 @@ class ReportData:
     """Everything the report reads, loaded once."""
 
     study: Study
-    summary: dict[str, Any]  # results/metrics.json, as written by ``convbench aggregate``
+    results: dict[str, Any]  # results/study.json, as written by ``convbench aggregate``
     run_metrics: dict[tuple[str, Run], dict[str, Any]]  # results/<exp>/<run>/metrics.json
     perf: dict[tuple[str, Run], dict[str, Any]]  # results/<exp>/<run>/perf.json, of the runs that have one
     history: pd.DataFrame  # every history.csv, with experiment, repeat, fold and seed columns
@@ -49,30 +49,30 @@ def _read_json(path: Path, made_by: str) -> dict[str, Any]:
         raise ReportError(f"{path}: not valid JSON ({err})") from None
 
 
-def check_summary(study: Study, summary: dict[str, Any]) -> None:
-    """metrics.json must cover every experiment of the study, run by run."""
-    experiments = summary.get("experiments", {})
+def check_study_results(study: Study, results: dict[str, Any]) -> None:
+    """study.json must cover every experiment of the study, run by run."""
+    experiments = results.get("experiments", {})
     for name in study.experiments:
         row = experiments.get(name)
         if row is None:
             raise ReportError(
-                f"{study.metrics_path} has no experiment {name!r}; "
+                f"{study.study_results_path} has no experiment {name!r}; "
                 "rerun 'convbench aggregate' for this study"
             )
         have = sorted((r["repeat"], r["fold"], r["seed"]) for r in row.get("per_run", []))
         want = sorted((run.repeat, run.fold, run.seed) for run in study.runs())
         if have != want:
             raise ReportError(
-                f"{study.metrics_path}: experiment {name!r} has {len(have)} runs, the study asks "
+                f"{study.study_results_path}: experiment {name!r} has {len(have)} runs, the study asks "
                 f"for {len(want)} ({study.repeats} repeats x {study.folds} folds x "
                 f"{len(study.seeds)} seeds); rerun the pipeline"
             )
 
 
-def load_summary(
+def load_study_results(
     study_path: str | Path, selection: str | None = None, results_dir: str | Path | None = None
 ) -> tuple[Study, dict[str, Any]]:
-    """The study and its results/metrics.json, checked to cover every experiment and fold.
+    """The study and its results/study.json, checked to cover every experiment and fold.
 
     ``results_dir`` replaces the study's own (where its ``convbench aggregate`` wrote).
     """
@@ -81,9 +81,9 @@ def load_summary(
     study = load_study(study_path, selection)
     if results_dir is not None:
         study = replace(study, results_dir=str(results_dir).rstrip("/"))
-    summary = _read_json(Path(study.metrics_path), "convbench aggregate")
-    check_summary(study, summary)
-    return study, summary
+    results = _read_json(Path(study.study_results_path), "convbench aggregate")
+    check_study_results(study, results)
+    return study, results
 
 
 def load_report_data(
@@ -92,27 +92,27 @@ def load_report_data(
     results_dir: str | Path | None = None,
     data_path: str | Path | None = None,
 ) -> ReportData:
-    """Read the study, results/metrics.json, every run's files and the prepared data.
+    """Read the study, results/study.json, every run's files and the prepared data.
 
     ``results_dir`` and ``data_path`` default to the study's own paths. A run file that disagrees
-    with metrics.json (a stale aggregate) is refused rather than reported.
+    with study.json (a stale aggregate) is refused rather than reported.
     """
     from convbench.prepared import load_prepared
 
-    study, summary = load_summary(study_path, selection, results_dir)
+    study, results = load_study_results(study_path, selection, results_dir)
     run_metrics: dict[tuple[str, Run], dict[str, Any]] = {}
     perf: dict[tuple[str, Run], dict[str, Any]] = {}
     histories = []
     for name in study.experiments:
         expected = {(r["repeat"], r["fold"], r["seed"]): r["val_acc"]
-                    for r in summary["experiments"][name]["per_run"]}
+                    for r in results["experiments"][name]["per_run"]}
         for run in study.runs():
             run_dir = Path(study.run_dir(name, run))
             metrics = _read_json(run_dir / "metrics.json", "convbench evaluate")
             value = expected[run.repeat, run.fold, run.seed]
             if metrics["val"]["accuracy"] != value:
                 raise ReportError(
-                    f"{run_dir / 'metrics.json'} disagrees with {study.metrics_path} "
+                    f"{run_dir / 'metrics.json'} disagrees with {study.study_results_path} "
                     f"(val accuracy {metrics['val']['accuracy']} vs {value}); "
                     "rerun 'convbench aggregate'"
                 )
@@ -122,7 +122,7 @@ def load_report_data(
             histories.append(read_history(run_dir / "history.csv").assign(
                 experiment=name, repeat=run.repeat, fold=run.fold, seed=run.seed))
     dataset = load_prepared(data_path if data_path is not None else study.prepared_path)
-    return ReportData(study, summary, run_metrics, perf, pd.concat(histories, ignore_index=True), dataset)
+    return ReportData(study, results, run_metrics, perf, pd.concat(histories, ignore_index=True), dataset)
 
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from convbench._io import atomic_write
-from convbench.report.load import ReportError, load_summary
+from convbench.report.load import ReportError, load_study_results
 
 TEMPLATE = Path("workflow/notebooks/report.ipynb")  # in the pipeline's directory (the repo root)
 
@@ -133,7 +133,7 @@ def render(
     """
     import papermill
 
-    study, _ = load_summary(study_path, selection, results_dir)  # fail here, not in a kernel
+    study, _ = load_study_results(study_path, selection, results_dir)  # fail here, not in a kernel
     template = Path(template) if template is not None else default_template()
     kernel = kernel_name or default_kernel()
     out_dir = Path(out_dir)

@@ -2,7 +2,7 @@
 
 The corrected resampled t-test (Nadeau & Bengio 2003), Holm's adjustment over the study's
 ablations, and the verdicts that claim no more than the interval supports. The numbers come from
-metrics.json's per-run accuracies; nothing here reads a file.
+study.json's per-run accuracies; nothing here reads a file.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def resample_means(row: dict[str, Any], metric: str) -> dict[tuple[int, int], fl
     return {cell: float(np.mean(values)) for cell, values in sorted(cells.items())}
 
 
-def ablation_results(study: Study, summary: dict[str, Any]) -> list[dict[str, Any]]:
+def ablation_results(study: Study, study_results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every named ablation, compared on validation and test accuracy, resample by resample.
 
     A resample is one fold of one repeat (R x K of them); the seeds trained on the same fold are
@@ -172,8 +172,8 @@ def ablation_results(study: Study, summary: dict[str, Any]) -> list[dict[str, An
     ratio = 1 / (study.folds - 1)
     results = []
     for ablation in study.ablations.values():
-        base = summary["experiments"][ablation.baseline]
-        treat = summary["experiments"][ablation.treatment]
+        base = study_results["experiments"][ablation.baseline]
+        treat = study_results["experiments"][ablation.treatment]
         for key, metric in ABLATION_METRICS:
             base_cells, treat_cells = resample_means(base, key), resample_means(treat, key)
             if base_cells.keys() != treat_cells.keys():

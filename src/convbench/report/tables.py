@@ -1,6 +1,6 @@
 """The report's tables: the leaderboard, against the book, the ablations and the networks' layers.
 
-Every number comes from metrics.json (or, for the layer tables, from ``convbench summary``'s
+Every number comes from study.json (or, for the layer tables, from ``convbench summary``'s
 rows) and is only formatted here, never recomputed. The best experiment is chosen by
 cross-validated validation accuracy; test accuracy is shown, never used to choose.
 """
@@ -41,22 +41,22 @@ def mean_std(row: dict[str, Any], metric: str) -> str:
     return f"{percent(row[f'{metric}_mean'])}\u00a0±\u00a0{percent(row[f'{metric}_std'])}"
 
 
-def leaderboard(summary: dict[str, Any]) -> pd.DataFrame:
-    """metrics.json's experiments, ranked by mean validation accuracy (ties: fewer MACs first)."""
-    board = pd.DataFrame.from_dict(summary["experiments"], orient="index")
+def leaderboard(results: dict[str, Any]) -> pd.DataFrame:
+    """study.json's experiments, ranked by mean validation accuracy (ties: fewer MACs first)."""
+    board = pd.DataFrame.from_dict(results["experiments"], orient="index")
     board.index.name = "experiment"
     board = board.sort_values(["val_acc_mean", "macs"], ascending=[False, True], kind="stable")
     board.insert(0, "rank", range(1, len(board) + 1))
     return board
 
 
-def best_experiment(summary: dict[str, Any]) -> str:
+def best_experiment(results: dict[str, Any]) -> str:
     """The experiment with the highest cross-validated (validation) accuracy; never by test."""
-    return str(leaderboard(summary).index[0])
+    return str(leaderboard(results).index[0])
 
 
 def format_leaderboard(board: pd.DataFrame, descriptions: dict[str, str] | None = None) -> pd.DataFrame:
-    """The leaderboard as the strings the report shows, every number from metrics.json."""
+    """The leaderboard as the strings the report shows, every number from study.json."""
     descriptions = descriptions or {}
     rows = []
     for name, row in board.iterrows():
@@ -106,7 +106,7 @@ def against_the_book(data: ReportData) -> list[dict[str, Any]]:
             experiment.recipe,
         )
         if published is not None:
-            ours = data.summary["experiments"][name]
+            ours = data.results["experiments"][name]
             rows.append({"experiment": name, "published": published, "ours": ours,
                          "verdict": published.verdict(ours["test_acc_mean"])})
     return rows
