@@ -16,16 +16,9 @@ import subprocess
 import sys
 import time
 
-STAGES = {  # command -> (entry module, checks the study first)
-    "download": ("convbench.data", True),
-    "prepare": ("convbench.data", True),
-    "split": ("convbench.splits", True),
-    "train": ("convbench.training", True),
-    "evaluate": ("convbench.evaluation", True),
-    "aggregate": ("convbench.aggregate", True),
-    "report": ("convbench.report.cli", True),
-    "study": ("convbench.study", True),
-}
+from convbench.cli import COMMANDS
+from convbench.provenance import STAGES
+
 HEAVY = ("torch", "torchvision", "pandas", "matplotlib", "scipy", "sklearn", "jsonschema")
 
 
@@ -55,8 +48,8 @@ def main() -> None:
     baseline, _ = measure("json", False, args.repeat)
     print(f"python itself: {baseline:.2f} s\n")
     print(f"| command | start-up (s) | heavy libraries loaded |\n|---|---|---|")
-    for command, (module, study) in STAGES.items():
-        seconds, loaded = measure(module, study, args.repeat)
+    for command in (*STAGES, "study"):  # every stage command checks the study first
+        seconds, loaded = measure(COMMANDS[command].module, True, args.repeat)
         print(f"| `convbench {command}` | {seconds:.2f} | {loaded or 'none'} |")
 
 

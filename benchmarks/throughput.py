@@ -31,7 +31,7 @@ from torchvision import transforms
 
 from convbench.models import build
 from convbench.recipe import D2L_SETTINGS, resolve_recipe
-from convbench.training import FoldData, train
+from convbench.train import FoldData, train
 
 
 class PILImages(Dataset):

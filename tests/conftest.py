@@ -195,7 +195,7 @@ TINY_TRAIN_ARGS = (
 @pytest.fixture(scope="session")
 def digits_split(digits: data.Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-fold split of the digits' train part, written as ``convbench split`` writes it."""
-    from convbench.splits import make_split, write_split
+    from convbench.split import make_split, write_split
 
     return write_split(
         make_split(digits, DIGITS_FOLDS, seed=0), tmp_path_factory.mktemp("split") / "split.json"
@@ -318,7 +318,7 @@ def digits_run(
 def other_digits(digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Other data: a valid prepared file of the first 600 digits train images, and its split."""
     from convbench._io import write_npz_deterministic
-    from convbench.splits import make_split, write_split
+    from convbench.split import make_split, write_split
 
     root = tmp_path_factory.mktemp("other")
     with np.load(digits_npz) as npz:

@@ -36,7 +36,8 @@ def leftovers(directory: Path) -> list[str]:
         ("kmnist", torchvision.datasets.KMNIST),
     ],
 )
-def test_specs_reuse_torchvision_metadata(name: str, source: type) -> None:
+def test_specs_are_torchvisions_metadata(name: str, source: type) -> None:
+    """data.TORCHVISION_IDX is a copy (so download starts without torch): it must stay torchvision's."""
     spec = data.DATASETS[name]
     assert spec.resources == tuple(tuple(resource) for resource in source.resources)
     assert spec.mirrors == tuple(source.mirrors)

@@ -352,7 +352,7 @@ def test_a_network_edit_reruns_only_the_experiments_that_use_it(finished: Path, 
 
 
 def test_a_trainer_edit_reruns_all_training(finished: Path, tmp_path: Path) -> None:
-    copy = edited_copy(finished, tmp_path, "src/convbench/training.py")
+    copy = edited_copy(finished, tmp_path, "src/convbench/train.py")
     assert planned_training(copy) == sorted(f"results/{e}/{r}" for e in EXPERIMENTS for r in RUNS)
     assert dvc_changed_stages(copy) == {"run@mlp", "run@lenet_relu", "report"}  # report imports it
 

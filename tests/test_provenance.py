@@ -63,7 +63,7 @@ def test_every_network_has_a_link_to_the_file_that_defines_it() -> None:
 
 def test_a_stage_runs_its_imports_and_one_network() -> None:
     train = repo_paths(stage_sources("train", "resnet18"))
-    assert {"src/convbench/training.py", "src/convbench/recipe.py", "src/convbench/models/_layers.py",
+    assert {"src/convbench/train.py", "src/convbench/recipe.py", "src/convbench/models/_layers.py",
             "src/convbench/models/resnet.py", "src/convbench/cli.py"} <= train
     report_package = repo_paths(sorted((PACKAGE_DIR / "report").glob("*.py")))
     assert len(report_package) > 1

@@ -65,12 +65,12 @@ def test_verdict_against_the_range(accuracy: float, verdict: str) -> None:
 
 def test_report_section_sets_our_fold_means_beside_the_book() -> None:
     study = load_study(ROOT / "params.yaml", "fashion_mnist_cpu")
-    summary = {"experiments": {
+    results = {"experiments": {
         name: {"val_acc_mean": 0.80, "val_acc_std": 0.01, "test_acc_mean": 0.7901,
                "test_acc_std": 0.0123}
         for name in study.experiments
     }}
-    data = load.ReportData(study=study, summary=summary, run_metrics={}, perf={},
+    data = load.ReportData(study=study, results=results, run_metrics={}, perf={},
                            history=None, dataset=None)  # the section reads neither
     rows = tables.against_the_book(data)
     assert [row["experiment"] for row in rows] == ["lenet_d2l", "lenet_bn_d2l"]

@@ -1,33 +1,51 @@
 """The ``convbench`` command: one subcommand per pipeline stage.
 
-Each subcommand lives next to the code it runs, as ``main(argv) -> int`` in its module; this file
-only dispatches, importing a stage's module when that stage is asked for (torch is slow to import).
+Each subcommand is a function ``(argv) -> int`` in the module named after it (``convbench train``:
+``convbench.train.main``); this file only dispatches, importing a command's module when that
+command is asked for (torch is slow to import).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from typing import NamedTuple
 
-# subcommand -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "models": ("convbench.summary", "list every network with default input size and parameters"),
-    "summary": ("convbench.summary", "layer-by-layer table of one network"),
-    "download": ("convbench.data", "download a dataset's raw files, verified by checksum"),
-    "prepare": ("convbench.data", "turn raw files into one compact uint8 array file"),
-    "split": ("convbench.splits", "write stratified K-fold splits of a prepared dataset"),
-    "train": ("convbench.training", "train one network on one fold"),
-    "evaluate": ("convbench.evaluation", "evaluate a trained checkpoint on its fold and the test set"),
-    "aggregate": ("convbench.aggregate", "fold means and spreads per experiment"),
-    "study": ("convbench.study", "validate a study and print what it plans"),
-    "report": ("convbench.report.cli", "render the HTML report of a study"),
+
+class Command(NamedTuple):
+    module: str
+    function: str
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "models": Command("convbench.summary", "models_main",
+                      "list every network with default input size and parameters"),
+    "summary": Command("convbench.summary", "summary_main",
+                       "layer-by-layer table of one network"),
+    "download": Command("convbench.data", "download_main",
+                        "download a dataset's raw files, verified by checksum"),
+    "prepare": Command("convbench.data", "prepare_main",
+                       "turn raw files into one compact uint8 array file"),
+    "split": Command("convbench.split", "main",
+                     "write stratified K-fold splits of a prepared dataset"),
+    "train": Command("convbench.train", "main",
+                     "train one network on one fold"),
+    "evaluate": Command("convbench.evaluate", "main",
+                        "evaluate a trained checkpoint on its fold and the test set"),
+    "aggregate": Command("convbench.aggregate", "main",
+                         "means and spreads of an experiment's runs, or of the study"),
+    "study": Command("convbench.study", "main",
+                     "validate a study and print what it plans"),
+    "report": Command("convbench.report.cli", "main",
+                      "render the HTML report of a study"),
 }
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: convbench <command> [options]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {command.help}" for name, command in COMMANDS.items()]
     lines += ["", "Run 'convbench <command> --help' for a command's options."]
     return "\n".join(lines)
 
@@ -46,9 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"convbench: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
-    entry = getattr(module, f"{command}_main", None) or module.main
-    return int(entry(rest) or 0)
+    entry = COMMANDS[command]
+    return int(getattr(importlib.import_module(entry.module), entry.function)(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ from urllib.parse import urljoin, urlsplit
 from urllib.request import Request, urlopen
 
 import numpy as np
-from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 from tqdm.auto import tqdm
 
 from convbench import __version__
@@ -113,26 +112,57 @@ class DatasetSpec:
         return tuple(name for name, _ in self.resources) or (DIGITS_FILE,)
 
 
-def _from_torchvision(name: str, source: type[MNIST], summary: str) -> DatasetSpec:
+# torchvision's own description of the IDX data sets (torchvision/datasets/mnist.py of 0.29.1:
+# ``classes``, ``mirrors``, ``resources``: file name and md5 of the .gz), copied so that download and
+# prepare start without importing torch (seconds per job); tests/test_data.py holds the copy equal
+# to torchvision's.
+TORCHVISION_IDX: dict[str, dict[str, tuple]] = {
+    "fashion_mnist": {  # torchvision.datasets.FashionMNIST
+        "classes": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                    "Sneaker", "Bag", "Ankle boot"),
+        "mirrors": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        "resources": (("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+                      ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+                      ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+                      ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310")),
+    },
+    "mnist": {  # torchvision.datasets.MNIST
+        "classes": ("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five",
+                    "6 - six", "7 - seven", "8 - eight", "9 - nine"),
+        "mirrors": ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        "resources": (("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+                      ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+                      ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+                      ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")),
+    },
+    "kmnist": {  # torchvision.datasets.KMNIST
+        "classes": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        "mirrors": ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        "resources": (("train-images-idx3-ubyte.gz", "bdb82020997e1d708af4cf47b453dcf7"),
+                      ("train-labels-idx1-ubyte.gz", "e144d726b3acfaa3e44228e80efcd344"),
+                      ("t10k-images-idx3-ubyte.gz", "5c965bf0a639b31b8f53240b1b52f4d7"),
+                      ("t10k-labels-idx1-ubyte.gz", "7320c461ea6c1c855c0b718fb2a4b134")),
+    },
+}
+
+
+def _idx_spec(name: str, summary: str) -> DatasetSpec:
+    published = TORCHVISION_IDX[name]
     return DatasetSpec(
         name=name,
         summary=summary,
-        classes=tuple(source.classes),
-        mirrors=tuple(source.mirrors),
-        resources=tuple((file, md5) for file, md5 in source.resources),
+        classes=published["classes"],
+        mirrors=published["mirrors"],
+        resources=published["resources"],
         content_md5=CONTENT_MD5.get(name, ()),
         local_copies=SYSTEM_COPIES.get(name, ()),
     )
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "fashion_mnist": _from_torchvision(
-        "fashion_mnist", FashionMNIST, "Zalando's 28x28 clothing images, 60k train / 10k test"
-    ),
-    "mnist": _from_torchvision("mnist", MNIST, "handwritten digits, 28x28, 60k train / 10k test"),
-    "kmnist": _from_torchvision(
-        "kmnist", KMNIST, "Kuzushiji (cursive Japanese) characters, 28x28, 60k train / 10k test"
-    ),
+    "fashion_mnist": _idx_spec("fashion_mnist", "Zalando's 28x28 clothing images, 60k train / 10k test"),
+    "mnist": _idx_spec("mnist", "handwritten digits, 28x28, 60k train / 10k test"),
+    "kmnist": _idx_spec("kmnist", "Kuzushiji (cursive Japanese) characters, 28x28, 60k train / 10k test"),
     "digits": DatasetSpec(
         name="digits",
         summary="scikit-learn's bundled 8x8 digits, 1797 images; fixed stratified 25% test set",

@@ -1,17 +1,23 @@
-"""Device placement and the batch transform that runs on the training device.
+"""Which device a job runs on: a GPU of its own, checked before any work, or the CPU.
 
-The whole split lives on the device as uint8; each batch is turned into floats, resized,
-augmented and normalized there, so a GPU run never waits on CPU image work (as airbench, Keller
-Jordan's CIFAR-10 speed runs, keeps its data set on the GPU). What it gains over d2l's DataLoader
-of PIL images is measured in benchmarks/RESULTS.md.
+One GPU per job, on file locks: ``snakemake --resources gpu=N`` only caps how many GPU jobs run at
+once; it never tells a job *which* GPU to use (snakemake issue #281), so N concurrent jobs would all
+land on cuda:0. Each training or evaluation job therefore takes an exclusive ``flock`` on one lock
+file per visible GPU and uses that device; the kernel drops the lock when the process ends, however
+it ends, so a killed job never leaves a GPU reserved. With no GPU the job runs on the CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
 
 class DeviceError(ValueError):
@@ -60,65 +66,69 @@ def set_determinism(deterministic: bool) -> None:
     torch.backends.cudnn.deterministic = True
 
 
-def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of uint8 images scaled to [0, 1], shaped (1, C, 1, 1)."""
-    x = images.to(torch.float64) / 255.0
-    mean = x.mean(dim=(0, 2, 3), keepdim=True)
-    std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return mean.float(), std.float()
+def default_lock_dir() -> Path:
+    """Per user and per machine: GPUs are a machine's, and so is /tmp (on SLURM nodes too)."""
+    return Path(tempfile.gettempdir()) / f"convbench-gpu-locks-{os.getuid()}"
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
-    """Random translation by up to ``pad`` pixels (zero padding) and a random horizontal flip.
+@contextlib.contextmanager
+def gpu_slot(
+    n_slots: int,
+    *,
+    lock_dir: Path | None = None,
+    timeout: float | None = None,
+    poll_seconds: float = 0.2,
+) -> Iterator[int | None]:
+    """Hold one of ``n_slots`` GPU slots for the duration of the ``with`` block.
 
-    Vectorized over the batch: one gather, no per-sample Python. The random numbers come from a
-    CPU generator so the same seed gives the same augmentation on every device.
+    Yields the slot index (the GPU to use), or None when ``n_slots`` is 0 (use the CPU). Waits for
+    a free slot, up to ``timeout`` seconds (None: forever), then raises TimeoutError.
     """
-    n, c, h, w = x.shape
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-    padded = F.pad(x, (pad, pad, pad, pad))
-    rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # n x h
-    cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # n x w
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chan = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+    if n_slots <= 0:
+        yield None
+        return
+    lock_dir = lock_dir or default_lock_dir()
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        for slot in range(n_slots):
+            handle = open(lock_dir / f"gpu{slot}.lock", "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            try:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{os.getpid()}\n")
+                handle.flush()
+                yield slot
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"no free GPU slot among {n_slots} in {lock_dir} after {timeout} s")
+        time.sleep(poll_seconds)
 
 
-class BatchTransform:
-    """uint8 batch on the device -> float batch at the network's resolution."""
+def visible_gpu_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
-    def __init__(
-        self,
-        input_size: int,
-        mean: torch.Tensor | None,
-        std: torch.Tensor | None,
-        channels_last: bool = False,
-    ) -> None:
-        self.input_size = input_size
-        self.mean = mean
-        self.std = std
-        self.channels_last = channels_last
 
-    def __call__(
-        self, images: torch.Tensor, *, augment: bool = False, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        x = images.float().div_(255.0)
-        size = images.shape[-1]
-        if size != self.input_size:
-            # Antialias only when shrinking: bilinear upsampling is what torchvision's Resize does.
-            x = F.interpolate(
-                x, size=(self.input_size, self.input_size), mode="bilinear",
-                align_corners=False, antialias=self.input_size < size,
-            )
-        if augment:
-            if generator is None:
-                raise ValueError("augmentation needs a generator")
-            x = random_crop_flip(x, generator, pad=max(1, self.input_size // 8))
-        if self.mean is not None:
-            x = (x - self.mean.to(x.device)) / self.std.to(x.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+@contextlib.contextmanager
+def claim_device(name: str = "auto", *, lock_dir: Path | None = None) -> Iterator[str]:
+    """Resolve ``auto`` to a free ``cuda:N`` (held until the block ends) or ``cpu``.
+
+    An explicit device (``cpu``, ``cuda:1``) is used as given, without a lock.
+    """
+    if name != "auto":
+        yield name
+        return
+    with gpu_slot(visible_gpu_count(), lock_dir=lock_dir) as slot:
+        if slot is None:
+            yield "cpu"
+        else:
+            torch.cuda.set_device(slot)
+            yield f"cuda:{slot}"

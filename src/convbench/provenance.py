@@ -28,16 +28,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_DIR.name
 MODELS = f"{PACKAGE}.models"
 SOURCE_SUFFIXES = (".py", ".yaml", ".json")
-# What each stage's command runs: its entry module (plus the dispatcher every command goes through).
-STAGE_MODULES = {
-    "download": "convbench.data",
-    "prepare": "convbench.data",
-    "split": "convbench.splits",
-    "train": "convbench.training",
-    "evaluate": "convbench.evaluation",
-    "aggregate": "convbench.aggregate",
-    "report": "convbench.report.cli",
-}
+# The pipeline's stages: commands of convbench.cli, whose table names the module each one runs.
+STAGES = ("download", "prepare", "split", "train", "evaluate", "aggregate", "report")
 NETWORK_LINKS = "workflow/networks"  # <arch> -> ../../src/convbench/models/<file>.py, for dvc.yaml
 
 
@@ -153,9 +145,11 @@ def _closure(module: str) -> frozenset[Path]:
 
 def stage_sources(stage: str, arch: str | None = None) -> list[Path]:
     """The package files ``convbench <stage>`` runs, sorted; ``arch`` adds its network's file."""
-    if stage not in STAGE_MODULES:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_MODULES)}")
-    files = set(_closure(STAGE_MODULES[stage]))
+    from convbench.cli import COMMANDS
+
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    files = set(_closure(COMMANDS[stage].module))
     if arch is not None:
         try:
             files.add(_module_file(network_files()[arch]))  # type: ignore[arg-type]

@@ -271,7 +271,7 @@ def misclassified(data: ReportData, experiment: str) -> pd.DataFrame:
 def misclassified_caption(data: ReportData, experiment: str, shown: int) -> str:
     """What the grid shows, and whether evaluation's cap on kept images makes its counts partial
     (an HTML paragraph)."""
-    from convbench.evaluation import MISCLASSIFIED_KEPT
+    from convbench.evaluate import MISCLASSIFIED_KEPT
 
     tests = [m["test"] for m in data.runs_of(experiment)]
     wrong = [int(np.sum(t["confusion_matrix"]) - np.trace(t["confusion_matrix"])) for t in tests]

@@ -33,15 +33,8 @@ from tqdm import tqdm
 from convbench import __version__
 from convbench.provenance import code_version
 from convbench._io import atomic_write, check_writable, positive_int, run_cli
-from convbench.device import (
-    BatchTransform,
-    DeviceError,
-    channel_stats,
-    pick_device,
-    set_determinism,
-    synchronize,
-)
-from convbench.gpu import claim_device
+from convbench.batches import BatchTransform, channel_stats
+from convbench.device import DeviceError, claim_device, pick_device, set_determinism, synchronize
 from convbench.models import build, check_knobs, resolve_input_size
 from convbench.recipe import Recipe, d2l_input_size, lr_at, resolve_recipe
 
@@ -521,7 +514,7 @@ def run_job(
     same job is continued; one of another job is refused.
     """
     from convbench.prepared import load_prepared
-    from convbench.splits import check_matches, load_split
+    from convbench.split import check_matches, load_split
     from convbench.summary import summarize
 
     dataset = load_prepared(data_path)

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from convbench import data
-from convbench.device import BatchTransform, channel_stats, random_crop_flip
+from convbench.batches import BatchTransform, channel_stats, random_crop_flip
 from convbench.models import build
 from convbench.recipe import Recipe, lr_at, resolve_recipe
-from convbench.splits import load_split
+from convbench.split import load_split
 from convbench.provenance import code_version
-from convbench.training import (
+from convbench.train import (
     CHECKPOINT_FORMAT,
     HISTORY_COLUMNS,
     TIMING_COLUMNS,
@@ -446,7 +446,7 @@ def test_a_bug_inside_train_keeps_its_traceback(
 ) -> None:
     """Only what a user can fix becomes one line and exit 1; a bug or a CUDA failure propagates
     with its traceback instead of hiding behind 'convbench train: error: ...'."""
-    monkeypatch.setattr("convbench.training.train", raiser(bug))
+    monkeypatch.setattr("convbench.train.train", raiser(bug))
     with pytest.raises(type(bug)) as raised:
         convbench(train_argv(tmp_path))
     assert raised.value is bug
@@ -471,7 +471,7 @@ def test_a_users_mistake_is_one_line_before_any_training(
     message: str,
 ) -> None:
     started: list[int] = []
-    monkeypatch.setattr("convbench.training.train", lambda *a, **k: started.append(1))
+    monkeypatch.setattr("convbench.train.train", lambda *a, **k: started.append(1))
     assert convbench(train_argv(tmp_path, *extra)) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"convbench train: error: {message}")

@@ -17,16 +17,16 @@ import torch.nn.functional as F
 
 from convbench import data
 from convbench.aggregate import aggregate, load_run
-from convbench.device import BatchTransform, channel_stats
-from convbench.evaluation import (
+from convbench.batches import BatchTransform, channel_stats
+from convbench.evaluate import (
     classification_metrics,
     evaluate_checkpoint,
     peak_gpu_memory_mb,
     training_perf,
 )
 from convbench.models import build
-from convbench.splits import load_split, make_split, write_split
-from convbench.training import HISTORY_COLUMNS, save_checkpoint
+from convbench.split import load_split, make_split, write_split
+from convbench.train import HISTORY_COLUMNS, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -532,7 +532,7 @@ def test_unwritable_outputs_are_refused_before_the_work(
     monkeypatch.setattr(_io.os, "access",
                         lambda path, mode: False if Path(path) == locked else real_access(path, mode))
     started = []
-    monkeypatch.setattr("convbench.training.train", lambda *a, **k: started.append(1))
+    monkeypatch.setattr("convbench.train.train", lambda *a, **k: started.append(1))
     argv = ["train", "--data", str(digits_npz), "--split", str(digits_split), "--fold", "0",
             "--arch", "lenet", "--input-size", "12", "--out-dir", str(locked)]
     assert convbench(argv) == 1
@@ -558,7 +558,7 @@ def test_a_bug_inside_evaluate_keeps_its_traceback(
 ) -> None:
     """A ValueError too: only EvaluationError (and the other errors a user can fix) become one
     line naming the checkpoint; a bug's ValueError is not the user's."""
-    monkeypatch.setattr("convbench.evaluation.evaluate_checkpoint", raiser(bug))
+    monkeypatch.setattr("convbench.evaluate.evaluate_checkpoint", raiser(bug))
     out = tmp_path / "metrics.json"
     with pytest.raises(type(bug)) as raised:
         convbench(evaluate_argv(digits_run.model, digits_npz, digits_split, out))

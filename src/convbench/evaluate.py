@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from convbench._io import check_writable, positive_int, run_cli, write_json_atomic
-from convbench.device import BatchTransform, DeviceError, pick_device, synchronize
-from convbench.gpu import claim_device
+from convbench.batches import BatchTransform
+from convbench.device import DeviceError, claim_device, pick_device, synchronize
 from convbench.models import build
-from convbench.training import (
+from convbench.train import (
     META_KEYS,
     CheckpointError,
     describe_device,
@@ -104,7 +104,7 @@ def evaluate_checkpoint(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics of one trained job on its validation fold and on the test set, and the inference
     measurements (throughput, peak memory), which vary from run to run and are kept apart."""
-    from convbench.training import fold_data
+    from convbench.train import fold_data
 
     meta = checkpoint["meta"]
     if meta["data_sha256"] != dataset.sha256 or meta["split_id"] != split.split_id:
@@ -268,7 +268,7 @@ def jobs_from_args(args: argparse.Namespace) -> list[EvaluationJob]:
 def evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str, Any]:
     """Score one checkpoint and write its metrics.json and perf.json; returns the metrics."""
     from convbench.prepared import load_prepared
-    from convbench.splits import check_matches, load_split
+    from convbench.split import check_matches, load_split
 
     for path in (job.out, job.perf_out):  # fail before the work, not after it
         check_writable(path)

@@ -171,7 +171,7 @@ def load_split(path: str | Path) -> Split:
     return split
 
 
-def split_main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``convbench split --data FILE.npz --folds K --seed S --out FILE.json``, or ``convbench split
     --study params.yaml [--repeat R]`` for the study's split of every repeat (or of one); prints
     the split id(s)."""

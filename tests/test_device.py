@@ -21,12 +21,12 @@ from typing import Iterator
 import pytest
 import torch
 
-from convbench.gpu import claim_device, default_lock_dir, gpu_slot
+from convbench.device import claim_device, default_lock_dir, gpu_slot
 
 HOLDER = """
 import sys
 from pathlib import Path
-from convbench.gpu import gpu_slot
+from convbench.device import gpu_slot
 
 with gpu_slot(int(sys.argv[2]), lock_dir=Path(sys.argv[1]), timeout=30, poll_seconds=0.02) as slot:
     print(slot, flush=True)

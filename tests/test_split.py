@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from convbench import cli, data
-from convbench.splits import (
+from convbench.split import (
     Split,
     SplitMismatchError,
     check_matches,
