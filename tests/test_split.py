@@ -144,6 +144,7 @@ def test_split_cli(tmp_path: Path, digits_npz: Path, digits: data.Dataset, capsy
     ("change", "message"),
     [
         ({"--folds": "1"}, "folds must be an integer of at least 2"),
+        ({"--folds": "400"}, "400 folds need at least 400 images of every class, but class "),
         ({"--data": "missing.npz"}, "missing.npz"),
     ],
 )
@@ -162,3 +163,21 @@ def test_split_cli_errors_are_one_line(
     assert err.startswith("convbench split: error: ") and err.count("\n") == 1
     assert message in err
     assert not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.parametrize("command", ["split", "download", "prepare"])
+def test_a_bug_inside_a_data_command_keeps_its_traceback(
+    command: str, tmp_path: Path, digits_npz: Path, monkeypatch: pytest.MonkeyPatch, raiser
+) -> None:
+    """A ValueError from the code is not the user's: no one-line message hides it."""
+    bug = ValueError("operands could not be broadcast together")
+    target, argv = {
+        "split": ("convbench.split.make_split",
+                  ["--data", str(digits_npz), "--folds", "3", "--seed", "0", "--out", str(tmp_path / "s.json")]),
+        "download": ("convbench.data.download", ["digits", "--out", str(tmp_path / "raw")]),
+        "prepare": ("convbench.data.prepare", ["digits", "--raw", str(tmp_path), "--out", str(tmp_path / "d.npz")]),
+    }[command]
+    monkeypatch.setattr(target, raiser(bug))
+    with pytest.raises(ValueError) as raised:
+        cli.main([command, *argv])
+    assert raised.value is bug

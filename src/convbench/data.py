@@ -658,7 +658,7 @@ def download_main(argv: Sequence[str] | None = None) -> int:
         ):
             print(f"{sha256_file(path)}  {path}")
 
-    return run_cli(parser, argv, action, expected=(DataError, ValueError, OSError))
+    return run_cli(parser, argv, action, expected=_expected_errors())
 
 
 def prepare_main(argv: Sequence[str] | None = None) -> int:
@@ -689,7 +689,17 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
         path = prepare(name, raw, out)
         print(f"{sha256_file(path)}  {path}")
 
-    return run_cli(parser, argv, action, expected=(DataError, ValueError, OSError))
+    return run_cli(parser, argv, action, expected=_expected_errors())
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """What a user of download and prepare can cause and fix (one line, exit 1); anything else, a
+    ValueError included, is a bug and keeps its traceback."""
+    import yaml
+
+    from convbench.study import StudyError
+
+    return (DataError, StudyError, yaml.YAMLError, OSError)
 
 
 def _load_study(path: Path) -> Study:

@@ -27,6 +27,11 @@ from convbench.prepared import DataError, Dataset, load_prepared
 SPLIT_FORMAT = "convbench-split/1"
 
 
+class SplitError(ValueError):
+    """K-fold cross-validation that cannot be made: fewer than 2 folds, or more folds than images of
+    a class. ``convbench split`` turns it into one line; any other ValueError is a bug."""
+
+
 class SplitMismatchError(DataError):
     """A split used with data other than the data it was made from."""
 
@@ -40,10 +45,14 @@ def make_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     from sklearn.model_selection import StratifiedKFold
 
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
-        raise ValueError(f"folds must be an integer of at least 2, got {k!r}")
+        raise SplitError(f"folds must be an integer of at least 2, got {k!r}")
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels must be 1-d, got shape {labels.shape}")
+    classes, counts = np.unique(labels, return_counts=True)
+    if k > counts.min():
+        raise SplitError(f"{k} folds need at least {k} images of every class, but class "
+                         f"{classes[counts.argmin()]} has {counts.min()}")
     folds = StratifiedKFold(n_splits=int(k), shuffle=True, random_state=seed)
     return [np.sort(val).astype(np.int64) for _, val in folds.split(np.zeros(len(labels)), labels)]
 
@@ -213,4 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_split(split, out)
             print(split.split_id)
 
-    return run_cli(parser, argv, action, expected=(DataError, ValueError, OSError))
+    import yaml
+
+    from convbench.study import StudyError
+
+    return run_cli(parser, argv, action, expected=(DataError, SplitError, StudyError, yaml.YAMLError, OSError))
