@@ -198,23 +198,35 @@ def test_summary_options(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "code", "message"),
     [
-        (["summary", "resnet99"], "unknown network 'resnet99'"),
-        (["summary", "vgg11", "--set", "depth=3"], "does not accept knob(s) depth"),
-        (["summary", "vgg11", "--input-size", "31"], "needs input_size >= 32"),
-        (["summary", "vgg11", "--set", "width"], "knob=value"),
-        (["summary", "vgg11", "--set", "width=wide"], "width must be a number"),
-        (["summary", "lenet", "--set", "activation=swish"], "activation must be one of"),
-        (["summary", "lenet", "--depth", "0"], "depth must be >= 1"),
-        (["summary"], "required: name"),
-        (["models", "--bogus"], "unrecognized arguments"),
+        (["summary", "resnet99"], 1, "convbench summary: error: unknown network 'resnet99'"),
+        (["summary", "vgg11", "--set", "depth=3"], 1, "does not accept knob(s) depth"),
+        (["summary", "vgg11", "--input-size", "31"], 1, "needs input_size >= 32"),
+        (["summary", "vgg11", "--set", "width=wide"], 1, "width must be a number"),
+        (["summary", "vgg11", "--set", "dropout=[1]"], 1, "dropout must be in [0, 1), got [1]"),
+        (["summary", "lenet", "--set", "activation=swish"], 1, "activation must be one of"),
+        (["summary", "lenet", "--set", "activation=[relu]"], 1, "activation must be one of"),
+        (["summary", "vgg11", "--set", "width"], 2, "argument --set: expected knob=value"),
+        (["summary", "lenet", "--depth", "0"], 2, "argument --depth: must be a positive integer"),
+        (["summary"], 2, "required: name"),
+        (["models", "--bogus"], 2, "unrecognized arguments"),
     ],
 )
-def test_errors_exit_2_with_a_message(
-    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+def test_errors_are_one_line_exit_1_for_a_value_and_2_for_usage(
+    capsys: pytest.CaptureFixture[str], argv: list[str], code: int, message: str
 ) -> None:
-    code, out, err = run(capsys, *argv)
-    assert code == 2
+    """The convention of every command: a value the network refuses is exit 1, a usage error 2."""
+    exit_code, out, err = run(capsys, *argv)
+    assert exit_code == code
     assert message in err
     assert "Traceback" not in err and not out
+
+
+def test_a_bug_inside_summary_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, raiser) -> None:
+    """Only NetworkError is the user's: a plain ValueError from the code is not turned into a line."""
+    bug = ValueError("operands could not be broadcast together")
+    monkeypatch.setattr("convbench.summary.summarize_network", raiser(bug))
+    with pytest.raises(ValueError) as raised:
+        cli.main(["summary", "lenet"])
+    assert raised.value is bug

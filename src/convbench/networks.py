@@ -49,41 +49,46 @@ class Network:
 # ------------------------------------------------------------------------------ knob values
 
 
+class NetworkError(ValueError):
+    """A network name, knob or input size the catalogue refuses; the message says which and why."""
+
+
+
 def check_activation(name: object) -> str:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise NetworkError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
     return str(name)
 
 
 def check_pool(kind: object) -> str:
-    if kind not in POOLS:
-        raise ValueError(f"pool must be one of {sorted(POOLS)}, got {kind!r}")
+    if not isinstance(kind, str) or kind not in POOLS:
+        raise NetworkError(f"pool must be one of {sorted(POOLS)}, got {kind!r}")
     return str(kind)
 
 
 def check_probability(name: str, p: object) -> float:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {p!r}")
+        raise NetworkError(f"{name} must be in [0, 1), got {p!r}")
     return float(p)
 
 
 def check_width(width: object) -> float:
     if (isinstance(width, bool) or not isinstance(width, (int, float))
             or not math.isfinite(width) or width <= 0):
-        raise ValueError(f"width must be a number > 0, got {width!r}")
+        raise NetworkError(f"width must be a number > 0, got {width!r}")
     return float(width)
 
 
 def check_hidden(hidden: object) -> int:
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+        raise NetworkError(f"hidden must be a positive integer, got {hidden!r}")
     return hidden
 
 
 def _check_bool(knob: str) -> Callable[[object], bool]:
     def check(value: object) -> bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{knob} must be true or false, got {value!r}")
+            raise NetworkError(f"{knob} must be true or false, got {value!r}")
         return value
 
     return check
@@ -120,18 +125,18 @@ def network(name: str) -> Network:
     try:
         return catalog()[name]
     except KeyError:
-        raise ValueError(f"unknown network {name!r}; known networks: {', '.join(names())}") from None
+        raise NetworkError(f"unknown network {name!r}; known networks: {', '.join(names())}") from None
 
 
 def check_knobs(name: str, knobs: dict[str, Any]) -> None:
-    """Raise ValueError if ``knobs`` names a knob network ``name`` does not accept, or gives one a
+    """Raise NetworkError if ``knobs`` names a knob network ``name`` does not accept, or gives one a
     value it cannot take."""
     accepted = network(name).knobs
     if "init" in knobs:
-        raise ValueError("init is a recipe setting, not a network knob: set recipe.init")
+        raise NetworkError("init is a recipe setting, not a network knob: set recipe.init")
     unknown = sorted(set(knobs) - set(accepted))
     if unknown:
-        raise ValueError(
+        raise NetworkError(
             f"network {name!r} does not accept knob(s) {', '.join(unknown)}; "
             f"it accepts: {', '.join(sorted(accepted))}"
         )
@@ -148,9 +153,9 @@ def resolve_input_size(name: str, input_size: int | None) -> int:
     if input_size is None:
         return entry.default_input_size
     if isinstance(input_size, bool) or not isinstance(input_size, int):
-        raise ValueError(f"network {name!r}: input_size must be an integer, got {input_size!r}")
+        raise NetworkError(f"network {name!r}: input_size must be an integer, got {input_size!r}")
     if input_size < entry.min_input_size:
-        raise ValueError(
+        raise NetworkError(
             f"network {name!r} needs input_size >= {entry.min_input_size}, got {input_size}"
         )
     return input_size

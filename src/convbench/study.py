@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import yaml
 
 from convbench import schema
+from convbench._io import run_cli
 from convbench.networks import check_knobs, names, resolve_input_size
 from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
 
@@ -341,15 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("params", type=Path, nargs="?", default=Path("params.yaml"))
     parser.add_argument("--study", default=None, help="select a bundled study by name")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    args = parser.parse_args(argv)
-    try:
-        study = load_study(args.params, args.study)
-    except (StudyError, OSError, yaml.YAMLError) as err:
-        print(f"convbench study: error: {err}", file=sys.stderr)
-        return 1
+    return run_cli(parser, argv, _print_plan, expected=(StudyError, OSError, yaml.YAMLError))
+
+
+def _print_plan(args: argparse.Namespace) -> None:
+    study = load_study(args.params, args.study)
     if args.json:
         print(json.dumps(plan(study), indent=2))
-        return 0
+        return
     repeats = f"{study.repeats} x " if study.repeats > 1 else ""
     seeds = f", seeds {', '.join(map(str, study.seeds))}" if len(study.seeds) > 1 else ""
     print(f"study {study.name}: {study.dataset}, {repeats}{study.folds} folds, seed {study.seed}{seeds}, "
@@ -357,4 +356,3 @@ def main(argv: list[str] | None = None) -> int:
     for name, e in study.experiments.items():
         knobs = ", ".join(f"{k}={v}" for k, v in e.knobs.items()) or "defaults"
         print(f"  {name:<28} {e.arch:<14} {e.input_size:>4} px  {knobs}")
-    return 0

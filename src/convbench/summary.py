@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any, Callable
 
 import torch
@@ -18,7 +17,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
+from convbench._io import positive_int, run_cli
 from convbench.models import build, names, resolve_input_size, spec
+from convbench.networks import NetworkError
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -184,11 +185,10 @@ def models_main(argv: list[str]) -> int:
         "(1 input channel, 10 classes) and a one-line description.",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, or a usage error argparse already reported
-        return int(exit_.code or 0)
+    return run_cli(parser, argv, _print_models, expected=())
 
+
+def _print_models(args: argparse.Namespace) -> None:
     entries = []
     for name in names():
         entry = spec(name)
@@ -202,7 +202,7 @@ def models_main(argv: list[str]) -> int:
         })
     if args.json:
         print(json.dumps(entries, indent=2))
-        return 0
+        return
     header = ("name", "input", "min", "params", "description")
     table = [
         (e["name"], str(e["default_input_size"]), str(e["min_input_size"]), f"{e['params']:,}",
@@ -215,7 +215,6 @@ def models_main(argv: list[str]) -> int:
             f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
             f"{row[3]:>{widths[3]}}  {row[4]}"
         )
-    return 0
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -257,26 +256,27 @@ def summary_main(argv: list[str]) -> int:
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KNOB=VALUE", help="override a knob; the value is a YAML scalar")
-    parser.add_argument("--depth", type=int, default=None,
+    parser.add_argument("--depth", type=positive_int, default=None,
                         help="fold modules deeper than this into their ancestor")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
 
-    try:
-        knobs = parse_overrides(args.overrides)
+    def action(args: argparse.Namespace) -> None:
+        try:
+            knobs = parse_overrides(args.overrides)
+        except ValueError as err:
+            parser.error(f"argument --set: {err}")
         input_size = resolve_input_size(args.name, args.input_size)
-        # TypeError too: a knob value of the wrong type (``--set dropout=[1]``) fails in the builder
         result = summarize_network(
             args.name, in_channels=args.in_channels, num_classes=args.num_classes,
             input_size=input_size, knobs=knobs, depth=args.depth,
         )
-    except (ValueError, TypeError) as err:
-        print(f"convbench summary: {err}", file=sys.stderr)
-        return 2
+        print_summary(args, knobs, input_size, result)
 
+    return run_cli(parser, argv, action, expected=(NetworkError,))
+
+
+def print_summary(args: argparse.Namespace, knobs: dict[str, Any], input_size: int,
+                  result: dict[str, Any]) -> None:
     if args.json:
         resolved = {**spec(args.name).knobs, **knobs}
         print(json.dumps({
@@ -290,4 +290,3 @@ def summary_main(argv: list[str]) -> int:
     else:
         print(f"{args.name} at {input_size} px, knobs: {knobs or 'defaults'}")
         print(format_table(result))
-    return 0

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from torch import nn
 
 from convbench.models._layers import initialize
-from convbench.networks import COMMON_ARGS, check_knobs, resolve_input_size
+from convbench.networks import COMMON_ARGS, NetworkError, check_knobs, resolve_input_size
 
 
 @dataclass(frozen=True)
@@ -71,11 +71,11 @@ def names() -> list[str]:
 
 
 def spec(name: str) -> ModelSpec:
-    """The registry entry for ``name``, or a ValueError listing the known names."""
+    """The registry entry for ``name``, or a NetworkError listing the known names."""
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown network {name!r}; known networks: {', '.join(names())}") from None
+        raise NetworkError(f"unknown network {name!r}; known networks: {', '.join(names())}") from None
 
 
 def build(
@@ -93,7 +93,7 @@ def build(
     check_knobs(name, knobs)
     size = resolve_input_size(name, input_size)
     if in_channels < 1 or num_classes < 1:
-        raise ValueError(f"network {name!r}: in_channels and num_classes must be >= 1")
+        raise NetworkError(f"network {name!r}: in_channels and num_classes must be >= 1")
     model = entry.builder(
         in_channels=in_channels, num_classes=num_classes, input_size=size, **knobs
     )
