@@ -208,3 +208,19 @@ def test_dvc_study_override_composes_the_bundled_study(tmp_path: Path) -> None:
     with open(ROOT / "conf/study/fashion_mnist_d2l.yaml") as file:
         assert composed == yaml.safe_load(file)
     assert parse_study(composed).name == "fashion_mnist_d2l"
+
+
+@pytest.mark.parametrize("command", [["study"], ["aggregate", "--out", "x.json"], ["split"],
+                                     ["download"], ["report"]])
+def test_a_study_file_that_is_not_yaml_is_one_line_naming_it(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """load_study turns YAML's own error into a StudyError naming the file: every command reports it
+    alike, without listing yaml.YAMLError itself."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("study: tiny\nexperiments: [unclosed\n")
+    name, *rest = command
+    argv = [name, *(["params.yaml"] if name == "study" else ["--study", "params.yaml"]), *rest]
+    assert cli(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"convbench {name}: error: params.yaml: not valid YAML: ") and err.count("\n") == 1

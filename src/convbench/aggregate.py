@@ -249,8 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import yaml
-
     from convbench.study import StudyError, load_study
 
     def action(args: argparse.Namespace) -> None:
@@ -270,4 +268,4 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     # What a user can cause and fix; a KeyError or any other error is a bug and keeps its traceback.
-    return run_cli(build_parser(), argv, action, expected=(AggregateError, StudyError, yaml.YAMLError, OSError))
+    return run_cli(build_parser(), argv, action, expected=(AggregateError, StudyError, OSError))

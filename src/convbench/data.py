@@ -695,11 +695,9 @@ def prepare_main(argv: Sequence[str] | None = None) -> int:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """What a user of download and prepare can cause and fix (one line, exit 1); anything else, a
     ValueError included, is a bug and keeps its traceback."""
-    import yaml
-
     from convbench.study import StudyError
 
-    return (DataError, StudyError, yaml.YAMLError, OSError)
+    return (DataError, StudyError, OSError)
 
 
 def _load_study(path: Path) -> Study:

@@ -300,8 +300,6 @@ def evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    import yaml
-
     from convbench.prepared import DataError
     from convbench.study import StudyError
 
@@ -317,6 +315,5 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
-    expected = (EvaluationError, CheckpointError, DataError, StudyError, DeviceError, yaml.YAMLError,
-                OSError)
+    expected = (EvaluationError, CheckpointError, DataError, StudyError, DeviceError, OSError)
     return run_cli(build_parser(), argv, action, expected=expected)

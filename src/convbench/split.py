@@ -222,8 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_split(split, out)
             print(split.split_id)
 
-    import yaml
-
     from convbench.study import StudyError
 
-    return run_cli(parser, argv, action, expected=(DataError, SplitError, StudyError, yaml.YAMLError, OSError))
+    return run_cli(parser, argv, action, expected=(DataError, SplitError, StudyError, OSError))

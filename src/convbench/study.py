@@ -296,9 +296,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def read_study_file(path: Path | str) -> dict[str, Any]:
-    """A study file's YAML as a dict, refusing duplicate keys."""
+    """A study file's YAML as a dict, refusing duplicate keys; YAML that does not parse is a
+    StudyError (so every command reports a study's faults as one kind of error)."""
     with open(path) as file:
-        return yaml.load(file, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
+        try:
+            return yaml.load(file, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
+        except yaml.YAMLError as err:
+            raise StudyError(f"not valid YAML: {' '.join(str(err).split())}") from None
 
 
 def load_study(path: Path | str, selection: str | None = None) -> Study:
@@ -341,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("params", type=Path, nargs="?", default=Path("params.yaml"))
     parser.add_argument("--study", default=None, help="select a bundled study by name")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    return run_cli(parser, argv, _print_plan, expected=(StudyError, OSError, yaml.YAMLError))
+    return run_cli(parser, argv, _print_plan, expected=(StudyError, OSError))
 
 
 def _print_plan(args: argparse.Namespace) -> None:

@@ -270,12 +270,12 @@ def summary_main(argv: list[str]) -> int:
             args.name, in_channels=args.in_channels, num_classes=args.num_classes,
             input_size=input_size, knobs=knobs, depth=args.depth,
         )
-        print_summary(args, knobs, input_size, result)
+        _print_summary(args, knobs, input_size, result)
 
     return run_cli(parser, argv, action, expected=(NetworkError,))
 
 
-def print_summary(args: argparse.Namespace, knobs: dict[str, Any], input_size: int,
+def _print_summary(args: argparse.Namespace, knobs: dict[str, Any], input_size: int,
                   result: dict[str, Any]) -> None:
     if args.json:
         resolved = {**spec(args.name).knobs, **knobs}

@@ -679,8 +679,6 @@ def jobs_from_args(args: argparse.Namespace) -> list[tuple[TrainJob, JobPaths]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import yaml
-
     from convbench.prepared import DataError
     from convbench.study import StudyError
 
@@ -699,6 +697,5 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
-    expected = (TrainingError, CheckpointError, DataError, StudyError, DeviceError, yaml.YAMLError,
-                OSError)
+    expected = (TrainingError, CheckpointError, DataError, StudyError, DeviceError, OSError)
     return run_cli(build_parser(), argv, action, expected=expected)

@@ -37,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 having written the report, or 1 with one line on stderr that says what is wrong (a
     missing file, a failed notebook cell); a bug in the report code keeps its traceback."""
-    import yaml
     from papermill.exceptions import PapermillExecutionError
 
     from convbench.study import StudyError, load_study
@@ -52,4 +51,4 @@ def main(argv: list[str] | None = None) -> int:
                               f"{' '.join(str(err.evalue).split())} (see {out_dir / 'report.ipynb'})") from None
         print(f"wrote {html_path} ({time.perf_counter() - started:.1f} s)")
 
-    return run_cli(build_parser(), argv, action, expected=(ReportError, StudyError, yaml.YAMLError, OSError))
+    return run_cli(build_parser(), argv, action, expected=(ReportError, StudyError, OSError))
