@@ -1,4 +1,4 @@
-# convbench: download -> prepare -> split[repeat] -> train[experiment, run] -> evaluate[experiment, run]
+# convbench: download -> prepare -> split[repeat] -> run[experiment] (train, then evaluate, each run)
 # -> aggregate -> report, for the study params.yaml describes. Wiring only: every rule runs one
 # `convbench <stage>` command, the same commands dvc.yaml runs.
 #
@@ -27,8 +27,7 @@ onstart:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/run.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 

@@ -33,8 +33,8 @@ TEST_CLUSTER_OVERRIDES = [
 ]
 SLURM_RUN = ["snakemake", "--profile", "profiles/slurm", "--workflow-profile", "none"]
 # The tiny study's jobs, rule by rule (its `all` rule runs on the submitting machine)
-JOBS_PER_RULE = {"download": 1, "prepare": 1, "split": 2, "train": 8, "evaluate": 8,
-                 "aggregate_experiment": 2, "aggregate": 1, "report": 1}
+JOBS_PER_RULE = {"download": 1, "prepare": 1, "split": 2, "run": len(EXPERIMENTS),
+                 "aggregate_experiment": len(EXPERIMENTS), "aggregate": 1, "report": 1}
 
 
 # ---------------------------------------------------------------------------------- the cluster
@@ -121,17 +121,17 @@ def local_run(fresh_clone: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return project
 
 
-def test_the_slurm_profile_asks_a_gpu_for_training_and_evaluation(fresh_clone: Path) -> None:
+def test_the_slurm_profile_asks_a_gpu_for_the_run_jobs(fresh_clone: Path) -> None:
     """What profiles/slurm and the rules give each job, as Snakemake resolves it (no cluster)."""
     out = run([*SLURM_RUN, "--dry-run", "--printshellcmds"], fresh_clone).stdout
     resources = {rule: dict(re.findall(r"(\w+)=([^,\s]+)", line))
                  for rule, line in re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, flags=re.M)}
-    for rule in ("train", "evaluate"):
-        assert resources[rule]["gpu"] == "1" and resources[rule]["slurm_partition"] == "gpu"
+    assert resources["run"]["gpu"] == "1" and resources["run"]["slurm_partition"] == "gpu"
     for rule in ("download", "prepare", "split", "aggregate_experiment", "aggregate", "report"):
         assert "gpu" not in resources[rule] and "slurm_partition" not in resources[rule]  # the default partition
     assert {r["slurm_account"] for r in resources.values()} == {"your_account"}
-    assert resources["train"]["runtime"] == "120" and resources["train"]["mem_mb"] == "4000"  # the rule's
+    # the rule's: 2 hours for each of the experiment's runs
+    assert resources["run"]["runtime"] == str(120 * len(RUNS)) and resources["run"]["mem_mb"] == "4000"
     # a job's CPUs are its threads: the study's (sbatch --cpus-per-task), as in a local run
     assert set(re.findall(r"--threads (\d+)", out)) == {str(TINY_STUDY["threads"])}
 
@@ -149,21 +149,20 @@ def test_the_study_on_slurm_is_bit_identical_to_a_local_run(
     per_rule = {rule: sum(job["rule"] == rule for job in jobs.values()) for rule in JOBS_PER_RULE}
     assert per_rule == JOBS_PER_RULE and len(jobs) == sum(JOBS_PER_RULE.values())
     assert {job["state"] for job in jobs.values()} == {"COMPLETED"}
-    # training and evaluation asked for one GPU and were given one, on the profile's GPU partition;
-    # the other jobs asked for none, on the cluster's default partition (cpu)
+    # the run jobs (training and evaluation) asked for one GPU and were given one, on the profile's
+    # GPU partition; the other jobs asked for none, on the cluster's default partition (cpu)
     for job_id, job in jobs.items():
         details = job_details(job_id)
         assert f"NumCPUs={TINY_STUDY['threads']} " in details  # the study's threads
         assert "MinMemoryNode=4000M" in details  # the rules' (and the profile's default) mem_mb
-        if job["rule"] in ("train", "evaluate"):
+        if job["rule"] == "run":
             assert job["partition"] == "gpu"
             assert re.search(r"TresPerJob=gres[:/]gpu:1\b", details), details
             assert "JOB_GRES=gpu:1" in details, details
         else:
             assert job["partition"] == "cpu"
             assert "TresPerJob" not in details and "JOB_GRES=(null)" in details, details
-        if job["rule"] == "train":
-            assert "TimeLimit=02:00:00" in details  # the rule's runtime: 120 minutes
+            assert "TimeLimit=08:00:00" in details  # the rule's runtime: 120 minutes x 4 runs
 
     assert run_files(project) == run_files(local_run)  # every model.pt and metrics.json, byte for byte
     assert (project / "reports/report.html").stat().st_size > 0
@@ -186,7 +185,7 @@ def test_a_second_clone_pulls_the_results_instead_of_training(local_run: Path, t
     run(["dvc", "push"], first)
 
     second = clone(first, tmp_path / "second")
-    assert planned_jobs(second)["train"] == len(EXPERIMENTS) * len(RUNS)  # nothing there yet
+    assert planned_jobs(second)["run"] == len(EXPERIMENTS)  # nothing there yet
     run(["dvc", "pull"], second)
     assert "Data and pipelines are up to date." in run(["dvc", "status"], second).stdout
     run(["snakemake", "--cores", "1", "--touch"], second)
@@ -199,6 +198,6 @@ def test_a_second_clone_pulls_the_results_instead_of_training(local_run: Path, t
             for path in (first / top).rglob("*") if path.is_file()}
     assert {Path("reports/report.html"), Path("results/study.json")} <= made
     assert all((second / path).read_bytes() == (first / path).read_bytes() for path in made)
-    # and nothing ran: --touch leaves empty logs and no benchmark files (a training job writes both)
+    # and nothing ran: --touch leaves empty logs and no benchmark files (a run job writes both)
     assert not (second / "logs/tiny/benchmark").exists()
     assert all(path.stat().st_size == 0 for path in (second / "logs").rglob("*") if path.is_file())

@@ -23,7 +23,7 @@ def test_the_catalogue_is_the_registry() -> None:
 
 def test_checking_a_study_imports_no_torch() -> None:
     code = ("import sys; from convbench.study import load_study; load_study('params.yaml'); "
-            "from convbench.provenance import stage_sources; stage_sources('train', 'vgg11'); "
+            "from convbench.provenance import stage_sources; stage_sources('run', 'vgg11'); "
             "print(sorted(m for m in ('torch', 'torchvision', 'pandas', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

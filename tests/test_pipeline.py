@@ -92,14 +92,19 @@ def make_project(path: Path, study: dict) -> Path:
     return path
 
 
-def train_outputs_planned_by_snakemake(project: Path) -> set[str]:
-    out = run(["snakemake", "--forceall", "--dry-run", "--printshellcmds", "--cores", "1"], project).stdout
-    return {f"{d}/model.pt" for d in re.findall(r"convbench train .*?--out-dir (\S+)", out)}
+def run_outputs_planned_by_snakemake(project: Path) -> dict[str, set[str]]:
+    """Each `convbench run` job Snakemake would run, by experiment: the files it writes."""
+    out = run(["snakemake", "--forceall", "--dry-run", "--cores", "1"], project).stdout
+    jobs = re.findall(r"^rule run:\n(?:    .*\n)*?    output: (.*)\n(?:    .*\n)*?    wildcards: experiment=(\w+)",
+                      out, flags=re.M)
+    return {experiment: set(outputs.split(", ")) for outputs, experiment in jobs}
 
 
-def train_outputs_planned_by_dvc(project: Path) -> set[str]:
+def run_outputs_planned_by_dvc(project: Path) -> dict[str, set[str]]:
+    """Each run@<experiment> stage of dvc.yaml, by experiment: its outputs."""
     out = run(["dvc", "stage", "list"], project).stdout
-    return set(re.findall(r"^run@\S+\s+Outputs (\S+?);?\s", out, flags=re.M))
+    return {experiment: {directory} for experiment, directory
+            in re.findall(r"^run@(\S+)\s+Outputs (\S+?);?\s", out, flags=re.M)}
 
 
 def run_files(project: Path) -> dict[str, bytes]:
@@ -120,9 +125,10 @@ def planned_jobs(project: Path) -> dict[str, int]:
             if rule != "total"}
 
 
-def planned_training(project: Path) -> list[str]:
+def planned_runs(project: Path) -> list[str]:
+    """The experiments whose runs Snakemake would train and evaluate again."""
     out = run(["snakemake", "--dry-run", "--printshellcmds", "--cores", "1"], project).stdout
-    return sorted(re.findall(r"convbench train .*?--out-dir (\S+)", out))
+    return sorted(re.findall(r"convbench run .*?--experiment (\S+)", out))
 
 
 def dvc_changed_stages(project: Path) -> set[str]:
@@ -156,8 +162,10 @@ def test_snakemake_runs_the_whole_study(project: Path) -> None:
             for file in ("model.pt", "history.csv", "metrics.json", "perf.json"):
                 assert (run_dir / file).stat().st_size > 0, run_dir / file
             assert not (run_dir / "checkpoint.pt").exists()
-            assert (project / f"logs/tiny/benchmark/train/{exp}/{name}.tsv").exists()
-            assert (project / f"logs/tiny/train/{exp}/{name}.log").exists()
+        assert (project / f"logs/tiny/benchmark/run/{exp}.tsv").exists()
+        log = (project / f"logs/tiny/run/{exp}.log").read_text()  # each run trained, then scored
+        assert [line.split(":")[0] for line in log.splitlines()] == [
+            f"{exp} repeat {r} fold {k} seed 0" for r in range(REPEATS) for k in range(FOLDS) for _ in "te"]
     for r in range(REPEATS):  # each repeat its own shuffle
         split = json.loads((project / f"data/splits/digits-k{FOLDS}-s0/repeat{r}.json").read_text())
         assert split["seed"] == r
@@ -177,28 +185,31 @@ def test_a_second_run_finds_nothing_to_do(project: Path) -> None:
     assert "Nothing to be done" in out
 
 
-def test_snakemake_and_dvc_plan_the_same_training_outputs(project: Path) -> None:
-    planned = train_outputs_planned_by_snakemake(project)
-    assert planned == {f"results/{e}/{r}/model.pt" for e in EXPERIMENTS for r in RUNS}
-    # DVC trains an experiment's runs in one stage, into the experiment's directory
-    assert train_outputs_planned_by_dvc(project) == {str(Path(p).parent.parent) for p in planned}
+def test_snakemake_and_dvc_plan_the_same_run_jobs(project: Path) -> None:
+    """One job per experiment in both engines, writing the same files."""
+    planned = run_outputs_planned_by_snakemake(project)
+    assert planned == {e: {f"results/{e}/{r}/{name}" for r in RUNS
+                           for name in ("model.pt", "history.csv", "metrics.json", "perf.json")}
+                       for e in EXPERIMENTS}
+    # DVC tracks the experiment's directory
+    assert run_outputs_planned_by_dvc(project) == {
+        e: {str(Path(path).parent.parent) for path in outputs} for e, outputs in planned.items()}
 
 
 def test_deleted_intermediate_outputs_are_made_again(project: Path, tmp_path: Path) -> None:
     copy = copy_of(project, tmp_path)
     for name in ("model.pt", "history.csv"):
         (copy / "results/mlp/r1-fold0-seed0" / name).unlink()
-    out = run(["snakemake", "--dry-run", "--printshellcmds", "--cores", "1"], copy).stdout
-    trained = re.findall(r"convbench train .*?--out-dir (\S+)", out)
-    assert trained == ["results/mlp/r1-fold0-seed0"]
-    assert "convbench evaluate --checkpoint results/mlp/r1-fold0-seed0/model.pt" in out
+    assert planned_runs(copy) == ["mlp"]  # the job that writes them, and what depends on them
+    assert planned_jobs(copy) == {"run": 1, "aggregate_experiment": 1, "aggregate": 1, "report": 1, "all": 1}
 
 
 def test_a_forced_rerun_is_bit_identical(project: Path, tmp_path: Path) -> None:
     copy = copy_of(project, tmp_path)
-    target = "results/lenet_relu/r1-fold0-seed0"
-    run(["snakemake", "--cores", "1", "--force", f"{target}/model.pt"], copy)
-    run(["snakemake", "--cores", "1", "--force", f"{target}/metrics.json"], copy)
+    model = copy / "results/lenet_relu/r1-fold0-seed0/model.pt"
+    before = model.stat().st_mtime_ns
+    run(["snakemake", "--cores", "1", "--force", str(model.relative_to(copy))], copy)
+    assert model.stat().st_mtime_ns > before  # trained again
     run(["snakemake", "--cores", "2", "--resources", "gpu=1"], copy)  # bring the rest up to date
     assert run_files(copy) == run_files(project)
 
@@ -217,13 +228,13 @@ def test_dvc_repro_reproduces_snakemake_and_snakemake_stays_idle(
     outputs = [path for top in ("data", "results", "reports") for path in (finished / top).rglob("*")
                if path.is_file()]
     assert outputs and all(p.stat().st_mode & stat.S_IWUSR and p.stat().st_nlink == 1 for p in outputs)
-    # A file DVC restores is new to Snakemake (a copy gets a new mtime): it re-evaluates that run
-    # only, to the same bytes, or `--touch` marks the restored file's dependants current.
+    # A file DVC restores is new to Snakemake (a copy gets a new mtime): it reruns the experiment's
+    # job and what depends on it, to the same bytes, or `--touch` marks them current.
     copy = copy_of(finished, tmp_path)
     (copy / "results/mlp/r0-fold1-seed0/model.pt").unlink()
     run(["dvc", "checkout"], copy)
     assert run_files(copy) == before
-    assert planned_jobs(copy) == {"evaluate": 1, "aggregate_experiment": 1, "aggregate": 1, "report": 1,
+    assert planned_jobs(copy) == {"run": 1, "aggregate_experiment": 1, "aggregate": 1, "report": 1,
                                   "all": 1}
     assert "up to date" in run(["dvc", "status"], copy).stdout
     run(["snakemake", "--cores", "1", "--touch"], copy)
@@ -262,7 +273,7 @@ def test_a_normal_user_reruns_snakemake_over_the_files_dvc_placed(finished: Path
     run([*as_nobody, "dvc", "checkout"], copy)  # DVC restores it, as this user
     metrics = copy / "results/mlp/r0-fold1-seed0/metrics.json"  # placed by DVC
     placed = metrics.stat().st_mtime_ns
-    for args in (["--force", str(metrics.relative_to(copy))], []):  # re-evaluate, then all downstream
+    for args in (["--force", str(metrics.relative_to(copy))], []):  # rerun mlp, then all downstream
         proc = run([*as_nobody, "snakemake", "--cores", "1", *args], copy, check=False)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert metrics.stat().st_mtime_ns > placed  # written again, by this user
@@ -335,9 +346,8 @@ def test_a_network_edit_reruns_only_the_experiments_that_use_it(finished: Path, 
                                        "source_sha256": source_sha256(finished / "src/convbench")}
 
     copy = edited_copy(finished, tmp_path, "src/convbench/models/mlp.py")
-    assert planned_training(copy) == [f"results/mlp/{r}" for r in RUNS]
-    assert planned_jobs(copy) == {"train": len(RUNS), "evaluate": len(RUNS), "aggregate_experiment": 1,
-                                  "aggregate": 1, "report": 1, "all": 1}
+    assert planned_runs(copy) == ["mlp"]
+    assert planned_jobs(copy) == {"run": 1, "aggregate_experiment": 1, "aggregate": 1, "report": 1, "all": 1}
     assert dvc_changed_stages(copy) == {"run@mlp"}
     assert dvc_repro_runs(copy) == ["run@mlp", "aggregate_experiment@mlp", "aggregate", "report"]
 
@@ -353,7 +363,7 @@ def test_a_network_edit_reruns_only_the_experiments_that_use_it(finished: Path, 
 
 def test_a_trainer_edit_reruns_all_training(finished: Path, tmp_path: Path) -> None:
     copy = edited_copy(finished, tmp_path, "src/convbench/train.py")
-    assert planned_training(copy) == sorted(f"results/{e}/{r}" for e in EXPERIMENTS for r in RUNS)
+    assert planned_runs(copy) == sorted(EXPERIMENTS)
     assert dvc_changed_stages(copy) == {"run@mlp", "run@lenet_relu", "report"}  # report imports it
 
 

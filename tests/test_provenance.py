@@ -41,8 +41,9 @@ def test_dvc_stages_list_exactly_the_code_they_run(stage: str) -> None:
 
 
 def test_the_run_stage_lists_training_and_evaluation_code_but_no_network() -> None:
-    expected = repo_paths(stage_sources("train")) | repo_paths(stage_sources("evaluate"))
+    expected = repo_paths(stage_sources("run"))
     assert dvc_code_deps("run") == expected
+    assert {"src/convbench/train.py", "src/convbench/evaluate.py", "src/convbench/run.py"} <= expected
     # no network's own file: only the shared ones and the catalogue of their interfaces
     assert not any(dep.startswith("src/convbench/models/") and not Path(dep).name.startswith("_")
                    and Path(dep).name not in ("__init__.py", "networks.json") for dep in expected)
@@ -62,7 +63,7 @@ def test_every_network_has_a_link_to_the_file_that_defines_it() -> None:
 
 
 def test_a_stage_runs_its_imports_and_one_network() -> None:
-    train = repo_paths(stage_sources("train", "resnet18"))
+    train = repo_paths(stage_sources("run", "resnet18"))
     assert {"src/convbench/train.py", "src/convbench/recipe.py", "src/convbench/models/_layers.py",
             "src/convbench/models/resnet.py", "src/convbench/cli.py"} <= train
     report_package = repo_paths(sorted((PACKAGE_DIR / "report").glob("*.py")))
@@ -73,7 +74,7 @@ def test_a_stage_runs_its_imports_and_one_network() -> None:
     assert report_package | {"src/convbench/reference/d2l.yaml"} <= report
     assert not report_package & repo_paths(stage_sources("aggregate"))
     with pytest.raises(ValueError, match="no network 'lenet9'"):
-        stage_sources("train", "lenet9")
+        stage_sources("run", "lenet9")
     with pytest.raises(ValueError, match="unknown stage 'fit'"):
         stage_sources("fit")
 

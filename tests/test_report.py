@@ -224,7 +224,7 @@ def test_every_run_counts_and_both_spreads_are_shown(page: str, metrics: dict[st
         assert tables.spread_cell(row) in page
         assert row["val_acc_seed_std"] is not None
     assert "2 repeats of 2 stratified folds" in page and "seeds 0, 1" in page
-    assert f"{len(EXPERIMENTS)} ({len(EXPERIMENTS) * RUNS} training jobs)" in page
+    assert f"{len(EXPERIMENTS)} ({len(EXPERIMENTS) * RUNS} training runs)" in page
 
 
 def test_stale_aggregate_is_refused(

@@ -193,7 +193,7 @@ def test_study_cli_names_the_bad_key(tmp_path: Path, default_config: dict, capsy
 def test_study_cli_lists_the_plan(capsys) -> None:
     assert cli(["study", str(ROOT / "params.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "51 training jobs" in out and "resnet18_plain" in out
+    assert "51 training runs" in out and "resnet18_plain" in out
 
 
 def test_dvc_study_override_composes_the_bundled_study(tmp_path: Path) -> None:

@@ -33,6 +33,8 @@ COMMANDS: dict[str, Command] = {
                      "train one network on one fold"),
     "evaluate": Command("convbench.evaluate", "main",
                         "evaluate a trained checkpoint on its fold and the test set"),
+    "run": Command("convbench.run", "main",
+                   "train and evaluate an experiment's runs of a study, in one process"),
     "aggregate": Command("convbench.aggregate", "main",
                          "means and spreads of an experiment's runs, or of the study"),
     "study": Command("convbench.study", "main",

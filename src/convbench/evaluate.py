@@ -72,9 +72,27 @@ def peak_gpu_memory_mb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak of the process's resident memory (Linux: VmHWM, reset through
+    /proc/self/clear_refs), so that training earlier in the same process (``convbench run``)
+    does not count; where that is not possible the peak stays the process's since it started."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def peak_process_rss_mb() -> float:
-    """The whole process's peak resident memory (Python, torch, the data set), in MiB, since it
-    started: on the CPU the only memory figure there is, and not comparable with the GPU's."""
+    """The whole process's peak resident memory (Python, torch, the data set, the network), in MiB,
+    since :func:`reset_peak_rss`: on the CPU the only memory figure there is, and not comparable
+    with the GPU's."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        status = ""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -87,6 +105,7 @@ def timed_predict(
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_rss()
     started = time.perf_counter()
     logits = predict(model, images, transform, batch_size=batch_size, precision=precision)
     synchronize(device)
@@ -252,13 +271,22 @@ def jobs_from_args(args: argparse.Namespace) -> list[EvaluationJob]:
     if any(getattr(args, flag) is not None for flag in ("checkpoint", "split", "out", "history", "perf_out")):
         raise EvaluationError("--study takes the paths from the study: drop --checkpoint, --split, "
                               "--out, --history and --perf-out")
-    study = load_study(args.study)
-    study.experiment(args.experiment)
+    return study_jobs(load_study(args.study), args.experiment, args.repeat, args.fold, args.seed,
+                      data=args.data)
+
+
+def study_jobs(
+    study: Any, experiment: str, repeat: int | None = None, fold: int | None = None,
+    seed: int | None = None, *, data: Path | None = None,
+) -> list[EvaluationJob]:
+    """The evaluation jobs of an experiment's runs in ``study`` (all, or those ``repeat``,
+    ``fold`` and ``seed`` pick), where the study's layout puts their files."""
+    study.experiment(experiment)
     jobs = []
-    for run in study.select_runs(args.repeat, args.fold, args.seed):
-        run_dir = Path(study.run_dir(args.experiment, run))
+    for run in study.select_runs(repeat, fold, seed):
+        run_dir = Path(study.run_dir(experiment, run))
         jobs.append(EvaluationJob(
-            run_dir / "model.pt", run_dir / "history.csv", args.data or Path(study.prepared_path),
+            run_dir / "model.pt", run_dir / "history.csv", data or Path(study.prepared_path),
             Path(study.split_path(run.repeat)), run_dir / "metrics.json", run_dir / "perf.json",
             {"repeat": run.repeat, "fold": run.fold, "seed": run.seed},
         ))
@@ -299,6 +327,13 @@ def evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str
     return metrics
 
 
+def scored_line(metrics: dict[str, Any], out: Path) -> str:
+    """What ``convbench evaluate`` prints for a scored run."""
+    return (f"{metrics['experiment']} repeat {metrics['repeat']} fold {metrics['fold']} seed "
+            f"{metrics['seed']}: val_acc {metrics['val']['accuracy']:.4f} "
+            f"test_acc {metrics['test']['accuracy']:.4f} -> {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from convbench.prepared import DataError
     from convbench.study import StudyError
@@ -308,11 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         for job in jobs_from_args(args):
             with claim_device(args.device) as device_name:
                 metrics = evaluate_job(job, device_name, args.weights)
-            print(
-                f"{metrics['experiment']} repeat {metrics['repeat']} fold {metrics['fold']} seed "
-                f"{metrics['seed']}: val_acc {metrics['val']['accuracy']:.4f} "
-                f"test_acc {metrics['test']['accuracy']:.4f} -> {job.out}"
-            )
+            print(scored_line(metrics, job.out))
 
     # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
     expected = (EvaluationError, CheckpointError, DataError, StudyError, DeviceError, OSError)

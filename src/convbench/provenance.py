@@ -6,9 +6,9 @@ source files, so a result made from uncommitted or pip-installed code is still n
 
 ``stage_sources(stage, arch)`` lists the files a stage's ``convbench <stage>`` command executes:
 the modules its entry module imports, transitively, within the package (found by reading the
-``import`` statements), the data files of those packages, and, for training and evaluation, only the one network file that defines ``arch``:
-every other network file is left out, so editing ``models/lenet.py`` reruns the LeNet experiments
-and nothing else. Snakemake takes these files as inputs; dvc.yaml lists the same files (a test
+``import`` statements), the data files of those packages, and, for ``run`` (training and
+evaluation), only the one network file that defines ``arch``: every other network file is left
+out, so editing ``models/lenet.py`` reruns the LeNet experiments and nothing else. Snakemake takes these files as inputs; dvc.yaml lists the same files (a test
 checks that the two agree), with one git-tracked link per network under ``workflow/networks/``
 because DVC cannot look an experiment's network up by name.
 
@@ -29,7 +29,7 @@ PACKAGE = PACKAGE_DIR.name
 MODELS = f"{PACKAGE}.models"
 SOURCE_SUFFIXES = (".py", ".yaml", ".json")
 # The pipeline's stages: commands of convbench.cli, whose table names the module each one runs.
-STAGES = ("download", "prepare", "split", "train", "evaluate", "aggregate", "report")
+STAGES = ("download", "prepare", "split", "run", "aggregate", "report")
 NETWORK_LINKS = "workflow/networks"  # <arch> -> ../../src/convbench/models/<file>.py, for dvc.yaml
 
 

@@ -168,8 +168,8 @@ class Study:
         """``convbench aggregate``'s file: the study card and every experiment's results."""
         return f"{self.results_dir}/study.json"
 
-    def jobs(self) -> list[tuple[str, Run]]:
-        """Every (experiment, run) training job of the study."""
+    def all_runs(self) -> list[tuple[str, Run]]:
+        """Every (experiment, run) of the study: each one network trained once."""
         return [(name, run) for name in self.experiments for run in self.runs()]
 
 
@@ -333,7 +333,7 @@ def plan(study: Study) -> dict[str, Any]:
                    "recipe": e.recipe.to_dict()}
             for name, e in study.experiments.items()
         },
-        "models": [f"{study.run_dir(name, run)}/model.pt" for name, run in study.jobs()],
+        "models": [f"{study.run_dir(name, run)}/model.pt" for name, run in study.all_runs()],
     }
 
 
@@ -356,7 +356,7 @@ def _print_plan(args: argparse.Namespace) -> None:
     repeats = f"{study.repeats} x " if study.repeats > 1 else ""
     seeds = f", seeds {', '.join(map(str, study.seeds))}" if len(study.seeds) > 1 else ""
     print(f"study {study.name}: {study.dataset}, {repeats}{study.folds} folds, seed {study.seed}{seeds}, "
-          f"{len(study.experiments)} experiments, {len(study.jobs())} training jobs -> {study.results_dir}/")
+          f"{len(study.experiments)} experiments, {len(study.all_runs())} training runs -> {study.results_dir}/")
     for name, e in study.experiments.items():
         knobs = ", ".join(f"{k}={v}" for k, v in e.knobs.items()) or "defaults"
         print(f"  {name:<28} {e.arch:<14} {e.input_size:>4} px  {knobs}")

@@ -534,8 +534,8 @@ def run_job(
         input_size=job.input_size, init=job.recipe.init, **job.knobs,
     )
     identity = job.identity(dataset.sha256, split.split_id)
-    # Counted here, where torch's compiler machinery is loaded anyway (SGD imports it), so the
-    # evaluation jobs need not pay its start-up.
+    # Counted here, where torch's compiler machinery is loaded anyway (SGD imports it), so that
+    # `convbench evaluate` on its own need not pay its start-up.
     size = summarize(model, in_channels=dataset.in_channels, input_size=job.input_size)
     meta = {
         **identity,
@@ -634,6 +634,26 @@ class JobPaths:
     out_dir: Path
 
 
+def study_jobs(
+    study: Any, experiment: str, repeat: int | None = None, fold: int | None = None,
+    seed: int | None = None, *, data: Path | None = None, split: Path | None = None,
+    out_dir: Path | None = None,
+) -> list[tuple[TrainJob, JobPaths]]:
+    """The training jobs of an experiment's runs in ``study`` (all, or those ``repeat``, ``fold``
+    and ``seed`` pick), at the paths of the study's layout unless given."""
+    exp = study.experiment(experiment)
+    runs = study.select_runs(repeat, fold, seed)
+    if len(runs) > 1 and out_dir is not None:
+        raise TrainingError("--out-dir names one run's directory: pick the run with --repeat, --fold and --seed")
+    return [
+        (TrainJob(experiment, exp.arch, exp.knobs, exp.input_size, exp.recipe, run.seed, run.fold,
+                  repeat=run.repeat, folds=study.folds, split_seed=study.split_seed(run.repeat)),
+         JobPaths(data or Path(study.prepared_path), split or Path(study.split_path(run.repeat)),
+                  out_dir or Path(study.run_dir(experiment, run))))
+        for run in runs
+    ]
+
+
 def jobs_from_args(args: argparse.Namespace) -> list[tuple[TrainJob, JobPaths]]:
     """The training jobs the command line asks for, each with its input and output paths."""
     from convbench.summary import parse_overrides
@@ -643,18 +663,8 @@ def jobs_from_args(args: argparse.Namespace) -> list[tuple[TrainJob, JobPaths]]:
 
         if not args.experiment:
             raise TrainingError("--study needs --experiment")
-        study = load_study(args.study)
-        exp = study.experiment(args.experiment)
-        runs = study.select_runs(args.repeat, args.fold, args.seed)
-        if len(runs) > 1 and args.out_dir is not None:
-            raise TrainingError("--out-dir names one run's directory: pick the run with --repeat, --fold and --seed")
-        return [
-            (TrainJob(args.experiment, exp.arch, exp.knobs, exp.input_size, exp.recipe, run.seed,
-                      run.fold, repeat=run.repeat, folds=study.folds, split_seed=study.split_seed(run.repeat)),
-             JobPaths(args.data or Path(study.prepared_path), args.split or Path(study.split_path(run.repeat)),
-                      args.out_dir or Path(study.run_dir(args.experiment, run))))
-            for run in runs
-        ]
+        return study_jobs(load_study(args.study), args.experiment, args.repeat, args.fold, args.seed,
+                          data=args.data, split=args.split, out_dir=args.out_dir)
     missing = [flag for flag in ("arch", "fold", "data", "split", "out_dir") if getattr(args, flag) is None]
     if missing:
         raise TrainingError(f"give --{missing[0].replace('_', '-')} (or --study with --experiment)")
@@ -678,6 +688,14 @@ def jobs_from_args(args: argparse.Namespace) -> list[tuple[TrainJob, JobPaths]]:
     return [(job, JobPaths(args.data, args.split, args.out_dir))]
 
 
+def trained_line(job: TrainJob, result: TrainResult, out_dir: Path) -> str:
+    """What ``convbench train`` prints for a finished run."""
+    last = result.history[-1]
+    return (f"{job.experiment} repeat {job.repeat} fold {job.fold} seed {job.seed}: best epoch "
+            f"{result.best_epoch} val_acc {result.best_val_acc:.4f}; last epoch val_acc "
+            f"{last['val_acc']:.4f}, {last['examples_per_s']:.0f} ex/s -> {out_dir / 'model.pt'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from convbench.prepared import DataError
     from convbench.study import StudyError
@@ -689,12 +707,7 @@ def main(argv: list[str] | None = None) -> int:
             with claim_device(args.device) as device_name:
                 result = run_job(job, paths.data, paths.split, paths.out_dir, device_name=device_name,
                                  resume=args.resume, progress=progress)
-            last = result.history[-1]
-            print(
-                f"{job.experiment} repeat {job.repeat} fold {job.fold} seed {job.seed}: best epoch "
-                f"{result.best_epoch} val_acc {result.best_val_acc:.4f}; last epoch val_acc "
-                f"{last['val_acc']:.4f}, {last['examples_per_s']:.0f} ex/s -> {paths.out_dir / 'model.pt'}"
-            )
+            print(trained_line(job, result, paths.out_dir))
 
     # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
     expected = (TrainingError, CheckpointError, DataError, StudyError, DeviceError, OSError)

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 
 from convbench.provenance import stage_sources
-from convbench.study import REPORT_FIGURES, RUN_NAME
+from convbench.study import REPORT_FIGURES
 
 
 def _visible_gpus():
@@ -19,16 +19,12 @@ def _visible_gpus():
 # A GPU job asks for one `gpu`; on a machine without one it asks for none, so
 # `--resources gpu=1` does not serialize CPU-only runs. (SLURM profiles set gpu per rule.)
 GPU_PER_JOB = 1 if _visible_gpus() > 0 else 0
-RUN_LOG = "{experiment}/" + RUN_NAME  # with wildcards {experiment}, {repeat}, {fold}, {seed}
-RUN = f"{STUDY.results_dir}/{RUN_LOG}"
 LOGS = f"logs/{STUDY.name}"
 
 
 wildcard_constraints:
     experiment="|".join(STUDY.experiments),
     repeat=r"\d+",
-    fold=r"\d+",
-    seed=r"\d+",
 
 
 def code(stage, arch=None):
@@ -44,18 +40,16 @@ def network_code(stage):
     return lambda wildcards: code(stage, STUDY.experiment(wildcards.experiment).arch)
 
 
-def split_of(wildcards):
-    return STUDY.split_path(int(wildcards.repeat))
-
-
 def run_files(experiment, names):
     """Every run's `names` files of one experiment (all repeats, folds and seeds)."""
     return [f"{STUDY.run_dir(experiment, run)}/{name}" for run in STUDY.runs() for name in names]
 
 
 def experiment_settings(wildcards):
-    """An experiment's resolved settings: a changed knob or recipe reruns exactly its jobs."""
+    """An experiment's resolved settings and its runs' seeds: a changed knob or recipe reruns
+    exactly its job."""
     e = STUDY.experiment(wildcards.experiment)
     return {"arch": e.arch, "knobs": e.knobs, "input_size": e.input_size,
-            "recipe": e.recipe.to_dict(), "split_seed": STUDY.split_seed(int(wildcards.repeat)),
-            "train_seed": STUDY.run(int(wildcards.repeat), int(wildcards.fold), int(wildcards.seed)).train_seed}
+            "recipe": e.recipe.to_dict(),
+            "split_seeds": [STUDY.split_seed(repeat) for repeat in range(STUDY.repeats)],
+            "train_seeds": [run.train_seed for run in STUDY.runs()]}

@@ -59,7 +59,7 @@ def study_card(data: ReportData) -> pd.DataFrame:
         ("classes", f"{dataset.num_classes}: {', '.join(dataset.classes)}"),
         ("data checksum (sha256)", f"{dataset.sha256}{mismatch}"),
         ("cross-validation", cross_validation_text(study, card)),
-        ("experiments", f"{len(study.experiments)} ({len(study.jobs())} training jobs), "
+        ("experiments", f"{len(study.experiments)} ({len(study.all_runs())} training runs), "
                         f"{len(study.ablations)} named ablations"),
         ("recipe", _settings(common)),
         *([("recipe exceptions", "; ".join(f"{n}: {_settings(d)}" for n, d in exceptions.items()))]

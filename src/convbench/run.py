@@ -1,0 +1,71 @@
+"""``convbench run``: train an experiment's runs and score each one, in one process.
+
+The pipeline's unit of work: Snakemake's rule ``run`` and DVC's stage ``run@<experiment>`` both run
+it once per experiment. It writes exactly what ``convbench train`` and then ``convbench evaluate``
+write for the same runs (a test holds the files byte-identical), but pays torch's start-up once per
+experiment instead of twice per run: on a 2-core machine that is about 6 s (torch itself, then
+torch._dynamo, which the optimizers import), more than the training of a small network on digits.
+
+Each run is trained and then scored before the next starts, on one claimed device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from convbench import evaluate, train
+from convbench._io import positive_int, run_cli
+from convbench.device import DeviceError, claim_device
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convbench run",
+        description="Train an experiment's runs of a study (all of them, or those --repeat, --fold "
+        "and --seed pick) and score each one on its validation fold and the test set: "
+        "'convbench train' then 'convbench evaluate', in one process.",
+    )
+    parser.add_argument("--study", type=Path, required=True, help="a study file (params.yaml)")
+    parser.add_argument("--experiment", required=True, help="the study's experiment to run")
+    parser.add_argument("--repeat", type=int, default=None, help="only this repeat of the K-fold split")
+    parser.add_argument("--fold", type=int, default=None, help="only this fold")
+    parser.add_argument("--seed", type=int, default=None, help="only this training seed")
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: a free GPU, held with a lock, else the CPU), cpu, cuda:N")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="CPU threads for torch (default 1). CPU results are bit-identical only "
+                             "for the same thread count")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a run's training from its checkpoint.pt if it exists")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar while training (default: when stderr is a terminal)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from convbench.prepared import DataError
+    from convbench.study import StudyError, load_study
+
+    def action(args: argparse.Namespace) -> None:
+        torch.set_num_threads(args.threads)
+        progress = sys.stderr.isatty() if args.progress is None else args.progress
+        study = load_study(args.study)
+        selection = (args.experiment, args.repeat, args.fold, args.seed)
+        trainings = train.study_jobs(study, *selection)
+        scorings = evaluate.study_jobs(study, *selection)
+        for (job, paths), scoring in zip(trainings, scorings, strict=True):
+            with claim_device(args.device) as device_name:
+                result = train.run_job(job, paths.data, paths.split, paths.out_dir,
+                                       device_name=device_name, resume=args.resume, progress=progress)
+                print(train.trained_line(job, result, paths.out_dir), flush=True)
+                metrics = evaluate.evaluate_job(scoring, device_name, "best")
+                print(evaluate.scored_line(metrics, scoring.out), flush=True)
+
+    # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
+    expected = (train.TrainingError, train.CheckpointError, evaluate.EvaluationError, DataError,
+                StudyError, DeviceError, OSError)
+    return run_cli(build_parser(), argv, action, expected=expected)

@@ -1,0 +1,25 @@
+# An experiment's runs (repeats x folds x seeds), trained and then scored: one `convbench run` job
+# per experiment, as DVC's stage run@<experiment>. One process pays torch's start-up once for all of
+# an experiment's runs (about 6 s on a 2-core machine, more than a small network's training).
+rule run:
+    input:
+        data=STUDY.prepared_path,
+        splits=[STUDY.split_path(repeat) for repeat in range(STUDY.repeats)],
+        code=network_code("run"),
+    output:
+        run_files("{experiment}", ["model.pt", "history.csv", "metrics.json", "perf.json"]),
+    params:
+        study=STUDY_FILE,
+        settings=experiment_settings,
+    threads: STUDY.threads
+    resources:
+        gpu=GPU_PER_JOB,
+        mem_mb=4000,
+        runtime=120 * len(STUDY.runs()),  # minutes: a guess of 2 h per run, for SLURM
+    log:
+        f"{LOGS}/run/{{experiment}}.log",
+    benchmark:
+        f"{LOGS}/benchmark/run/{{experiment}}.tsv"
+    shell:
+        "convbench run --study {params.study} --experiment {wildcards.experiment}"
+        " --threads {threads} --no-progress > {log} 2>&1"
