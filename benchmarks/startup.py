@@ -2,8 +2,10 @@
 
 For every stage, times a fresh interpreter that imports what the command imports (its entry module
 through `convbench.cli`, as the console script does) and, for the commands that take a study, also
-loads and checks params.yaml. Reports the median of --repeat runs and which heavy libraries each
-command loads. A script, not a test: run it on an otherwise idle machine.
+loads and checks params.yaml. The commands that train (`run`, `train`) also make an optimizer, as
+their jobs do before the first step: torch's optimizers import torch._dynamo when they are made.
+Reports the median of --repeat runs and which heavy libraries each command loads. A script, not a
+test: run it on an otherwise idle machine.
 
     python benchmarks/startup.py [--repeat 5]
 """
@@ -19,23 +21,28 @@ import time
 from convbench.cli import COMMANDS
 from convbench.provenance import STAGES
 
-HEAVY = ("torch", "torchvision", "pandas", "matplotlib", "scipy", "sklearn", "jsonschema")
+HEAVY = ("torch", "torch._dynamo", "torchvision", "pandas", "matplotlib", "scipy", "sklearn", "jsonschema")
 
 
-def child_code(module: str, study: bool) -> str:
+TRAINING_COMMANDS = ("run", "train")
+
+
+def child_code(module: str, study: bool, trains: bool = False) -> str:
     lines = ["import sys, importlib", "import convbench.cli", f"importlib.import_module({module!r})"]
     if study:
         lines.append("from convbench.study import load_study; load_study('params.yaml')")
+    if trains:
+        lines.append("import torch; torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)")
     lines.append(f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     return "; ".join(lines)
 
 
-def measure(module: str, study: bool, repeat: int) -> tuple[float, str]:
+def measure(module: str, study: bool, repeat: int, trains: bool = False) -> tuple[float, str]:
     times, loaded = [], ""
     for _ in range(repeat):
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", child_code(module, study)], capture_output=True,
-                              text=True, check=True)
+        done = subprocess.run([sys.executable, "-c", child_code(module, study, trains)],
+                              capture_output=True, text=True, check=True)
         times.append(time.perf_counter() - start)
         loaded = done.stdout.strip()
     return statistics.median(times), loaded
@@ -48,8 +55,9 @@ def main() -> None:
     baseline, _ = measure("json", False, args.repeat)
     print(f"python itself: {baseline:.2f} s\n")
     print(f"| command | start-up (s) | heavy libraries loaded |\n|---|---|---|")
-    for command in (*STAGES, "study"):  # every stage command checks the study first
-        seconds, loaded = measure(COMMANDS[command].module, True, args.repeat)
+    for command in (*STAGES, "train", "evaluate", "study"):  # every one checks the study first
+        seconds, loaded = measure(COMMANDS[command].module, True, args.repeat,
+                                  trains=command in TRAINING_COMMANDS)
         print(f"| `convbench {command}` | {seconds:.2f} | {loaded or 'none'} |")
 
 

@@ -13,17 +13,8 @@ from typing import Any, Callable
 import pytest
 
 from convbench.train import TIMING_COLUMNS
+from test_evaluate import STUDY  # a one-experiment study: lenet, 3 folds, 2 epochs
 
-STUDY = """\
-study: tiny
-dataset: digits
-folds: 3
-seed: 0
-results_dir: {results}
-recipe: {{epochs: 2, batch_size: 64, lr: 0.1}}
-experiments:
-  lenet: {{arch: lenet, knobs: {{activation: relu}}, input_size: 12}}
-"""
 RUNS = [f"r0-fold{k}-seed0" for k in range(3)]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from convbench import evaluate, train
-from convbench._io import positive_int, run_cli
+from convbench._io import run_cli
 from convbench.device import DeviceError, claim_device
 
 
@@ -34,15 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=int, default=None, help="only this repeat of the K-fold split")
     parser.add_argument("--fold", type=int, default=None, help="only this fold")
     parser.add_argument("--seed", type=int, default=None, help="only this training seed")
-    parser.add_argument("--device", default="auto",
-                        help="auto (default: a free GPU, held with a lock, else the CPU), cpu, cuda:N")
-    parser.add_argument("--threads", type=positive_int, default=1,
-                        help="CPU threads for torch (default 1). CPU results are bit-identical only "
-                             "for the same thread count")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue a run's training from its checkpoint.pt if it exists")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar while training (default: when stderr is a terminal)")
+    train.add_training_options(parser)
     return parser
 
 

@@ -615,16 +615,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe setting, e.g. --recipe lr=0.1 or --recipe preset=d2l (repeatable)")
     parser.add_argument("--input-size", type=int, default=None)
+    add_training_options(parser)
+    return parser
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """Where and how a training runs: the options ``convbench train`` and ``convbench run`` share."""
     parser.add_argument("--device", default="auto",
                         help="auto (default: a free GPU, held with a lock, else the CPU), cpu, cuda:N")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads for torch (default 1). CPU results are bit-identical only "
                              "for the same thread count; parallel jobs scale better than threads")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT_DIR/checkpoint.pt if it exists")
+                        help="continue a run from its checkpoint.pt (in its output directory) if it exists")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar (default: when stderr is a terminal)")
-    return parser
+                        help="progress bar while training (default: when stderr is a terminal)")
 
 
 @dataclass(frozen=True)
