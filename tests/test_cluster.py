@@ -159,10 +159,10 @@ def test_the_study_on_slurm_is_bit_identical_to_a_local_run(
             assert job["partition"] == "gpu"
             assert re.search(r"TresPerJob=gres[:/]gpu:1\b", details), details
             assert "JOB_GRES=gpu:1" in details, details
+            assert "TimeLimit=08:00:00" in details  # the rule's runtime: 120 minutes x 4 runs
         else:
             assert job["partition"] == "cpu"
             assert "TresPerJob" not in details and "JOB_GRES=(null)" in details, details
-            assert "TimeLimit=08:00:00" in details  # the rule's runtime: 120 minutes x 4 runs
 
     assert run_files(project) == run_files(local_run)  # every model.pt and metrics.json, byte for byte
     assert (project / "reports/report.html").stat().st_size > 0
