@@ -3,7 +3,7 @@
 The pipeline's unit of work: Snakemake's rule ``run`` and DVC's stage ``run@<experiment>`` both run
 it once per experiment. It writes exactly what ``convbench train`` and then ``convbench evaluate``
 write for the same runs (a test holds the files byte-identical), but pays torch's start-up once per
-experiment instead of twice per run: on a 2-core machine that is about 6 s (torch itself, then
+experiment instead of twice per run: on a 2-core machine that is about 7 s (torch itself, then
 torch._dynamo, which the optimizers import), more than the training of a small network on digits.
 
 Each run is trained and then scored before the next starts, on one claimed device.

@@ -1,6 +1,6 @@
 # An experiment's runs (repeats x folds x seeds), trained and then scored: one `convbench run` job
 # per experiment, as DVC's stage run@<experiment>. One process pays torch's start-up once for all of
-# an experiment's runs (about 6 s on a 2-core machine, more than a small network's training).
+# an experiment's runs (about 7 s on a 2-core machine, more than a small network's training).
 rule run:
     input:
         data=STUDY.prepared_path,
