@@ -31,7 +31,8 @@ from torchvision import transforms
 
 from convbench.models import build
 from convbench.recipe import D2L_SETTINGS, resolve_recipe
-from convbench.train import FoldData, train
+from convbench.batches import FoldData
+from convbench.train import train
 
 
 class PILImages(Dataset):

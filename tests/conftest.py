@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pytest
 
-from convbench import data
+from convbench import datasets, download, prepare
 
 # ---------------------------------------------------------------------------------- IDX datasets
 
@@ -111,14 +111,14 @@ def use_mirror(monkeypatch: pytest.MonkeyPatch, idx_mirror: IdxMirror) -> Callab
 
     def point(*mirrors: str, local_copies: tuple[str, ...] = ()) -> None:
         spec = dataclasses.replace(
-            data.DATASETS["fashion_mnist"],
+            datasets.DATASETS["fashion_mnist"],
             resources=idx_mirror.resources,
             content_md5=idx_mirror.content_md5,
             mirrors=tuple(mirrors),
             local_copies=local_copies,
         )
-        monkeypatch.setitem(data.DATASETS, "fashion_mnist", spec)
-        monkeypatch.delenv(data.MIRRORS_ENV, raising=False)
+        monkeypatch.setitem(datasets.DATASETS, "fashion_mnist", spec)
+        monkeypatch.delenv(datasets.MIRRORS_ENV, raising=False)
 
     return point
 
@@ -172,14 +172,14 @@ def closed_port_url() -> str:
 def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scikit-learn's digits prepared once per session (real data, about a second). Read only."""
     root = tmp_path_factory.mktemp("digits")
-    data.download("digits", root / "raw")
-    return data.prepare("digits", root / "raw", root / "digits.npz")
+    download.download("digits", root / "raw")
+    return prepare.prepare("digits", root / "raw", root / "digits.npz")
 
 
 @pytest.fixture(scope="session")
-def digits(digits_npz: Path) -> data.Dataset:
+def digits(digits_npz: Path) -> prepare.Dataset:
     """The prepared digits, loaded. Shared: do not modify its arrays."""
-    return data.load_prepared(digits_npz)
+    return prepare.load_prepared(digits_npz)
 
 
 # ------------------------------------------------------------------------- trained digits runs
@@ -193,7 +193,7 @@ TINY_TRAIN_ARGS = (
 
 
 @pytest.fixture(scope="session")
-def digits_split(digits: data.Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def digits_split(digits: prepare.Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-fold split of the digits' train part, written as ``convbench split`` writes it."""
     from convbench.split import make_split, write_split
 
@@ -326,5 +326,5 @@ def other_digits(digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     for key in ("train_images", "train_labels"):
         arrays[key] = arrays[key][:600]
     path = write_npz_deterministic(root / "other.npz", arrays)
-    split = make_split(data.load_prepared(path), DIGITS_FOLDS, seed=0)
+    split = make_split(prepare.load_prepared(path), DIGITS_FOLDS, seed=0)
     return path, write_split(split, root / "split.json")

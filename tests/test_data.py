@@ -15,7 +15,7 @@ import pytest
 import torchvision.datasets
 from sklearn.datasets import load_digits
 
-from convbench import cli, data
+from convbench import cli, datasets, download, prepare
 from convbench._io import atomic_write, sha256_file, write_npz_deterministic
 
 from conftest import IdxMirror, md5_of, regzip, write_idx_gz
@@ -37,8 +37,8 @@ def leftovers(directory: Path) -> list[str]:
     ],
 )
 def test_specs_are_torchvisions_metadata(name: str, source: type) -> None:
-    """data.TORCHVISION_IDX is a copy (so download starts without torch): it must stay torchvision's."""
-    spec = data.DATASETS[name]
+    """datasets.TORCHVISION_IDX is a copy (so download starts without torch): it must stay torchvision's."""
+    spec = datasets.DATASETS[name]
     assert spec.resources == tuple(tuple(resource) for resource in source.resources)
     assert spec.mirrors == tuple(source.mirrors)
     assert spec.classes == tuple(source.classes)
@@ -47,7 +47,7 @@ def test_specs_are_torchvisions_metadata(name: str, source: type) -> None:
 
 def test_unknown_dataset_lists_known_names() -> None:
     with pytest.raises(ValueError, match="fashion_mnist") as info:
-        data.download("cifar", "unused")
+        download.download("cifar", "unused")
     assert "digits" in str(info.value)
 
 
@@ -59,7 +59,7 @@ def test_download_from_http_mirror(
 ) -> None:
     use_mirror(serve(idx_mirror.directory))
     out = tmp_path / "raw"
-    paths = data.download("fashion_mnist", out, progress=False)
+    paths = download.download("fashion_mnist", out, progress=False)
     assert [path.name for path in paths] == idx_mirror.files
     for path in paths:
         assert path.read_bytes() == (idx_mirror.directory / path.name).read_bytes()
@@ -70,7 +70,7 @@ def test_download_tries_mirrors_in_order(
     tmp_path: Path, idx_mirror: IdxMirror, use_mirror, serve, closed_port_url: str
 ) -> None:
     use_mirror(closed_port_url, serve(idx_mirror.directory))
-    paths = data.download("fashion_mnist", tmp_path / "raw", progress=False)
+    paths = download.download("fashion_mnist", tmp_path / "raw", progress=False)
     assert all(
         md5_of(path) == md5 for path, (_, md5) in zip(paths, idx_mirror.resources, strict=True)
     )
@@ -87,7 +87,7 @@ def test_explicit_mirror_overrides_spec(
         "http_url": lambda: serve(idx_mirror.directory).rstrip("/"),  # trailing slash optional
     }[kind]()
     out = tmp_path / "raw"
-    data.download("fashion_mnist", out, mirror=mirror, progress=False)
+    download.download("fashion_mnist", out, mirror=mirror, progress=False)
     assert leftovers(out) == sorted(idx_mirror.files)
 
 
@@ -111,8 +111,8 @@ def test_damaged_file_is_rejected_and_not_kept(
     damage(idx_mirror.directory / first)
     use_mirror(serve(idx_mirror.directory))
     out = tmp_path / "raw"
-    with pytest.raises(data.ChecksumError) as info:
-        data.download("fashion_mnist", out, progress=False)
+    with pytest.raises(datasets.ChecksumError) as info:
+        download.download("fashion_mnist", out, progress=False)
     assert "checksum" in str(info.value)
     assert first in str(info.value)
     assert leftovers(out) == []  # neither the file nor a temporary file
@@ -137,8 +137,8 @@ def test_transfer_cut_short_is_rejected(
 ) -> None:
     use_mirror(serve(_CutShort))
     out = tmp_path / "raw"
-    with pytest.raises(data.ChecksumError, match="checksum") as info:
-        data.download("fashion_mnist", out, progress=False)
+    with pytest.raises(datasets.ChecksumError, match="checksum") as info:
+        download.download("fashion_mnist", out, progress=False)
     assert "10 of 1000 bytes" in str(info.value)
     assert idx_mirror.files[0] in str(info.value)
     assert leftovers(out) == []
@@ -148,8 +148,8 @@ def test_unreachable_mirror_names_url_and_remedy(
     tmp_path: Path, idx_mirror: IdxMirror, use_mirror, closed_port_url: str
 ) -> None:
     use_mirror(closed_port_url)
-    with pytest.raises(data.DataError) as info:
-        data.download("fashion_mnist", tmp_path / "raw", progress=False)
+    with pytest.raises(datasets.DataError) as info:
+        download.download("fashion_mnist", tmp_path / "raw", progress=False)
     message = str(info.value)
     assert closed_port_url + idx_mirror.files[0] in message
     assert "--mirror URL_OR_DIR" in message
@@ -164,7 +164,7 @@ def test_prefilled_directory_needs_no_network(
     use_mirror(closed_port_url)
     out = shutil.copytree(idx_mirror.directory, tmp_path / "raw")
     before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
-    data.download("fashion_mnist", out, progress=False)
+    download.download("fashion_mnist", out, progress=False)
     assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before
 
 
@@ -174,7 +174,7 @@ def test_stale_file_is_replaced_by_a_verified_one(
     use_mirror(serve(idx_mirror.directory))
     out = shutil.copytree(idx_mirror.directory, tmp_path / "raw")
     tamper(out / idx_mirror.files[1])
-    data.download("fashion_mnist", out, progress=False)
+    download.download("fashion_mnist", out, progress=False)
     assert md5_of(out / idx_mirror.files[1]) == idx_mirror.resources[1][1]
 
 
@@ -184,8 +184,8 @@ def test_stale_file_is_reported_when_no_source_works(
     use_mirror(closed_port_url)
     out = shutil.copytree(idx_mirror.directory, tmp_path / "raw")
     tamper(out / idx_mirror.files[2])
-    with pytest.raises(data.DataError, match="exists but failed its checksum"):
-        data.download("fashion_mnist", out, progress=False)
+    with pytest.raises(datasets.DataError, match="exists but failed its checksum"):
+        download.download("fashion_mnist", out, progress=False)
 
 
 def test_interrupted_download_leaves_nothing(
@@ -204,18 +204,18 @@ def test_interrupted_download_leaves_nothing(
         def update(self, n: int) -> None:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "tqdm", CtrlC)
+    monkeypatch.setattr(download, "tqdm", CtrlC)
     use_mirror(serve(idx_mirror.directory))
     out = tmp_path / "raw"
     with pytest.raises(KeyboardInterrupt):
-        data.download("fashion_mnist", out)
+        download.download("fashion_mnist", out)
     assert leftovers(out) == []
 
 
 def test_mirror_that_is_neither_url_nor_directory(tmp_path: Path, use_mirror) -> None:
     use_mirror()
-    with pytest.raises(data.DataError, match="neither a URL"):
-        data.download("fashion_mnist", tmp_path / "raw", mirror=str(tmp_path / "nowhere"))
+    with pytest.raises(datasets.DataError, match="neither a URL"):
+        download.download("fashion_mnist", tmp_path / "raw", mirror=str(tmp_path / "nowhere"))
 
 
 # ---------------------------------------------------------- content checks and local copies
@@ -236,7 +236,7 @@ def test_regzipped_copy_is_accepted_by_its_content(
     mirror = regzipped_mirror(idx_mirror, tmp_path / "debian")
     assert all(md5_of(mirror / name) != md5 for name, md5 in idx_mirror.resources)
     said: list[str] = []
-    paths = data.download("fashion_mnist", tmp_path / "raw", mirror=mirror, progress=False,
+    paths = download.download("fashion_mnist", tmp_path / "raw", mirror=mirror, progress=False,
                           say=said.append)
     assert [path.read_bytes() for path in paths] == [
         (mirror / name).read_bytes() for name in idx_mirror.files
@@ -254,14 +254,14 @@ def test_regzipped_copy_with_one_altered_byte_is_refused(
     altered = idx_mirror.files[2]
     mirror = regzipped_mirror(idx_mirror, tmp_path / "debian", change=altered)
     out = tmp_path / "raw"
-    with pytest.raises(data.ChecksumError) as info:
-        data.download("fashion_mnist", out, mirror=mirror, progress=False)
+    with pytest.raises(datasets.ChecksumError) as info:
+        download.download("fashion_mnist", out, mirror=mirror, progress=False)
     message = str(info.value)
     assert f"{altered} failed its checksum" in message
     assert dict(idx_mirror.content_md5)[altered] in message  # what was expected
     assert leftovers(out) == idx_mirror.files[:2]  # the two good files before it, nothing else
-    with pytest.raises(data.ChecksumError, match=altered):
-        data.prepare("fashion_mnist", mirror, tmp_path / "fm.npz")
+    with pytest.raises(datasets.ChecksumError, match=altered):
+        prepare.prepare("fashion_mnist", mirror, tmp_path / "fm.npz")
     assert not (tmp_path / "fm.npz").exists()
 
 
@@ -269,20 +269,20 @@ def test_without_a_published_content_md5_only_the_file_md5_counts(
     tmp_path: Path, idx_mirror: IdxMirror, use_mirror, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_mirror()
-    spec = dataclasses.replace(data.DATASETS["fashion_mnist"], content_md5=())
-    monkeypatch.setitem(data.DATASETS, "fashion_mnist", spec)
+    spec = dataclasses.replace(datasets.DATASETS["fashion_mnist"], content_md5=())
+    monkeypatch.setitem(datasets.DATASETS, "fashion_mnist", spec)
     mirror = regzipped_mirror(idx_mirror, tmp_path / "debian")
-    with pytest.raises(data.ChecksumError, match="failed its checksum"):
-        data.download("fashion_mnist", tmp_path / "raw", mirror=mirror, progress=False)
+    with pytest.raises(datasets.ChecksumError, match="failed its checksum"):
+        download.download("fashion_mnist", tmp_path / "raw", mirror=mirror, progress=False)
 
 
 def test_prepared_file_depends_on_content_not_on_the_gzip_container(
     tmp_path: Path, idx_mirror: IdxMirror, use_mirror
 ) -> None:
     use_mirror()
-    official = data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "official.npz")
+    official = prepare.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "official.npz")
     mirror = regzipped_mirror(idx_mirror, tmp_path / "debian")
-    repacked = data.prepare("fashion_mnist", mirror, tmp_path / "debian.npz")
+    repacked = prepare.prepare("fashion_mnist", mirror, tmp_path / "debian.npz")
     assert official.read_bytes() == repacked.read_bytes()
 
 
@@ -302,7 +302,7 @@ def test_local_copies_are_tried_before_the_network(
     system_copy = regzipped_mirror(idx_mirror, tmp_path / "usr-share-datasets")
     use_mirror(serve(Forbidden), local_copies=(str(tmp_path / "absent"), str(system_copy)))
     said: list[str] = []
-    data.download("fashion_mnist", tmp_path / "raw", progress=False, say=said.append)
+    download.download("fashion_mnist", tmp_path / "raw", progress=False, say=said.append)
     assert Forbidden.requests == []
     assert all(f"from {system_copy}/" in line for line in said) and len(said) == 4
 
@@ -317,9 +317,9 @@ def test_mirrors_from_the_environment_variable(
     root.mkdir()
     files = root if layout == "flat" else root / "fashion_mnist"
     shutil.copytree(idx_mirror.directory, files, dirs_exist_ok=True)
-    monkeypatch.setenv(data.MIRRORS_ENV, os.pathsep.join([str(tmp_path / "missing"), str(root)]))
+    monkeypatch.setenv(datasets.MIRRORS_ENV, os.pathsep.join([str(tmp_path / "missing"), str(root)]))
     said: list[str] = []
-    data.download("fashion_mnist", tmp_path / "raw", progress=False, say=said.append)
+    download.download("fashion_mnist", tmp_path / "raw", progress=False, say=said.append)
     assert said[0] == (
         f"{idx_mirror.files[0]}: from {files / idx_mirror.files[0]}, matches the published md5"
     )
@@ -328,7 +328,7 @@ def test_mirrors_from_the_environment_variable(
 def test_already_present_files_say_so(tmp_path: Path, idx_mirror: IdxMirror, use_mirror) -> None:
     use_mirror()
     said: list[str] = []
-    data.download("fashion_mnist", idx_mirror.directory, progress=False, say=said.append)
+    download.download("fashion_mnist", idx_mirror.directory, progress=False, say=said.append)
     assert said[0] == (
         f"{idx_mirror.files[0]}: already in {idx_mirror.directory}, matches the published md5"
     )
@@ -348,7 +348,7 @@ def test_already_present_files_say_so(tmp_path: Path, idx_mirror: IdxMirror, use
 def test_raw_digests_content_md5(make, content_ok: bool) -> None:
     payload = bytes(range(256)) * 40
     blob = make(payload)
-    digests = data.RawDigests()
+    digests = datasets.RawDigests()
     for start in range(0, len(blob), 777):  # chunk boundaries anywhere, members included
         digests.update(blob[start : start + 777])
     assert digests.md5 == hashlib.md5(blob).hexdigest()
@@ -441,7 +441,7 @@ def test_cli_unknown_dataset_exits_2_with_known_names(command: str, tmp_path: Pa
     assert cli.main(argv if command == "prepare" else argv[:4]) == 2
     err = capsys.readouterr().err
     assert "cifar10" in err
-    assert all(name in err for name in data.DATASETS)
+    assert all(name in err for name in datasets.DATASETS)
 
 
 def test_cli_help_exits_0(capsys) -> None:
@@ -456,8 +456,8 @@ def test_prepare_round_trips_the_idx_arrays(
     tmp_path: Path, idx_mirror: IdxMirror, use_mirror
 ) -> None:
     use_mirror()
-    out = data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "prepared" / "fm.npz")
-    dataset = data.load_prepared(out)
+    out = prepare.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "prepared" / "fm.npz")
+    dataset = prepare.load_prepared(out)
 
     assert dataset.name == "fashion_mnist"
     assert dataset.train_images.dtype == np.uint8 and dataset.train_images.shape == (20, 1, 28, 28)
@@ -482,25 +482,25 @@ def test_prepare_round_trips_the_idx_arrays(
 
 def test_prepare_is_byte_deterministic(tmp_path: Path, idx_mirror: IdxMirror, use_mirror) -> None:
     use_mirror()
-    first = data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "a.npz")
+    first = prepare.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "a.npz")
     os.utime(idx_mirror.directory / idx_mirror.files[0], (0, 0))  # file times must not matter
-    second = data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "b.npz")
+    second = prepare.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "b.npz")
     assert first.read_bytes() == second.read_bytes()
 
 
 def test_prepare_checks_raw_checksums(tmp_path: Path, idx_mirror: IdxMirror, use_mirror) -> None:
     use_mirror()
     tamper(idx_mirror.directory / idx_mirror.files[3])
-    with pytest.raises(data.ChecksumError, match=idx_mirror.files[3]):
-        data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "fm.npz")
+    with pytest.raises(datasets.ChecksumError, match=idx_mirror.files[3]):
+        prepare.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "fm.npz")
     assert not (tmp_path / "fm.npz").exists()
 
 
 def test_prepare_names_missing_raw_files(tmp_path: Path, idx_mirror: IdxMirror, use_mirror) -> None:
     use_mirror()
     (idx_mirror.directory / idx_mirror.files[0]).unlink()
-    with pytest.raises(data.DataError, match=f"{idx_mirror.files[0]}.*convbench download"):
-        data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "fm.npz")
+    with pytest.raises(datasets.DataError, match=f"{idx_mirror.files[0]}.*convbench download"):
+        prepare.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "fm.npz")
 
 
 @pytest.mark.parametrize(
@@ -522,10 +522,10 @@ def test_prepare_rejects_malformed_idx(
     name = idx_mirror.files[file_index]
     write_idx_gz(idx_mirror.directory / name, array)
     resources = tuple((file, md5_of(idx_mirror.directory / file)) for file in idx_mirror.files)
-    spec = data.DatasetSpec("fashion_mnist", "tiny", tuple(map(str, range(10))), (), resources)
-    monkeypatch.setitem(data.DATASETS, "fashion_mnist", spec)
-    with pytest.raises(data.DataError, match=problem):
-        data.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "fm.npz")
+    spec = datasets.DatasetSpec("fashion_mnist", "tiny", tuple(map(str, range(10))), (), resources)
+    monkeypatch.setitem(datasets.DATASETS, "fashion_mnist", spec)
+    with pytest.raises(datasets.DataError, match=problem):
+        prepare.prepare("fashion_mnist", idx_mirror.directory, tmp_path / "fm.npz")
 
 
 def test_read_idx_rejects_a_payload_of_the_wrong_length(tmp_path: Path) -> None:
@@ -533,14 +533,14 @@ def test_read_idx_rejects_a_payload_of_the_wrong_length(tmp_path: Path) -> None:
     write_idx_gz(path, np.zeros((3, 4, 4), np.uint8))
     payload = gzip.decompress(path.read_bytes())
     path.write_bytes(gzip.compress(payload[:-1]))
-    with pytest.raises(data.DataError, match=r"short\.gz.*\(3, 4, 4\)"):
-        data.read_idx(path, ndim=3)
+    with pytest.raises(datasets.DataError, match=r"short\.gz.*\(3, 4, 4\)"):
+        prepare.read_idx(path, ndim=3)
 
 
 # ---------------------------------------------------------------------------------------- digits
 
 
-def test_digits_prepared_with_a_fixed_stratified_hold_out(digits: data.Dataset) -> None:
+def test_digits_prepared_with_a_fixed_stratified_hold_out(digits: prepare.Dataset) -> None:
     assert digits.name == "digits"
     assert digits.classes == [str(d) for d in range(10)]
     assert (digits.num_classes, digits.in_channels, digits.image_size) == (10, 1, 8)
@@ -568,11 +568,11 @@ def test_digits_prepared_with_a_fixed_stratified_hold_out(digits: data.Dataset) 
 
 def test_digits_download_and_prepare_are_reproducible(tmp_path: Path, digits_npz: Path) -> None:
     raw = tmp_path / "raw"
-    (path,) = data.download("digits", raw, mirror="ignored: digits needs no network")
+    (path,) = download.download("digits", raw, mirror="ignored: digits needs no network")
     mtime = path.stat().st_mtime_ns
-    data.download("digits", raw)
+    download.download("digits", raw)
     assert path.stat().st_mtime_ns == mtime  # same data: left untouched
-    again = data.prepare("digits", raw, tmp_path / "digits.npz")
+    again = prepare.prepare("digits", raw, tmp_path / "digits.npz")
     assert again.read_bytes() == digits_npz.read_bytes()
 
 
@@ -603,8 +603,8 @@ def test_load_prepared_rejects_other_files_naming_the_path(
         (wrong_dtype, "train_labels must be int64"),
         (tmp_path / "absent.npz", "cannot read"),
     ]:
-        with pytest.raises(data.DataError, match=problem) as info:
-            data.load_prepared(path)
+        with pytest.raises(datasets.DataError, match=problem) as info:
+            prepare.load_prepared(path)
         assert str(path) in str(info.value)
 
 
@@ -620,7 +620,7 @@ def test_prepare_cli(tmp_path: Path, idx_mirror: IdxMirror, use_mirror, capsys) 
         )
         == 0
     )
-    assert capsys.readouterr().out == f"{data.load_prepared(out).sha256}  {out}\n"
+    assert capsys.readouterr().out == f"{prepare.load_prepared(out).sha256}  {out}\n"
 
 
 def test_prepare_cli_missing_raw_is_one_line(tmp_path: Path, capsys) -> None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convbench import data
+from convbench import prepare
 from convbench.aggregate import aggregate, load_run
 from convbench.batches import BatchTransform, channel_stats
 from convbench.evaluate import (
@@ -26,7 +26,7 @@ from convbench.evaluate import (
 )
 from convbench.models import build
 from convbench.split import load_split, make_split, write_split
-from convbench.train import HISTORY_COLUMNS, save_checkpoint
+from convbench.checkpoint import HISTORY_COLUMNS, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,7 +66,7 @@ def test_a_class_without_examples_has_no_accuracy() -> None:
 
 
 def test_evaluate_writes_test_and_validation_metrics(
-    digits_run: Any, digits: data.Dataset, digits_split: Path
+    digits_run: Any, digits: prepare.Dataset, digits_split: Path
 ) -> None:
     metrics = load_json(digits_run.metrics)
     checkpoint = torch.load(digits_run.model, weights_only=True)
@@ -99,7 +99,7 @@ def test_evaluate_writes_test_and_validation_metrics(
 
 
 def test_misclassified_examples_agree_with_the_confusion_matrix(
-    digits_run: Any, digits: data.Dataset
+    digits_run: Any, digits: prepare.Dataset
 ) -> None:
     test = load_json(digits_run.metrics)["test"]
     confusion = np.array(test["confusion_matrix"])
@@ -119,7 +119,7 @@ def test_misclassified_examples_agree_with_the_confusion_matrix(
 
 
 def test_the_test_set_is_the_prepared_files_and_in_no_fold(
-    digits_run: Any, digits: data.Dataset, digits_split: Path
+    digits_run: Any, digits: prepare.Dataset, digits_split: Path
 ) -> None:
     split = load_split(digits_split)
     folds = np.concatenate([split.val(fold) for fold in range(split.folds)])
@@ -215,7 +215,7 @@ def test_evaluate_refuses_a_run_that_did_not_complete(
 
 
 def test_evaluate_refuses_data_or_splits_the_model_was_not_trained_on(
-    digits_run: Any, digits: data.Dataset, convbench: Callable[[list[str]], int],
+    digits_run: Any, digits: prepare.Dataset, convbench: Callable[[list[str]], int],
     digits_npz: Path, other_digits: tuple[Path, Path], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -382,7 +382,7 @@ def test_aggregate_of_evaluated_folds(tiny_study: Path) -> None:
 
 
 def test_aggregate_cli_aggregates_an_experiment_then_the_study(
-    tiny_study: Path, convbench: Callable[[list[str]], int], digits: data.Dataset,
+    tiny_study: Path, convbench: Callable[[list[str]], int], digits: prepare.Dataset,
     digits_split: Path,
 ) -> None:
     results = tiny_study.parent / "results"
@@ -532,7 +532,7 @@ def test_unwritable_outputs_are_refused_before_the_work(
     monkeypatch.setattr(_io.os, "access",
                         lambda path, mode: False if Path(path) == locked else real_access(path, mode))
     started = []
-    monkeypatch.setattr("convbench.train.train", lambda *a, **k: started.append(1))
+    monkeypatch.setattr("convbench.train_job.train", lambda *a, **k: started.append(1))
     argv = ["train", "--data", str(digits_npz), "--split", str(digits_split), "--fold", "0",
             "--arch", "lenet", "--input-size", "12", "--out-dir", str(locked)]
     assert convbench(argv) == 1

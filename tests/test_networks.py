@@ -73,7 +73,7 @@ def test_schema_errors_name_the_key_and_the_value() -> None:
 
 def test_one_list_of_data_sets() -> None:
     """The schema's names are the ones convbench can download and size-check."""
-    from convbench.data import DATASETS
+    from convbench.datasets import DATASETS
     from convbench.study import TRAIN_SIZES
 
     assert set(schema.schema()["properties"]["dataset"]["enum"]) == set(DATASETS) == set(TRAIN_SIZES)

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convbench import cli, data
+from convbench import cli, datasets, prepare
 
 from conftest import regzip
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-FILES = [name for name, _ in data.DATASETS["fashion_mnist"].resources]
+FILES = [name for name, _ in datasets.DATASETS["fashion_mnist"].resources]
 # Fashion-MNIST's training set: 6,000 images per class (Xiao, Rasul & Vollgraf 2017,
 # arXiv:1708.07747), pixel mean 0.2860 and std 0.3530 on the 0..1 scale (the normalization
 # constants commonly quoted for it, e.g. `Normalize((0.2860,), (0.3530,))`).
@@ -35,15 +35,15 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch, closed_port_url: str) -> None:
     """The official mirrors unreachable: whatever works here works without network."""
-    spec = dataclasses.replace(data.DATASETS["fashion_mnist"], mirrors=(closed_port_url,))
-    monkeypatch.setitem(data.DATASETS, "fashion_mnist", spec)
-    monkeypatch.delenv(data.MIRRORS_ENV, raising=False)
+    spec = dataclasses.replace(datasets.DATASETS["fashion_mnist"], mirrors=(closed_port_url,))
+    monkeypatch.setitem(datasets.DATASETS, "fashion_mnist", spec)
+    monkeypatch.delenv(datasets.MIRRORS_ENV, raising=False)
 
 
 @pytest.fixture(scope="module")
 def debian_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The prepared file made straight from the package's files (read only)."""
-    return data.prepare("fashion_mnist", DEBIAN_DIR, tmp_path_factory.mktemp("fm") / "fm.npz")
+    return prepare.prepare("fashion_mnist", DEBIAN_DIR, tmp_path_factory.mktemp("fm") / "fm.npz")
 
 
 def test_download_without_flags_finds_the_debian_copy(
@@ -94,12 +94,12 @@ def test_prepared_file_is_the_same_from_debian_and_official_style_files(
         payload = gzip.decompress((DEBIAN_DIR / name).read_bytes())
         (official_style / name).write_bytes(gzip.compress(payload, compresslevel=9, mtime=0))
     assert (official_style / FILES[0]).read_bytes() != (DEBIAN_DIR / FILES[0]).read_bytes()
-    remade = data.prepare("fashion_mnist", official_style, tmp_path / "fm.npz")
+    remade = prepare.prepare("fashion_mnist", official_style, tmp_path / "fm.npz")
     assert remade.read_bytes() == debian_prepared.read_bytes()
 
 
 def test_the_real_data_is_what_the_paper_describes(debian_prepared: Path) -> None:
-    dataset = data.load_prepared(debian_prepared)
+    dataset = prepare.load_prepared(debian_prepared)
     assert dataset.train_images.shape == (60000, 1, 28, 28)
     assert dataset.test_images.shape == (10000, 1, 28, 28)
     assert np.bincount(dataset.train_labels).tolist() == [PER_CLASS] * 10

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pytest
 
-from convbench.train import TIMING_COLUMNS
+from convbench.checkpoint import TIMING_COLUMNS
 from test_evaluate import STUDY  # a one-experiment study: lenet, 3 folds, 2 epochs
 
 RUNS = [f"r0-fold{k}-seed0" for k in range(3)]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convbench import cli, data
+from convbench import cli, datasets, prepare
 from convbench.split import (
     Split,
     SplitMismatchError,
@@ -23,7 +23,7 @@ from convbench.split import (
 
 @pytest.mark.parametrize("k", [2, 5, 7])
 def test_folds_are_stratified_disjoint_and_cover_the_train_part(
-    digits: data.Dataset, k: int
+    digits: prepare.Dataset, k: int
 ) -> None:
     labels = digits.train_labels
     folds = make_folds(labels, k, seed=0)
@@ -39,7 +39,7 @@ def test_folds_are_stratified_disjoint_and_cover_the_train_part(
         assert np.all(np.abs(np.bincount(labels[fold], minlength=10) - ideal) <= 1)
 
 
-def test_folds_depend_on_the_seed_only(digits: data.Dataset) -> None:
+def test_folds_depend_on_the_seed_only(digits: prepare.Dataset) -> None:
     first = make_folds(digits.train_labels, 5, seed=1)
     again = make_folds(digits.train_labels.copy(), 5, seed=1)
     other = make_folds(digits.train_labels, 5, seed=2)
@@ -53,7 +53,7 @@ def test_fewer_than_two_folds_is_an_error(k: object) -> None:
         make_folds(np.arange(20) % 2, k, seed=0)  # type: ignore[arg-type]
 
 
-def test_split_indices_and_id(digits: data.Dataset) -> None:
+def test_split_indices_and_id(digits: prepare.Dataset) -> None:
     split = make_split(digits, folds=5, seed=0)
     assert (split.dataset, split.data_sha256, split.folds, split.seed) == (
         "digits",
@@ -85,7 +85,7 @@ def test_split_refuses_folds_that_do_not_partition() -> None:
         Split("d", "0" * 64, 2, 0, [np.array([0, 1]), np.array([1, 2])])
 
 
-def test_check_matches_detects_other_data(digits: data.Dataset) -> None:
+def test_check_matches_detects_other_data(digits: prepare.Dataset) -> None:
     split = make_split(digits, folds=3, seed=0)
     check_matches(split, digits)  # the data it was made from: fine
     rebuilt = dataclasses.replace(digits, sha256="f" * 64)  # e.g. prepared from other raw files
@@ -94,7 +94,7 @@ def test_check_matches_detects_other_data(digits: data.Dataset) -> None:
     assert digits.sha256[:12] in str(info.value) and "convbench split" in str(info.value)
 
 
-def test_json_round_trip(tmp_path: Path, digits: data.Dataset) -> None:
+def test_json_round_trip(tmp_path: Path, digits: prepare.Dataset) -> None:
     split = make_split(digits, folds=5, seed=3)
     path = write_split(split, tmp_path / "splits" / "digits.json")
     loaded = load_split(path)
@@ -112,7 +112,7 @@ def test_json_round_trip(tmp_path: Path, digits: data.Dataset) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["digits.json"]  # no temporary file left
 
 
-def test_edited_or_broken_split_file_is_refused(tmp_path: Path, digits: data.Dataset) -> None:
+def test_edited_or_broken_split_file_is_refused(tmp_path: Path, digits: prepare.Dataset) -> None:
     path = write_split(make_split(digits, folds=5, seed=0), tmp_path / "split.json")
     document = json.loads(path.read_text())
     a, b = document["val_indices"][0][0], document["val_indices"][1][0]
@@ -121,16 +121,16 @@ def test_edited_or_broken_split_file_is_refused(tmp_path: Path, digits: data.Dat
     document["val_indices"][1].sort()
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(document))
-    with pytest.raises(data.DataError, match="does not match its contents"):
+    with pytest.raises(datasets.DataError, match="does not match its contents"):
         load_split(edited)
 
     broken = tmp_path / "broken.json"
     broken.write_text(path.read_text()[:100])
-    with pytest.raises(data.DataError, match="broken.json"):
+    with pytest.raises(datasets.DataError, match="broken.json"):
         load_split(broken)
 
 
-def test_split_cli(tmp_path: Path, digits_npz: Path, digits: data.Dataset, capsys) -> None:
+def test_split_cli(tmp_path: Path, digits_npz: Path, digits: prepare.Dataset, capsys) -> None:
     out = tmp_path / "split.json"
     argv = ["split", "--data", str(digits_npz), "--folds", "5", "--seed", "0", "--out", str(out)]
     assert cli.main(argv) == 0
@@ -174,8 +174,8 @@ def test_a_bug_inside_a_data_command_keeps_its_traceback(
     target, argv = {
         "split": ("convbench.split.make_split",
                   ["--data", str(digits_npz), "--folds", "3", "--seed", "0", "--out", str(tmp_path / "s.json")]),
-        "download": ("convbench.data.download", ["digits", "--out", str(tmp_path / "raw")]),
-        "prepare": ("convbench.data.prepare", ["digits", "--raw", str(tmp_path), "--out", str(tmp_path / "d.npz")]),
+        "download": ("convbench.download.download", ["digits", "--out", str(tmp_path / "raw")]),
+        "prepare": ("convbench.prepare.prepare", ["digits", "--raw", str(tmp_path), "--out", str(tmp_path / "d.npz")]),
     }[command]
     monkeypatch.setattr(target, raiser(bug))
     with pytest.raises(ValueError) as raised:

@@ -21,29 +21,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convbench import data
+from convbench import prepare
 from convbench.batches import BatchTransform, channel_stats, random_crop_flip
 from convbench.models import build
 from convbench.recipe import Recipe, lr_at, resolve_recipe
 from convbench.split import load_split
 from convbench.provenance import code_version
-from convbench.train import (
+from convbench.batches import FoldData, fold_data, make_transform
+from convbench.checkpoint import (
     CHECKPOINT_FORMAT,
     HISTORY_COLUMNS,
     TIMING_COLUMNS,
     CheckpointError,
-    FoldData,
-    NonFiniteLossError,
-    build_parser,
-    fold_data,
-    jobs_from_args,
     load_checkpoint,
-    make_transform,
-    predict,
     save_checkpoint,
-    train,
     weights_sha256,
 )
+from convbench.inference import predict
+from convbench.train import NonFiniteLossError, train
+from convbench.train_job import build_parser, jobs_from_args
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -52,7 +48,7 @@ CONVBENCH = [sys.executable, "-m", "convbench.cli"]
 
 
 @pytest.fixture(scope="module")
-def fold0(digits: data.Dataset, digits_split: Path) -> FoldData:
+def fold0(digits: prepare.Dataset, digits_split: Path) -> FoldData:
     return fold_data(digits, load_split(digits_split), 0, torch.device("cpu"))
 
 
@@ -88,7 +84,7 @@ def read_history(path: Path) -> list[dict[str, str]]:
 # --------------------------------------------------------------------- on-device batch transform
 
 
-def test_transform_makes_unit_range_floats_at_the_networks_size(digits: data.Dataset) -> None:
+def test_transform_makes_unit_range_floats_at_the_networks_size(digits: prepare.Dataset) -> None:
     images = torch.from_numpy(digits.train_images[:32])  # uint8, 32 x 1 x 8 x 8
     before = images.clone()
     for size in (28, 6):  # up- and downsampling
@@ -181,7 +177,7 @@ def test_no_padding_only_mirrors() -> None:
     assert 0 < sum(flipped) < len(x)
 
 
-def test_augmenting_transform_needs_a_generator(digits: data.Dataset) -> None:
+def test_augmenting_transform_needs_a_generator(digits: prepare.Dataset) -> None:
     images = torch.from_numpy(digits.train_images[:4])
     transform = BatchTransform(SIZE, None, None)
     with pytest.raises(ValueError, match="generator"):
@@ -194,7 +190,7 @@ def test_augmenting_transform_needs_a_generator(digits: data.Dataset) -> None:
 
 
 def test_fold_data_is_the_folds_train_and_val_parts(
-    digits: data.Dataset, digits_split: Path
+    digits: prepare.Dataset, digits_split: Path
 ) -> None:
     split = load_split(digits_split)
     fold = fold_data(digits, split, 1, torch.device("cpu"))
@@ -338,7 +334,7 @@ def test_resuming_from_the_checkpoint_replays_the_uninterrupted_run(
 
 
 def test_cli_writes_history_and_a_self_describing_model(
-    digits_run: Any, digits: data.Dataset, digits_split: Path
+    digits_run: Any, digits: prepare.Dataset, digits_split: Path
 ) -> None:
     rows = read_history(digits_run.history)
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
@@ -446,7 +442,7 @@ def test_a_bug_inside_train_keeps_its_traceback(
 ) -> None:
     """Only what a user can fix becomes one line and exit 1; a bug or a CUDA failure propagates
     with its traceback instead of hiding behind 'convbench train: error: ...'."""
-    monkeypatch.setattr("convbench.train.train", raiser(bug))
+    monkeypatch.setattr("convbench.train_job.train", raiser(bug))
     with pytest.raises(type(bug)) as raised:
         convbench(train_argv(tmp_path))
     assert raised.value is bug
@@ -471,7 +467,7 @@ def test_a_users_mistake_is_one_line_before_any_training(
     message: str,
 ) -> None:
     started: list[int] = []
-    monkeypatch.setattr("convbench.train.train", lambda *a, **k: started.append(1))
+    monkeypatch.setattr("convbench.train_job.train", lambda *a, **k: started.append(1))
     assert convbench(train_argv(tmp_path, *extra)) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"convbench train: error: {message}")
@@ -756,7 +752,7 @@ def test_every_optimizer_and_schedule_learns(fold0: FoldData, settings: dict[str
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (on the CPU, "
                     "inductor's C++ build takes a minute; it passed there when last checked)")
-def test_compiled_training_matches_eager_training_loss_closely(digits: data.Dataset,
+def test_compiled_training_matches_eager_training_loss_closely(digits: prepare.Dataset,
                                                          digits_split: Path) -> None:
     data_ = fold_data(digits, load_split(digits_split), 0, torch.device("cuda"))
     eager = train(tiny_lenet(), data_, tiny_recipe(epochs=1), input_size=SIZE, seed=0)
@@ -768,7 +764,7 @@ def test_compiled_training_matches_eager_training_loss_closely(digits: data.Data
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_gpu_training_keeps_the_split_on_the_device(digits: data.Dataset, digits_split: Path,
+def test_gpu_training_keeps_the_split_on_the_device(digits: prepare.Dataset, digits_split: Path,
                                                     precision: str) -> None:
     device = torch.device("cuda")
     data = fold_data(digits, load_split(digits_split), 0, device)

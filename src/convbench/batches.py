@@ -1,4 +1,4 @@
-"""The batch transform that runs on the training device.
+"""A fold's images on the device, and the batch transform that runs there.
 
 The whole split lives on the device as uint8; each batch is turned into floats, resized,
 augmented and normalized there, so a GPU run never waits on CPU image work (as airbench, Keller
@@ -8,8 +8,14 @@ of PIL images is measured in benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from convbench.recipe import Recipe
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,3 +80,48 @@ class BatchTransform:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+
+class FoldError(ValueError):
+    """A fold that the split does not have."""
+
+
+@dataclass
+class FoldData:
+    """One fold's training and validation images on the training device, still uint8."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    num_classes: int
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_images.shape[1])
+
+
+def fold_data(dataset: Any, split: Any, fold: int, device: torch.device) -> FoldData:
+    """Cut fold ``fold`` of ``split`` out of a prepared dataset and move it to ``device`` once."""
+    if not 0 <= fold < split.folds:
+        raise FoldError(f"fold must be in 0..{split.folds - 1}, got {fold}")
+    train_idx, val_idx = split.train_indices(fold), split.val(fold)
+
+    def on_device(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+    return FoldData(
+        train_images=on_device(dataset.train_images[train_idx]),
+        train_labels=on_device(dataset.train_labels[train_idx].astype(np.int64)),
+        val_images=on_device(dataset.train_images[val_idx]),
+        val_labels=on_device(dataset.train_labels[val_idx].astype(np.int64)),
+        num_classes=dataset.num_classes,
+    )
+
+
+
+def make_transform(data: FoldData, recipe: Recipe, input_size: int) -> BatchTransform:
+    """The batch transform; normalization statistics come from the training fold only."""
+    mean, std = channel_stats(data.train_images) if recipe.normalize else (None, None)
+    return BatchTransform(input_size, mean, std, channels_last=recipe.channels_last)
+

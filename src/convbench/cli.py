@@ -1,7 +1,7 @@
 """The ``convbench`` command: one subcommand per pipeline stage.
 
-Each subcommand is a function ``(argv) -> int`` in the module named after it (``convbench train``:
-``convbench.train.main``); this file only dispatches, importing a command's module when that
+Each subcommand is a function ``(argv) -> int`` in the module named after it (``convbench evaluate``:
+``convbench.evaluate.main``); this file only dispatches, importing a command's module when that
 command is asked for (torch is slow to import).
 """
 
@@ -23,13 +23,13 @@ COMMANDS: dict[str, Command] = {
                       "list every network with default input size and parameters"),
     "summary": Command("convbench.summary", "summary_main",
                        "layer-by-layer table of one network"),
-    "download": Command("convbench.data", "download_main",
+    "download": Command("convbench.download", "main",
                         "download a dataset's raw files, verified by checksum"),
-    "prepare": Command("convbench.data", "prepare_main",
+    "prepare": Command("convbench.prepare", "main",
                        "turn raw files into one compact uint8 array file"),
     "split": Command("convbench.split", "main",
                      "write stratified K-fold splits of a prepared dataset"),
-    "train": Command("convbench.train", "main",
+    "train": Command("convbench.train_job", "main",
                      "train one network on one fold"),
     "evaluate": Command("convbench.evaluate", "main",
                         "evaluate a trained checkpoint on its fold and the test set"),

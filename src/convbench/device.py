@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -132,3 +133,11 @@ def claim_device(name: str = "auto", *, lock_dir: Path | None = None) -> Iterato
         else:
             torch.cuda.set_device(slot)
             yield f"cuda:{slot}"
+
+
+def describe_device(device: torch.device) -> str:
+    """The device in words, as results record it: the GPU's name, or the CPU's architecture and
+    torch's thread count."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.machine()}:{torch.get_num_threads()} threads"

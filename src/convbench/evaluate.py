@@ -20,17 +20,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from convbench._io import check_writable, positive_int, run_cli, write_json_atomic
-from convbench.batches import BatchTransform
-from convbench.device import DeviceError, claim_device, pick_device, synchronize
-from convbench.models import build
-from convbench.train import (
-    META_KEYS,
-    CheckpointError,
+from convbench.batches import BatchTransform, FoldError, fold_data, make_transform
+from convbench.checkpoint import META_KEYS, CheckpointError, load_checkpoint
+from convbench.device import (
+    DeviceError,
+    claim_device,
     describe_device,
-    load_checkpoint,
-    make_transform,
-    predict,
+    pick_device,
+    synchronize,
 )
+from convbench.inference import predict
+from convbench.models import build
 from convbench.recipe import resolve_recipe
 
 MISCLASSIFIED_KEPT = 64
@@ -123,8 +123,6 @@ def evaluate_checkpoint(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics of one trained job on its validation fold and on the test set, and the inference
     measurements (throughput, peak memory), which vary from run to run and are kept apart."""
-    from convbench.train import fold_data
-
     meta = checkpoint["meta"]
     if meta["data_sha256"] != dataset.sha256 or meta["split_id"] != split.split_id:
         raise EvaluationError(
@@ -295,7 +293,7 @@ def study_jobs(
 
 def evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str, Any]:
     """Score one checkpoint and write its metrics.json and perf.json; returns the metrics."""
-    from convbench.prepared import load_prepared
+    from convbench.prepare import load_prepared
     from convbench.split import check_matches, load_split
 
     for path in (job.out, job.perf_out):  # fail before the work, not after it
@@ -335,7 +333,7 @@ def scored_line(metrics: dict[str, Any], out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from convbench.prepared import DataError
+    from convbench.datasets import DataError
     from convbench.study import StudyError
 
     def action(args: argparse.Namespace) -> None:
@@ -346,5 +344,5 @@ def main(argv: list[str] | None = None) -> int:
             print(scored_line(metrics, job.out))
 
     # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
-    expected = (EvaluationError, CheckpointError, DataError, StudyError, DeviceError, OSError)
+    expected = (EvaluationError, FoldError, CheckpointError, DataError, StudyError, DeviceError, OSError)
     return run_cli(build_parser(), argv, action, expected=expected)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import platform
 import subprocess
 from pathlib import Path
 
@@ -84,6 +85,21 @@ def describe(version: object) -> str:
         parts.append(f"git {str(version['commit'])[:12]}{dirty}")
     parts.append(f"source sha256 {str(version.get('source_sha256'))[:12]}")
     return ", ".join(parts)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of what decides the numbers (read from metadata: importing torchvision is slow)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from convbench import __version__
+
+    versions = {"convbench": __version__, "python": platform.python_version()}
+    for package in ("torch", "torchvision", "numpy", "scikit-learn"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
 
 
 # ------------------------------------------------------------------------- what each stage runs

@@ -143,6 +143,8 @@ def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
 
     Warm-up is linear from lr/10 (or from 0 for onecycle's start) over ``warmup_epochs``; cosine then
     decays to 0; onecycle is warm-up to lr then a linear decay to 0 (30% warm-up if none is given).
+    Hand-written rather than a ``torch.optim.lr_scheduler``: a scheduler is state that a resumed run
+    would have to restore, while a function of the step replays exactly.
     """
     total = recipe.epochs * steps_per_epoch
     warmup = int(round(recipe.warmup_epochs * steps_per_epoch))

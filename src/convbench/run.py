@@ -17,9 +17,12 @@ from pathlib import Path
 
 import torch
 
-from convbench import evaluate, train
+from convbench import evaluate, train_job
 from convbench._io import run_cli
+from convbench.batches import FoldError
+from convbench.checkpoint import CheckpointError
 from convbench.device import DeviceError, claim_device
+from convbench.train import TrainingError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,12 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=int, default=None, help="only this repeat of the K-fold split")
     parser.add_argument("--fold", type=int, default=None, help="only this fold")
     parser.add_argument("--seed", type=int, default=None, help="only this training seed")
-    train.add_training_options(parser)
+    train_job.add_training_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from convbench.prepared import DataError
+    from convbench.datasets import DataError
     from convbench.study import StudyError, load_study
 
     def action(args: argparse.Namespace) -> None:
@@ -47,17 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         progress = sys.stderr.isatty() if args.progress is None else args.progress
         study = load_study(args.study)
         selection = (args.experiment, args.repeat, args.fold, args.seed)
-        trainings = train.study_jobs(study, *selection)
+        trainings = train_job.study_jobs(study, *selection)
         scorings = evaluate.study_jobs(study, *selection)
         for (job, paths), scoring in zip(trainings, scorings, strict=True):
             with claim_device(args.device) as device_name:
-                result = train.run_job(job, paths.data, paths.split, paths.out_dir,
+                result = train_job.run_job(job, paths.data, paths.split, paths.out_dir,
                                        device_name=device_name, resume=args.resume, progress=progress)
-                print(train.trained_line(job, result, paths.out_dir), flush=True)
+                print(train_job.trained_line(job, result, paths.out_dir), flush=True)
                 metrics = evaluate.evaluate_job(scoring, device_name, "best")
                 print(evaluate.scored_line(metrics, scoring.out), flush=True)
 
     # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
-    expected = (train.TrainingError, train.CheckpointError, evaluate.EvaluationError, DataError,
+    expected = (TrainingError, FoldError, CheckpointError, evaluate.EvaluationError, DataError,
                 StudyError, DeviceError, OSError)
     return run_cli(build_parser(), argv, action, expected=expected)

@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from convbench._io import run_cli, write_json_atomic
-from convbench.prepared import DataError, Dataset, load_prepared
+from convbench.datasets import DataError
+from convbench.prepare import Dataset, load_prepared
 
 SPLIT_FORMAT = "convbench-split/1"
 

@@ -30,7 +30,7 @@ from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
 STUDY_DIR = Path("conf/study")
 # Training-set size and the smallest class's count in it, so a study is checked against its data
 # before any job: K-fold needs K <= the smallest class, and a batch must fit in a training fold.
-# digits: the 75% stratified train part of scikit-learn's 1,797 images (convbench.data);
+# digits: the 75% stratified train part of scikit-learn's 1,797 images (convbench.prepare);
 # MNIST: its smallest class is the digit 5 (5,421 training images); Fashion-MNIST and KMNIST:
 # 6,000 per class (their publishers' READMEs).
 TRAIN_SIZES: dict[str, tuple[int, int]] = {

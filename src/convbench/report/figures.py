@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from convbench._io import atomic_write
-from convbench.prepared import Dataset
+from convbench.prepare import Dataset
 from convbench.report.load import ReportData
 from convbench.report.stats import ABLATION_METRICS, CONFIDENCE, PairedComparison
 from convbench.report.tables import leaderboard

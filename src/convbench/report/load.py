@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from convbench.prepared import Dataset
+from convbench.prepare import Dataset
 from convbench.study import Run, Study
 
 
@@ -97,7 +97,7 @@ def load_report_data(
     ``results_dir`` and ``data_path`` default to the study's own paths. A run file that disagrees
     with study.json (a stale aggregate) is refused rather than reported.
     """
-    from convbench.prepared import load_prepared
+    from convbench.prepare import load_prepared
 
     study, results = load_study_results(study_path, selection, results_dir)
     run_metrics: dict[tuple[str, Run], dict[str, Any]] = {}

@@ -95,7 +95,9 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
     With m tests sorted by p, the i-th smallest (from 0) becomes ``max over j <= i of
     min(1, (m - j) p_(j))``: the family-wise error stays at the nominal level, whatever the
-    dependence between the tests.
+    dependence between the tests. Written here because scipy (``false_discovery_control``) has only
+    the Benjamini-Hochberg/Yekutieli adjustments, and statsmodels' ``multipletests`` would be a
+    dependency for these eight lines.
     """
     defined = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
     adjusted = [math.nan] * len(p_values)
