@@ -39,6 +39,8 @@ rule all:
     input:
         f"{STUDY.reports_dir}/report.html",
         STUDY.study_results_path,
+        STUDY.scores_path,
+        STUDY.ablations_path,
         [STUDY.experiment_results_path(name) for name in STUDY.experiments],
         [run_files(name, ["model.pt", "history.csv", "metrics.json", "perf.json"])
          for name in STUDY.experiments],

@@ -9,6 +9,8 @@ test can run alone or in any order.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -382,16 +384,29 @@ def test_a_report_edit_reruns_only_the_report(finished: Path, tmp_path: Path) ->
 
 
 def test_dvc_exp_run_with_a_changed_param_moves_the_metrics(finished: Path, tmp_path: Path) -> None:
+    """DVC's views show results: the metrics are scores.json and ablations.json (accuracies, size,
+    cost, verdicts), so a changed recipe moves its experiment's numbers and nothing else, and
+    `dvc exp show --only-changed` is the changed parameter and those numbers."""
     project = copy_of(finished, tmp_path)  # dvc.lock: DVC's record of the baseline, to diff against
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "baseline results", "--allow-empty"], project)
+    shown = yaml.safe_load(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    files = shown[""]["data"]
+    assert set(files) == {"results/scores.json", "results/ablations.json"}
     run(["dvc", "exp", "run", "-S", "+experiments.mlp.recipe.epochs=3"], project)
     assert yaml.safe_load((project / "params.yaml").read_text())["experiments"]["mlp"]["recipe"]["epochs"] == 3
-    diff = run(["dvc", "metrics", "diff", "--json"], project).stdout
-    moved = yaml.safe_load(diff)
-    changed = [path for path, values in moved.items() if values]
-    assert "results/study.json" in changed
-    assert "results/_experiments/mlp.json" in changed and "results/_experiments/lenet_relu.json" not in changed
+    moved = yaml.safe_load(run(["dvc", "metrics", "diff", "--json"], project).stdout)
+    changed = {path: set(values) for path, values in moved.items() if values}
+    assert set(changed) <= {"results/scores.json", "results/ablations.json"}
+    assert changed["results/scores.json"] and all(key.startswith("experiments.mlp.")
+                                                  for key in changed["results/scores.json"])
+    table = run(["dvc", "exp", "show", "--only-changed", "--csv"], project).stdout
+    header = next(csv.reader(io.StringIO(table)))
+    assert "experiments.mlp.recipe.epochs" in header
+    assert "experiments.mlp.val_acc_mean" in header and "experiments.lenet_relu.val_acc_mean" not in header
+    # tens of columns, not the hundreds of hashes, versions and timings
+    assert len(header) < 40, header
+    assert not any("sha256" in column or "seconds" in column or "version" in column for column in header)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ import pytest
 import scipy.stats
 import yaml
 
-from convbench.report import card, cli, figures, load, render, stats, tables
+from convbench import stats
+from convbench.report import card, cli, figures, load, render, tables
 from convbench.study import load_study
 
 EXPERIMENTS = ("lenet_relu", "mlp")
@@ -500,3 +501,77 @@ def test_a_bug_inside_report_keeps_its_traceback(
     with pytest.raises(type(bug)) as raised:
         cli.main(["--study", "params.yaml"])
     assert raised.value is bug
+
+
+# ------------------------------------------------------------ the files convbench aggregate writes
+
+
+def test_ablations_json_holds_each_comparison_as_the_statistics_compute_it(
+    tiny_study: Path
+) -> None:
+    results_dir = tiny_study / "results"
+    document = json.loads((results_dir / "ablations.json").read_text())
+    study = load_study(tiny_study / "params.yaml")
+    study_results = json.loads((results_dir / "study.json").read_text())
+    expected = {(r["ablation"], r["metric"]): r for r in stats.ablation_results(study, study_results)}
+    assert set(document["ablations"]) == set(study.ablations)
+    assert (document["folds"], document["repeats"]) == (study.folds, study.repeats)
+    for name, entry in document["ablations"].items():
+        for key, metric in stats.ABLATION_METRICS:
+            want, got = expected[name, metric], entry[key]
+            c = want["comparison"]
+            assert got["differences"] == list(c.differences)
+            assert got["difference"] == c.mean
+            assert got["verdict"] == want["verdict_code"]
+            for field, value in (("ci_low", c.ci_low), ("ci_high", c.ci_high), ("p", c.p),
+                                 ("p_holm", want["p_holm"])):
+                assert got[field] == (value if math.isfinite(value) else None), field
+    # read back, the report's rows are the same comparisons
+    back = {(r["ablation"], r["metric"]): r for r in stats.results_from_document(study, document)}
+    assert back.keys() == expected.keys()
+    for key, row in back.items():
+        assert row["comparison"].differences == expected[key]["comparison"].differences
+        assert row["verdict"] == expected[key]["verdict"]
+        assert row["would_take"] == expected[key]["would_take"]
+
+
+def test_scores_json_holds_only_results(tiny_study: Path) -> None:
+    """What DVC shows as metrics: accuracies, size and cost, nothing that differs between two
+    bit-identical runs (hashes, versions, timings, paths)."""
+    results_dir = tiny_study / "results"
+    scores = json.loads((results_dir / "scores.json").read_text())
+    study_results = json.loads((results_dir / "study.json").read_text())
+    assert set(scores["experiments"]) == set(study_results["experiments"])
+    for name, row in scores["experiments"].items():
+        assert set(row) == {"val_acc_mean", "val_acc_std", "test_acc_mean", "test_acc_std", "params", "macs"}
+        assert all(row[key] == study_results["experiments"][name][key] for key in row)
+
+    def leaves(node: Any) -> list[Any]:
+        return [leaf for value in node.values() for leaf in leaves(value)] if isinstance(node, dict) else [node]
+
+    ablations = json.loads((results_dir / "ablations.json").read_text())
+    for leaf in leaves(scores) + leaves(ablations):
+        assert not (isinstance(leaf, str) and len(leaf) >= 40 and all(c in "0123456789abcdef" for c in leaf))
+
+
+def test_the_report_reads_the_verdicts_from_ablations_json(
+    tiny_study: Path, tmp_path: Path, convbench: Any
+) -> None:
+    """The report shows what aggregate decided, and refuses an ablations.json of another study."""
+    copy = tmp_path / "study"
+    shutil.copytree(tiny_study, copy, ignore=shutil.ignore_patterns("reports"))
+    path = copy / "results/ablations.json"
+    document = json.loads(path.read_text())
+    entry = document["ablations"]["convolutions"]["val_acc"]
+    entry.update(difference=12.345, ci_low=-1.111, ci_high=25.801, p=0.0625, p_holm=0.125,
+                 verdict="no clear difference")  # numbers no run of this study gives
+    path.write_text(json.dumps(document))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(copy)
+        assert convbench(["report", "--study", "params.yaml"]) == 0
+        page = (copy / "reports/report.html").read_text(encoding="utf-8")
+        assert "95% CI [-1.11, +25.80] points includes zero (mean +12.35, corrected t-test p = 0.062" in page
+        assert "What it would take: at this spread" in page
+        document["ablations"]["renamed"] = document["ablations"].pop("convolutions")
+        path.write_text(json.dumps(document))
+        assert convbench(["report", "--study", "params.yaml"]) == 1

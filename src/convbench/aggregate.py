@@ -235,16 +235,43 @@ def aggregate_study(study: Any) -> dict[str, Any]:
     }
 
 
+SCORE_KEYS = ("val_acc_mean", "val_acc_std", "test_acc_mean", "test_acc_std", "params", "macs")
+
+
+def scores(study_results: dict[str, Any]) -> dict[str, Any]:
+    """results/scores.json: per experiment the numbers people compare (accuracies with their
+    spread, size and cost), each once, and nothing that differs between two bit-identical runs."""
+    return {"experiments": {name: {key: row[key] for key in SCORE_KEYS}
+                            for name, row in study_results["experiments"].items()}}
+
+
+def ablations(study: Any, study_results: dict[str, Any]) -> dict[str, Any]:
+    """results/ablations.json: every named ablation compared fold by fold (convbench.stats)."""
+    from convbench.stats import ComparisonError, ablation_results, ablations_document
+
+    try:
+        return ablations_document(study, ablation_results(study, study_results))
+    except ComparisonError as err:
+        raise AggregateError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench aggregate",
         description="Means and spreads: with --experiment, of one experiment's runs "
         "(results/<experiment>/r<repeat>-fold<k>-seed<s>/metrics.json and perf.json); without, the "
-        "study's results/study.json from every experiment's results/_experiments/<experiment>.json.",
+        "study's results/study.json from every experiment's results/_experiments/<experiment>.json, "
+        "with scores.json (what DVC shows as metrics) and ablations.json (each named ablation's "
+        "paired comparison and verdict) beside it.",
     )
     parser.add_argument("--study", type=Path, required=True, help="the study file (params.yaml)")
     parser.add_argument("--experiment", default=None, help="aggregate this experiment's runs")
     parser.add_argument("--out", type=Path, required=True, help="JSON to write")
+    parser.add_argument("--scores-out", type=Path, default=None,
+                        help="without --experiment: the scores to write (default: scores.json beside --out)")
+    parser.add_argument("--ablations-out", type=Path, default=None,
+                        help="without --experiment: the ablation results to write (default: "
+                             "ablations.json beside --out)")
     return parser
 
 
@@ -259,13 +286,21 @@ def main(argv: list[str] | None = None) -> int:
             write_json_atomic(args.out, result["experiments"][args.experiment])
         else:
             result = aggregate_study(study)
+            compared = ablations(study, result)
             write_json_atomic(args.out, result)
+            write_json_atomic(args.scores_out or args.out.with_name("scores.json"), scores(result))
+            write_json_atomic(args.ablations_out or args.out.with_name("ablations.json"), compared)
         width = max(map(len, result["experiments"]), default=10)
         for name, row in result["experiments"].items():
             print(
                 f"{name:<{width}}  val {row['val_acc_mean']:.4f} ± {row['val_acc_std']:.4f}  "
                 f"test {row['test_acc_mean']:.4f} ± {row['test_acc_std']:.4f}  ({row['runs']} runs)"
             )
+        if args.experiment is None:
+            for name, entry in compared["ablations"].items():
+                val = entry["val_acc"]
+                print(f"ablation {name}: {entry['treatment']} − {entry['baseline']} "
+                      f"{val['difference']:+.2f} points (validation): {val['verdict']}")
 
     # What a user can cause and fix; a KeyError or any other error is a bug and keeps its traceback.
     return run_cli(build_parser(), argv, action, expected=(AggregateError, StudyError, OSError))

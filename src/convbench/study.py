@@ -168,6 +168,18 @@ class Study:
         """``convbench aggregate``'s file: the study card and every experiment's results."""
         return f"{self.results_dir}/study.json"
 
+    @property
+    def scores_path(self) -> str:
+        """The study step's DVC metrics: each experiment's accuracies (mean, std), params and MACs,
+        and nothing that differs between two bit-identical runs (no hash, version or timing)."""
+        return f"{self.results_dir}/scores.json"
+
+    @property
+    def ablations_path(self) -> str:
+        """The study step's ablation results: per ablation and accuracy, the paired comparison and
+        its verdict (a DVC metric, so ``dvc metrics diff`` shows a verdict that changed)."""
+        return f"{self.results_dir}/ablations.json"
+
     def all_runs(self) -> list[tuple[str, Run]]:
         """Every (experiment, run) of the study: each one network trained once."""
         return [(name, run) for name in self.experiments for run in self.runs()]

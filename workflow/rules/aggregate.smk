@@ -1,5 +1,6 @@
 # An experiment's means and spreads over its runs, then the study's over every experiment: both are
-# `convbench aggregate` (results/_experiments/<experiment>.json, results/study.json).
+# `convbench aggregate` (results/_experiments/<experiment>.json; results/study.json, with
+# results/scores.json and results/ablations.json, the files DVC shows as metrics).
 rule aggregate_experiment:
     input:
         runs=lambda wildcards: run_files(wildcards.experiment, ["metrics.json", "perf.json"]),
@@ -20,10 +21,13 @@ rule aggregate:
         experiments=[STUDY.experiment_results_path(name) for name in STUDY.experiments],
         code=code("aggregate"),
     output:
-        STUDY.study_results_path,
+        results=STUDY.study_results_path,
+        scores=STUDY.scores_path,
+        ablations=STUDY.ablations_path,
     params:
         study=STUDY_FILE,
     log:
         f"{LOGS}/aggregate.log",
     shell:
-        "convbench aggregate --study {params.study} --out {output} > {log} 2>&1"
+        "convbench aggregate --study {params.study} --out {output.results}"
+        " --scores-out {output.scores} --ablations-out {output.ablations} > {log} 2>&1"

@@ -1,6 +1,7 @@
 rule report:
     input:
         results=STUDY.study_results_path,
+        ablations=STUDY.ablations_path,
         runs=[run_files(name, ["metrics.json", "perf.json", "history.csv"]) for name in STUDY.experiments],
         data=STUDY.prepared_path,
         notebook="workflow/notebooks/report.ipynb",

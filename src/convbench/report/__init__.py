@@ -16,6 +16,6 @@ though only the template calls them: ``convbench.provenance`` follows imports fr
 module (through this package) to list the files whose edit reruns the report.
 """
 
-from convbench.report import card, figures, load, stats, tables
+from convbench.report import card, figures, load, tables
 
 __all__ = ["card", "figures", "load", "stats", "tables"]

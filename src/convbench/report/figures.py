@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from convbench._io import atomic_write
 from convbench.prepare import Dataset
 from convbench.report.load import ReportData
-from convbench.report.stats import ABLATION_METRICS, CONFIDENCE, PairedComparison
+from convbench.stats import ABLATION_METRICS, CONFIDENCE, PairedComparison
 from convbench.report.tables import leaderboard
 from convbench.study import REPORT_FIGURES
 

@@ -1,7 +1,7 @@
 """What the report reads, and the checks that refuse a report that would be wrong.
 
-Everything comes from the files the pipeline wrote: ``results/study.json`` (``convbench
-aggregate``), each run's metrics.json, perf.json and history.csv, and the prepared data. A file
+Everything comes from the files the pipeline wrote: ``results/study.json`` and
+``results/ablations.json`` (``convbench aggregate``), each run's metrics.json, perf.json and history.csv, and the prepared data. A file
 that is missing, unreadable or disagrees with study.json (a stale aggregate) is refused with its
 name and the command that makes it, before anything is drawn. perf.json alone may be missing, as
 ``convbench aggregate`` allows: its measurements are not results, and the report says "n/a".
@@ -10,7 +10,7 @@ name and the command that makes it, before anything is drawn. perf.json alone ma
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ class ReportData:
     perf: dict[tuple[str, Run], dict[str, Any]]  # results/<exp>/<run>/perf.json, of the runs that have one
     history: pd.DataFrame  # every history.csv, with experiment, repeat, fold and seed columns
     dataset: Dataset
+    # results/ablations.json, as convbench.stats.ablation_results rows
+    ablations: list[dict[str, Any]] = field(default_factory=list)
 
     def runs_of(self, experiment: str) -> list[dict[str, Any]]:
         """The metrics of every run of ``experiment``."""
@@ -67,6 +69,21 @@ def check_study_results(study: Study, results: dict[str, Any]) -> None:
                 f"for {len(want)} ({study.repeats} repeats x {study.folds} folds x "
                 f"{len(study.seeds)} seeds); rerun the pipeline"
             )
+
+
+def load_ablations(study: Study) -> list[dict[str, Any]]:
+    """results/ablations.json, checked to compare exactly the study's named pairs on its folds."""
+    from convbench.stats import results_from_document
+
+    path = Path(study.ablations_path)
+    document = _read_json(path, "convbench aggregate")
+    found = {name: (entry.get("baseline"), entry.get("treatment"))
+             for name, entry in document.get("ablations", {}).items()}
+    wanted = {name: (a.baseline, a.treatment) for name, a in study.ablations.items()}
+    if found != wanted or (document.get("folds"), document.get("repeats")) != (study.folds, study.repeats):
+        raise ReportError(f"{path} does not compare this study's ablations on its {study.repeats} x "
+                          f"{study.folds} folds (found {found or 'none'}); rerun 'convbench aggregate'")
+    return results_from_document(study, document)
 
 
 def load_study_results(
@@ -122,7 +139,8 @@ def load_report_data(
             histories.append(read_history(run_dir / "history.csv").assign(
                 experiment=name, repeat=run.repeat, fold=run.fold, seed=run.seed))
     dataset = load_prepared(data_path if data_path is not None else study.prepared_path)
-    return ReportData(study, results, run_metrics, perf, pd.concat(histories, ignore_index=True), dataset)
+    return ReportData(study, results, run_metrics, perf, pd.concat(histories, ignore_index=True), dataset,
+                      load_ablations(study))
 
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")

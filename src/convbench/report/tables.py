@@ -15,7 +15,7 @@ import pandas as pd
 
 from convbench import reference
 from convbench.report.load import ReportData
-from convbench.report.stats import PairedComparison, format_p
+from convbench.stats import PairedComparison, format_p
 from convbench.study import Study
 
 
@@ -192,6 +192,8 @@ def ablations_html(results: list[dict[str, Any]]) -> str:
     for name, rows in by_name.items():
         verdicts = "".join(
             f"<br>{html.escape(r['metric'])}: <span class='verdict'>{html.escape(r['verdict'])}</span>"
+            + (f"<br><span class='would-take'>What it would take: {html.escape(r['would_take'])}</span>"
+               if r.get("would_take") else "")
             for r in rows
         )
         question = html.escape(rows[0]["question"] or f"{rows[0]['treatment']} vs {rows[0]['baseline']}")

@@ -1,8 +1,10 @@
-"""How sure the report is: paired comparisons of the study's ablations, fold by fold.
+"""How sure a study is: paired comparisons of its ablations, fold by fold, and what it would take.
 
 The corrected resampled t-test (Nadeau & Bengio 2003), Holm's adjustment over the study's
-ablations, and the verdicts that claim no more than the interval supports. The numbers come from
-study.json's per-run accuracies; nothing here reads a file.
+ablations, the verdicts that claim no more than the interval supports, and, where the data cannot
+tell, the smallest difference the study could detect and the runs it would need to detect the one
+it saw. The numbers come from the experiments' per-run accuracies; nothing here reads a file.
+``convbench aggregate`` writes the results to ``results/ablations.json``; the report reads that file.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from convbench.report.load import ReportError
 from convbench.study import Study
 
 CONFIDENCE = 0.95
+POWER = 0.80  # the chance of detecting a real difference of the planned size: the usual 80%
+
+
+class ComparisonError(ValueError):
+    """Two experiments that cannot be compared fold by fold (they were not run on the same folds)."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,82 @@ def verdict(
             f"(corrected t-test {p_text(c.p)}{adjusted}, {folds})")
 
 
+def verdict_code(comparison: PairedComparison, p_adjusted: float | None = None) -> str:
+    """The verdict in one word, as :func:`verdict` words it: ``better``, ``worse``, ``no clear
+    difference``, ``no difference`` or ``cannot tell`` (the value ``dvc metrics diff`` shows)."""
+    c = comparison
+    if c.n < 2:
+        return "cannot tell"
+    if c.std == 0:
+        return "no difference" if c.mean == 0 else ("better" if c.mean > 0 else "worse")
+    if c.ci_low <= 0 <= c.ci_high:
+        return "no clear difference"
+    if p_adjusted is not None and not math.isnan(p_adjusted) and p_adjusted >= 1 - c.confidence:
+        return "no clear difference"
+    return "better" if c.mean > 0 else "worse"
+
+
+def detectable_difference(
+    std: float, resamples: int, test_train_ratio: float, *, confidence: float = CONFIDENCE,
+    power: float = POWER,
+) -> float:
+    """The smallest true mean difference (in the units of ``std``) that the corrected test at level
+    ``1 - confidence`` detects with probability ``power``, from ``resamples`` paired differences
+    whose standard deviation is ``std``.
+
+    The usual power approximation of a t-test, with the corrected resampled test's standard error:
+    ``(t_{1-alpha/2} + t_{power}) * sqrt(1/J + n_test/n_train) * s``, both quantiles of Student's
+    t with J - 1 degrees of freedom. The correction term does not shrink with J: repeats of K-fold
+    cross-validation never push the detectable difference below ``(z_{1-alpha/2} + z_{power}) *
+    s / sqrt(K - 1)``; only more folds or less noise do. NaN for fewer than 2 resamples.
+    """
+    from scipy import stats
+
+    if resamples < 2 or not math.isfinite(std):
+        return math.nan
+    df = resamples - 1
+    quantiles = float(stats.t.ppf(0.5 + confidence / 2, df) + stats.t.ppf(power, df))
+    return quantiles * math.sqrt(1 / resamples + test_train_ratio) * std
+
+
+def repeats_needed(
+    difference: float, std: float, folds: int, *, confidence: float = CONFIDENCE, power: float = POWER,
+    max_repeats: int = 100,
+) -> int | None:
+    """How many repeats R of K-fold cross-validation (J = R x K resamples) make ``difference``
+    detectable (:func:`detectable_difference`) at the spread ``std`` of the per-fold differences;
+    None when no number up to ``max_repeats`` does (the corrected test's floor is above it)."""
+    if folds < 2 or not math.isfinite(std) or not math.isfinite(difference) or difference == 0:
+        return None
+    ratio = 1 / (folds - 1)
+    for repeats in range(1, max_repeats + 1):
+        if detectable_difference(std, repeats * folds, ratio, confidence=confidence, power=power) <= abs(difference):
+            return repeats
+    return None
+
+
+def what_it_would_take(comparison: PairedComparison, folds: int, repeats: int) -> str:
+    """For a comparison that cannot tell: the smallest difference this study could detect, and the
+    repeats of K-fold (R x K runs per experiment and seed) it would need to detect the one it saw."""
+    c = comparison
+    if c.n < 2 or c.std == 0:
+        return ""
+    smallest = detectable_difference(c.std, c.n, c.test_train_ratio, confidence=c.confidence)
+    level = f"{100 * (1 - c.confidence):g}% level, {100 * POWER:g}% power"
+    line = (f"at this spread (sd {c.std:.2f} points between folds) and {c.n} folds, this study "
+            f"detects a difference of {smallest:.2f} points or more ({level})")
+    needed = repeats_needed(c.mean, c.std, folds, confidence=c.confidence)
+    if c.mean == 0:
+        return line + "; the observed mean difference is zero"
+    if needed is None:
+        return (line + f"; no number of repeats of {folds}-fold cross-validation would detect the "
+                f"observed {c.mean:+.2f} points: it needs more folds or less noise")
+    if needed <= repeats:
+        return line + f"; the observed {c.mean:+.2f} points is not smaller than that, but the test did not reach significance"
+    return (line + f"; to detect the observed {c.mean:+.2f} points, if it is real, it would need "
+            f"{needed} repeats of {folds}-fold ({needed * folds} runs per experiment)")
+
+
 ABLATION_METRICS = (("val_acc", "validation (cross-validated)"), ("test_acc", "test"))
 
 
@@ -179,7 +261,7 @@ def ablation_results(study: Study, study_results: dict[str, Any]) -> list[dict[s
         for key, metric in ABLATION_METRICS:
             base_cells, treat_cells = resample_means(base, key), resample_means(treat, key)
             if base_cells.keys() != treat_cells.keys():
-                raise ReportError(f"ablation {ablation.name!r}: {ablation.baseline} and "
+                raise ComparisonError(f"ablation {ablation.name!r}: {ablation.baseline} and "
                                   f"{ablation.treatment} were not run on the same folds")
             results.append({
                 "ablation": ablation.name,
@@ -195,4 +277,66 @@ def ablation_results(study: Study, study_results: dict[str, Any]) -> list[dict[s
         for r, adjusted in zip(family, holm([r["comparison"].p for r in family]), strict=True):
             r["p_holm"] = adjusted
             r["verdict"] = verdict(r["comparison"], r["baseline"], r["treatment"], adjusted)
+            r["verdict_code"] = verdict_code(r["comparison"], adjusted)
+            unclear = r["verdict_code"] in ("no clear difference", "cannot tell")
+            r["would_take"] = what_it_would_take(r["comparison"], study.folds, study.repeats) if unclear else ""
+    return results
+
+
+def _number(value: float) -> float | None:
+    """A float for JSON: NaN and infinities (undefined) become null."""
+    return float(value) if math.isfinite(value) else None
+
+
+def ablations_document(study: Study, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """``results/ablations.json``: per ablation and accuracy, the per-fold differences, mean,
+    corrected interval, p, Holm-adjusted p, the verdict, and what it would take."""
+    ablations: dict[str, Any] = {}
+    for r in results:
+        c: PairedComparison = r["comparison"]
+        entry = ablations.setdefault(r["ablation"], {"baseline": r["baseline"], "treatment": r["treatment"]})
+        key = next(key for key, metric in ABLATION_METRICS if metric == r["metric"])
+        smallest = detectable_difference(c.std, c.n, c.test_train_ratio, confidence=c.confidence)
+        entry[key] = {
+            "verdict": r["verdict_code"],
+            "difference": c.mean,
+            "ci_low": _number(c.ci_low),
+            "ci_high": _number(c.ci_high),
+            "p": _number(c.p),
+            "p_holm": _number(r["p_holm"]),
+            "detectable_difference": _number(smallest),
+            "repeats_needed": repeats_needed(c.mean, c.std, study.folds, confidence=c.confidence),
+            "differences": list(c.differences),
+            "std": c.std,
+            "t": _number(c.t),
+        }
+    return {"confidence": CONFIDENCE, "power": POWER, "folds": study.folds, "repeats": study.repeats,
+            "ablations": ablations}
+
+
+def results_from_document(study: Study, document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows :func:`ablation_results` returns, read back from ``results/ablations.json``: the
+    numbers as aggregate computed them, the sentences worded from them (and the study's questions)."""
+    def undefined(value: float | None, default: float) -> float:
+        return default if value is None else float(value)
+
+    results = []
+    for name, entry in document["ablations"].items():
+        for key, metric in ABLATION_METRICS:
+            numbers = entry[key]
+            comparison = PairedComparison(
+                tuple(numbers["differences"]), numbers["difference"], numbers["std"],
+                undefined(numbers["ci_low"], -math.inf), undefined(numbers["ci_high"], math.inf),
+                undefined(numbers["t"], math.nan), undefined(numbers["p"], math.nan),
+                1 / (document["folds"] - 1), document["confidence"])
+            p_holm = undefined(numbers["p_holm"], math.nan)
+            unclear = numbers["verdict"] in ("no clear difference", "cannot tell")
+            results.append({
+                "ablation": name, "question": study.ablations[name].question,
+                "baseline": entry["baseline"], "treatment": entry["treatment"], "metric": metric,
+                "comparison": comparison, "p_holm": p_holm, "verdict_code": numbers["verdict"],
+                "verdict": verdict(comparison, entry["baseline"], entry["treatment"], p_holm),
+                "would_take": (what_it_would_take(comparison, document["folds"], document["repeats"])
+                               if unclear else ""),
+            })
     return results
