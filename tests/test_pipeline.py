@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from convbench.study import REPORT_FIGURES
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("lenet_relu", "mlp")
 FOLDS = 2
@@ -407,6 +409,23 @@ def test_dvc_exp_run_with_a_changed_param_moves_the_metrics(finished: Path, tmp_
     # tens of columns, not the hundreds of hashes, versions and timings
     assert len(header) < 40, header
     assert not any("sha256" in column or "seconds" in column or "version" in column for column in header)
+
+
+def test_dvc_plots_show_every_runs_learning_curve_and_the_report_figures(finished: Path) -> None:
+    """`dvc plots show` loads one learning-curve plot per run (results/_curves/<experiment>/<run>.csv,
+    only plottable data) and the report's figures, without an error."""
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], finished).stdout)
+    errors = shown.get("errors") or {}
+    assert not errors, errors
+    plots = shown.get("data", shown)
+    curves = {name for name in plots if "_curves/" in name}
+    assert curves == {f"results/_curves/{exp}/{run_name}.csv" for exp in EXPERIMENTS for run_name in RUNS}
+    figures_shown = {Path(name).stem for name in plots if name.endswith(".png")}
+    assert figures_shown == set(REPORT_FIGURES)
+    for name in curves:  # every curve holds each run's epochs, with no timing column
+        rows = list(csv.DictReader(io.StringIO((finished / name).read_text())))
+        assert [int(row["epoch"]) for row in rows] == list(range(1, TINY_STUDY["recipe"]["epochs"] + 1))
+        assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"}
 
 
 @pytest.mark.parametrize(

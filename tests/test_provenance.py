@@ -126,7 +126,7 @@ def test_dvc_yaml_spells_the_layout_convbench_study_defines() -> None:
     for name in study.experiments:
         runs = {str(Path(study.run_dir(name, run)).parent) for run in study.runs()}
         assert outputs("run", name) == runs
-        assert outputs("aggregate_experiment", name) == {study.experiment_results_path(name)}
+        assert outputs("aggregate_experiment", name) == {study.experiment_results_path(name), study.curves_dir(name)}
     assert outputs("aggregate") == {study.study_results_path, study.scores_path, study.ablations_path}
     assert outputs("report") == {f"{study.reports_dir}/{name}" for name in
                                  ("report.html", "report.ipynb", "figures")}

@@ -9,6 +9,8 @@ its sample standard deviation (ddof=1).
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from convbench._io import run_cli, write_json_atomic
+from convbench._io import atomic_write, run_cli, write_json_atomic
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -192,6 +194,37 @@ def aggregate_experiment(study: Any, experiment: str) -> dict[str, Any]:
     return aggregate(runs)["experiments"][experiment]
 
 
+CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+
+
+def write_curves(study: Any, experiment: str, out_dir: Path) -> list[Path]:
+    """Each run's learning curve, ``<run>.csv`` in ``out_dir``: its history.csv less the timings.
+
+    A directory that holds only plottable, bit-identical files is what ``dvc plots`` reads (a run's
+    directory also holds model.pt, and its history.csv wall-clock columns); the values are copied
+    as history.csv spells them. Files of runs the study no longer has are removed.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for run in study.runs():
+        history = Path(study.run_dir(experiment, run)) / "history.csv"
+        try:
+            with open(history, newline="", encoding="utf-8") as file:
+                rows = [{column: row[column] for column in CURVE_COLUMNS} for row in csv.DictReader(file)]
+        except (KeyError, UnicodeDecodeError, csv.Error) as err:
+            raise ResultFileError(f"{history}: not a history written by convbench train ({err}); "
+                                  "train the run again") from None
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        path = out_dir / f"{run.name}.csv"
+        written.append(atomic_write(path, lambda file, text=buffer.getvalue(): file.write(text.encode())))
+    for stale in set(out_dir.glob("*.csv")) - set(written):
+        stale.unlink()
+    return written
+
+
 def aggregate_study(study: Any) -> dict[str, Any]:
     """results/study.json: the study card plus every experiment's results, in study order.
 
@@ -267,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", type=Path, required=True, help="the study file (params.yaml)")
     parser.add_argument("--experiment", default=None, help="aggregate this experiment's runs")
     parser.add_argument("--out", type=Path, required=True, help="JSON to write")
+    parser.add_argument("--curves-out", type=Path, default=None,
+                        help="with --experiment: also write each run's learning curve (history.csv "
+                             "less the timings) as <run>.csv in this directory, for DVC's plots")
     parser.add_argument("--scores-out", type=Path, default=None,
                         help="without --experiment: the scores to write (default: scores.json beside --out)")
     parser.add_argument("--ablations-out", type=Path, default=None,
@@ -284,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             study.experiment(args.experiment)  # refuses an unknown name
             result = {"experiments": {args.experiment: aggregate_experiment(study, args.experiment)}}
             write_json_atomic(args.out, result["experiments"][args.experiment])
+            if args.curves_out is not None:
+                write_curves(study, args.experiment, args.curves_out)
         else:
             result = aggregate_study(study)
             compared = ablations(study, result)

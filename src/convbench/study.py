@@ -163,6 +163,11 @@ class Study:
         and the study step on ``results/_experiments``; "_" never starts an experiment name."""
         return f"{self.results_dir}/_experiments/{experiment}.json"
 
+    def curves_dir(self, experiment: str) -> str:
+        """``convbench aggregate --experiment``'s learning curves: one CSV per run, each epoch's
+        losses and accuracies without the timings, so DVC can plot them (``dvc plots``)."""
+        return f"{self.results_dir}/_curves/{experiment}"
+
     @property
     def study_results_path(self) -> str:
         """``convbench aggregate``'s file: the study card and every experiment's results."""

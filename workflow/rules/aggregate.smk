@@ -3,17 +3,18 @@
 # results/scores.json and results/ablations.json, the files DVC shows as metrics).
 rule aggregate_experiment:
     input:
-        runs=lambda wildcards: run_files(wildcards.experiment, ["metrics.json", "perf.json"]),
+        runs=lambda wildcards: run_files(wildcards.experiment, ["metrics.json", "perf.json", "history.csv"]),
         code=code("aggregate"),
     output:
-        STUDY.experiment_results_path("{experiment}"),
+        results=STUDY.experiment_results_path("{experiment}"),
+        curves=directory(STUDY.curves_dir("{experiment}")),
     params:
         study=STUDY_FILE,
     log:
         f"{LOGS}/aggregate/{{experiment}}.log",
     shell:
         "convbench aggregate --study {params.study} --experiment {wildcards.experiment}"
-        " --out {output} > {log} 2>&1"
+        " --out {output.results} --curves-out {output.curves} > {log} 2>&1"
 
 
 rule aggregate:
