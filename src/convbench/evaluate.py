@@ -185,6 +185,7 @@ def evaluate_checkpoint(
         "final_train_loss": history[-1]["train_loss"],
         "final_train_acc": history[-1]["train_acc"],
         "recipe": meta["recipe"],
+        "threads": meta.get("threads"),  # CPU results depend on it: a setting, as the recipe is
         "code_version": meta["code_version"],
         "packages": meta["packages"],
     }
