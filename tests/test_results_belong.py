@@ -8,13 +8,11 @@ pipeline runs them; each test changes its own copy.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from contextlib import chdir
 from pathlib import Path
 from typing import Callable
