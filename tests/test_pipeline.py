@@ -428,6 +428,48 @@ def test_dvc_plots_show_every_runs_learning_curve_and_the_report_figures(finishe
         assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"}
 
 
+def changed_study(finished: Path, tmp_path: Path, change) -> Path:
+    """A copy of the finished study whose study file (conf/study and params.yaml) ``change`` edited."""
+    copy = copy_of(finished, tmp_path)
+    study = yaml.safe_load(yaml.safe_dump(TINY_STUDY))
+    change(study)
+    write_study(copy, study)
+    return copy
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s["ablations"]["convolutions"].update(baseline="lenet_relu", treatment="mlp"),
+        lambda s: s["ablations"].update(more={"baseline": "lenet_relu", "treatment": "mlp"}),
+        lambda s: s.update(description="another description"),
+    ],
+    ids=["ablation swapped", "ablation added", "description"],
+)
+def test_a_change_to_the_study_text_reruns_the_report_in_both_engines(
+    finished: Path, tmp_path: Path, change
+) -> None:
+    """The report shows the study's text and verdicts: it depends on the study's contents, not its path."""
+    copy = changed_study(finished, tmp_path, change)
+    assert planned_jobs(copy) == {"report": 1, "all": 1}
+    assert dvc_changed_stages(copy) == {"report"}
+
+
+def test_an_experiment_description_reruns_the_report_in_snakemake(finished: Path, tmp_path: Path) -> None:
+    copy = changed_study(finished, tmp_path, lambda s: s["experiments"]["mlp"].update(description="an MLP"))
+    assert planned_jobs(copy).get("report") == 1
+
+
+def test_a_threads_change_reruns_every_run_in_both_engines(finished: Path, tmp_path: Path) -> None:
+    """CPU results depend on the thread count: both engines rerun the runs, with the study's count
+    even where Snakemake has fewer cores."""
+    copy = changed_study(finished, tmp_path, lambda s: s.update(threads=2))
+    assert planned_runs(copy) == sorted(EXPERIMENTS)
+    assert {f"run@{name}" for name in EXPERIMENTS} <= dvc_changed_stages(copy)
+    commands = run(["snakemake", "--dry-run", "--printshellcmds", "--cores", "1"], copy).stdout
+    assert re.findall(r"convbench run .*?--threads (\d+)", commands) == ["2"] * len(EXPERIMENTS)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

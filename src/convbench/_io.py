@@ -9,6 +9,8 @@ renames it into place only when the content is complete.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -16,7 +18,7 @@ import secrets
 import sys
 import zipfile
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping, Sequence
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -43,16 +45,47 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], obj
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     # os.open with 0o666 lets the umask decide permissions, as for any ordinary new file.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    recorder = None
     try:
         with os.fdopen(fd, "wb") as file:
-            writer(file)
+            recorder = _WriteErrors(file)
+            writer(recorder)  # type: ignore[arg-type]
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        cause = recorder.error if recorder is not None and recorder.error is not None else exc
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"{path}: disk full ({cause.strerror}) while writing it; nothing was lost (an earlier "
+                f"{path.name}, if any, is untouched); free some space on {path.parent} and run again"
+            ) from None
         raise
     return path
+
+
+class DiskFullError(OSError):
+    """An output could not be written for lack of space; the message names the file."""
+
+
+class _WriteErrors:
+    """A file that remembers the OSError its ``write`` raised: torch.save reports a failed write
+    as a RuntimeError ("unexpected pos ..."), which says neither the file nor "disk full"."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
 
 
 def check_writable(path: str | os.PathLike[str]) -> Path:
@@ -71,6 +104,73 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
 
 
 _HELD_LOCKS: list[Any] = []  # locks this process holds until it exits
+RUN_LOCK = ".run.lock"  # in a run's directory while a process writes it
+_WRITING: dict[str, int] = {}  # directories this process holds one_writer on, and how deep
+
+
+class DirectoryBusyError(OSError):
+    """Another process is writing the same run directory; the message names it."""
+
+
+@contextlib.contextmanager
+def one_writer(directory: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``directory`` (a run's) for this process alone while it writes there: a second process
+    (a hand ``convbench run`` next to the pipeline's) is refused at once, naming the first, instead
+    of deleting files under it. A lock on ``directory/.run.lock`` (flock: freed by the kernel when
+    its holder dies, however); re-entrant within one process; the file is removed on release."""
+    import fcntl
+
+    key = os.path.abspath(directory)
+    if key in _WRITING:
+        _WRITING[key] += 1
+        try:
+            yield
+        finally:
+            _WRITING[key] -= 1
+        return
+    try:
+        path = check_writable(Path(key) / RUN_LOCK)  # makes the directory
+    except PermissionError:  # nobody writes there: the caller refuses it, naming its own output
+        yield
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise DirectoryBusyError(
+                f"{directory}: {_describe_process(holder)} is writing this run (it holds {path}); "
+                "wait for it to finish, or stop it, and run again"
+            ) from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # its holder removed it as we opened it: lock the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _WRITING[key] = 1
+    try:
+        yield
+    finally:
+        del _WRITING[key]
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _describe_process(pid: str) -> str:
+    """"process 1234 (convbench run --study ...)" where /proc tells the command, else less."""
+    if not pid.isdigit():
+        return "another process"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = ""
+    return f"process {pid}" + (f" ({command})" if command else "")
 
 
 def hold_dvc_lock(root: str | os.PathLike[str] = ".") -> bool:

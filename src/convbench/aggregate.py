@@ -19,6 +19,12 @@ from typing import Any
 import numpy as np
 
 from convbench._io import atomic_write, run_cli, write_json_atomic
+from convbench.consistency import (
+    InconsistentResultsError,
+    check_experiment_means,
+    check_experiment_settings,
+    check_run_settings,
+)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -134,6 +140,9 @@ def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
             "data_sha256": first["data_sha256"],
             "split_ids": [split_ids[repeat] for repeat in sorted(split_ids)],
             "packages": first.get("packages"),
+            # the settings the runs were made with, checked against the study by the study step
+            "recipe": first["recipe"],
+            "threads": first.get("threads"),
         }
     return {"experiments": experiments}
 
@@ -179,17 +188,20 @@ def load_run(metrics_path: Path) -> dict[str, Any]:
     return metrics
 
 
-def aggregate_experiment(study: Any, experiment: str) -> dict[str, Any]:
-    """Means and spreads of one experiment, from the metrics of every run the study asks for."""
+def aggregate_experiment(study: Any, experiment: str, study_path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Means and spreads of one experiment, from the metrics of every run the study asks for; a
+    run made with other settings than the study's (``study_path``) is refused."""
     runs = []
     for run in study.runs():
-        metrics = load_run(Path(study.run_dir(experiment, run)) / "metrics.json")
+        metrics_path = Path(study.run_dir(experiment, run)) / "metrics.json"
+        metrics = load_run(metrics_path)
         if run_key(metrics) != (run.repeat, run.fold, run.seed):
             raise ResultFileError(
                 f"{study.run_dir(experiment, run)}/metrics.json: holds repeat {run_key(metrics)[0]} "
                 f"fold {run_key(metrics)[1]} seed {run_key(metrics)[2]}, not the run {run.name} its "
                 "directory names; evaluate it again"
             )
+        check_run_settings(metrics_path, metrics, study, experiment, run, study_path)
         runs.append(metrics)
     return aggregate(runs)["experiments"][experiment]
 
@@ -225,17 +237,23 @@ def write_curves(study: Any, experiment: str, out_dir: Path) -> list[Path]:
     return written
 
 
-def aggregate_study(study: Any) -> dict[str, Any]:
+def aggregate_study(study: Any, study_path: str | Path = "params.yaml") -> dict[str, Any]:
     """results/study.json: the study card plus every experiment's results, in study order.
 
     The card names every code version the runs were made with, and how many runs each made: after
-    a code change reruns part of a study, both versions show.
+    a code change reruns part of a study, both versions show. An experiment's file made with other
+    settings than the study's (``study_path``), or whose means do not follow from its runs, is
+    refused.
     """
     experiments = {
         name: read_json_file(Path(study.experiment_results_path(name)),
                              f"convbench aggregate --experiment {name}")
         for name in study.experiments
     }
+    for name, results in experiments.items():
+        path = study.experiment_results_path(name)
+        check_experiment_settings(path, results, study, name, study_path)
+        check_experiment_means(path, results, name, study_path)
     first_name, first = next(iter(experiments.items()))
     for name, results in experiments.items():
         if "split_ids" not in results:
@@ -318,12 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         study = load_study(args.study)
         if args.experiment is not None:
             study.experiment(args.experiment)  # refuses an unknown name
-            result = {"experiments": {args.experiment: aggregate_experiment(study, args.experiment)}}
+            result = {"experiments": {args.experiment: aggregate_experiment(study, args.experiment, args.study)}}
             write_json_atomic(args.out, result["experiments"][args.experiment])
             if args.curves_out is not None:
                 write_curves(study, args.experiment, args.curves_out)
         else:
-            result = aggregate_study(study)
+            result = aggregate_study(study, args.study)
             compared = ablations(study, result)
             write_json_atomic(args.out, result)
             write_json_atomic(args.scores_out or args.out.with_name("scores.json"), scores(result))
@@ -341,4 +359,5 @@ def main(argv: list[str] | None = None) -> int:
                       f"{val['difference']:+.2f} points (validation): {val['verdict']}")
 
     # What a user can cause and fix; a KeyError or any other error is a bug and keeps its traceback.
-    return run_cli(build_parser(), argv, action, expected=(AggregateError, StudyError, OSError))
+    return run_cli(build_parser(), argv, action, expected=(AggregateError, InconsistentResultsError,
+                                                          StudyError, OSError))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convbench._io import check_writable, positive_int, run_cli, write_json_atomic
+from convbench._io import check_writable, one_writer, positive_int, run_cli, write_json_atomic
 from convbench.batches import BatchTransform, FoldError, fold_data, make_transform
 from convbench.checkpoint import META_KEYS, CheckpointError, load_checkpoint
 from convbench.device import (
@@ -185,6 +185,7 @@ def evaluate_checkpoint(
         "final_train_loss": history[-1]["train_loss"],
         "final_train_acc": history[-1]["train_acc"],
         "recipe": meta["recipe"],
+        "threads": meta.get("threads"),  # CPU results depend on it: a setting, as the recipe is
         "code_version": meta["code_version"],
         "packages": meta["packages"],
     }
@@ -292,7 +293,13 @@ def study_jobs(
 
 
 def evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str, Any]:
-    """Score one checkpoint and write its metrics.json and perf.json; returns the metrics."""
+    """Score one checkpoint and write its metrics.json and perf.json; returns the metrics. The
+    directory of metrics.json is held against other writers while it runs."""
+    with one_writer(job.out.parent):
+        return _evaluate_job(job, device_name, weights)
+
+
+def _evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str, Any]:
     from convbench.prepare import load_prepared
     from convbench.split import check_matches, load_split
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from convbench import evaluate, train_job
-from convbench._io import run_cli
+from convbench._io import one_writer, run_cli
 from convbench.batches import FoldError
 from convbench.checkpoint import CheckpointError
 from convbench.device import DeviceError, claim_device
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         trainings = train_job.study_jobs(study, *selection)
         scorings = evaluate.study_jobs(study, *selection)
         for (job, paths), scoring in zip(trainings, scorings, strict=True):
-            with claim_device(args.device) as device_name:
+            # one writer per run: held from training through scoring
+            with claim_device(args.device) as device_name, one_writer(paths.out_dir):
                 result = train_job.run_job(job, paths.data, paths.split, paths.out_dir,
                                        device_name=device_name, resume=args.resume, progress=progress)
                 print(train_job.trained_line(job, result, paths.out_dir), flush=True)

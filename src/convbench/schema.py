@@ -104,6 +104,8 @@ def describe(error: ValidationError, prefix: str = "") -> str:
         "maximum": lambda: f"must be <= {rule}",
         "exclusiveMaximum": lambda: f"must be < {rule}",
         "pattern": lambda: f"must be {error.schema.get('description', f'text matching {rule}')}",
+        "maxLength": lambda: f"must be at most {rule} characters long, not {len(value)} (longer names make "
+                             "file names past the 255 bytes a file system allows)",
         "minItems": lambda: "must not be empty",
         "minProperties": lambda: "must not be empty",
         "uniqueItems": lambda: "lists a value twice",

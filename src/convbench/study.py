@@ -15,6 +15,7 @@ initialization. Layout: ``results/<experiment>/r<repeat>-fold<k>-seed<s>/``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,6 +215,12 @@ def parse_study(config: dict[str, Any]) -> Study:
     threads = config.get("threads", 1)
     defaults = config.get("recipe") or {}
     known = names()
+    by_folded_name: dict[str, str] = {}
+    for exp_name in config["experiments"]:
+        other = by_folded_name.setdefault(exp_name.casefold(), exp_name)
+        if other != exp_name:
+            raise _fail(f"experiments.{exp_name}", f"differs from experiments.{other} only in case: both "
+                        "would be one directory on macOS and Windows file systems; rename one")
     experiments: dict[str, Experiment] = {}
     for exp_name, raw in config["experiments"].items():
         key = f"experiments.{exp_name}"
@@ -333,6 +340,12 @@ def load_study(path: Path | str, selection: str | None = None) -> Study:
         return parse_study(config)
     except StudyError as err:
         raise StudyError(f"{path}: {err}") from None
+
+
+def study_as_dict(study: Study) -> dict[str, Any]:
+    """The whole validated study as plain data: Snakemake's params of the rules whose output shows
+    all of it (the report), so that any change to the study reruns them, as DVC's params do."""
+    return dataclasses.asdict(study)
 
 
 def plan(study: Study) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from convbench._io import check_writable, positive_int, run_cli
+from convbench._io import check_writable, one_writer, positive_int, run_cli
 from convbench.batches import FoldError, fold_data
 from convbench.checkpoint import (
     TIMING_COLUMNS,
@@ -65,6 +65,22 @@ class TrainJob:
 
 
 def run_job(
+    job: TrainJob,
+    data_path: Path,
+    split_path: Path,
+    out_dir: Path,
+    *,
+    device_name: str = "auto",
+    resume: bool = False,
+    progress: bool = False,
+) -> TrainResult:
+    """:func:`train_one` with ``out_dir`` held against other writers (convbench._io.one_writer)."""
+    with one_writer(out_dir):
+        return train_one(job, data_path, split_path, out_dir, device_name=device_name, resume=resume,
+                         progress=progress)
+
+
+def train_one(
     job: TrainJob,
     data_path: Path,
     split_path: Path,

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 
 from convbench.provenance import stage_sources
-from convbench.study import REPORT_FIGURES
+from convbench.study import REPORT_FIGURES, study_as_dict
 
 
 def _visible_gpus():

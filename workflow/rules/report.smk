@@ -15,6 +15,9 @@ rule report:
         ],
     params:
         study=STUDY_FILE,
+        # the whole study: a changed description, ablation or any setting reruns the report, as
+        # DVC's params do (the path alone would not)
+        content=study_as_dict(STUDY),
         out_dir=STUDY.reports_dir,
     log:
         f"{LOGS}/report.log",

@@ -11,6 +11,9 @@ rule run:
     params:
         study=STUDY_FILE,
         settings=experiment_settings,
+        # the study's count, not Snakemake's (scaled down to --cores): CPU results depend on it, so
+        # a change reruns the runs, as DVC's params do
+        threads=STUDY.threads,
     threads: STUDY.threads
     resources:
         gpu=GPU_PER_JOB,
@@ -22,4 +25,4 @@ rule run:
         f"{LOGS}/benchmark/run/{{experiment}}.tsv"
     shell:
         "convbench run --study {params.study} --experiment {wildcards.experiment}"
-        " --threads {threads} --no-progress > {log} 2>&1"
+        " --threads {params.threads} --no-progress > {log} 2>&1"

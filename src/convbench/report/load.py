@@ -100,7 +100,40 @@ def load_study_results(
         study = replace(study, results_dir=str(results_dir).rstrip("/"))
     results = _read_json(Path(study.study_results_path), "convbench aggregate")
     check_study_results(study, results)
+    check_results_belong_to_study(study, results, study_path)
     return study, results
+
+
+def check_results_belong_to_study(study: Study, results: dict[str, Any], study_path: str | Path) -> None:
+    """Every experiment of study.json made with the study's settings, its means following from the
+    runs it lists, those equal to the runs' own metrics.json, and every run recorded with the
+    study's settings (convbench.consistency); a ReportError naming the file otherwise."""
+    from convbench.aggregate import ResultFileError, read_json_file
+    from convbench.consistency import (
+        InconsistentResultsError,
+        check_experiment_means,
+        check_experiment_settings,
+        check_listed_runs,
+        check_run_settings,
+    )
+
+    where = study.study_results_path
+    try:
+        for name in study.experiments:
+            row = results["experiments"][name]
+            check_experiment_settings(where, row, study, name, study_path)
+            check_experiment_means(where, row, name, study_path)
+            runs = {}
+            for run in study.runs():
+                path = Path(study.run_dir(name, run)) / "metrics.json"
+                if not path.exists():
+                    raise ReportError(f"{path} does not exist; make it with 'convbench evaluate'")
+                metrics = read_json_file(path, "convbench evaluate")
+                check_run_settings(path, metrics, study, name, run, study_path)
+                runs[run.repeat, run.fold, run.seed] = (path, metrics)
+            check_listed_runs(where, row, name, runs, study_path)
+    except (InconsistentResultsError, ResultFileError) as err:
+        raise ReportError(str(err)) from None
 
 
 def load_report_data(

@@ -1,0 +1,155 @@
+"""Every number a report shows belongs to the study it is reported under.
+
+A run records the settings it was trained with (metrics.json); nothing stops a person, or a study
+file edited while the pipeline runs, from leaving runs of other settings where the study's layout
+puts its own. ``convbench aggregate`` (both steps) and ``convbench report`` therefore compare what
+each run recorded with what the study asks for, and an aggregate with the runs it lists, and refuse
+a mismatch naming the file, the setting, both values and the command that fixes it. The checks
+only read files the engines already declare as the step's inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+# A run's settings that must equal the study's (metrics.json's keys; "recipe" is compared key by key).
+RUN_SETTINGS = ("experiment", "arch", "knobs", "input_size", "recipe", "repeat", "fold", "seed",
+                "train_seed", "threads")
+# The same, as an experiment's results file (convbench aggregate --experiment) records them.
+EXPERIMENT_SETTINGS = ("arch", "knobs", "input_size", "recipe", "threads")
+_NOT_RECORDED = "<not recorded>"
+
+
+class InconsistentResultsError(ValueError):
+    """Results that do not belong to the study they are reported under, or an aggregate that does
+    not follow from the runs it lists. The message names the file, what differs, both values and
+    the command that fixes it."""
+
+
+def rerun_command(study_path: str | Path, experiment: str) -> str:
+    return f"convbench run --study {study_path} --experiment {experiment}"
+
+
+def expected_run_settings(study: Any, experiment: str, run: Any) -> dict[str, Any]:
+    """What a run of ``experiment`` must have recorded to belong to ``study``."""
+    e = study.experiment(experiment)
+    return {"experiment": experiment, "arch": e.arch, "knobs": dict(e.knobs),
+            "input_size": e.input_size, "recipe": e.recipe.to_dict(), "repeat": run.repeat,
+            "fold": run.fold, "seed": run.seed, "train_seed": run.train_seed, "threads": study.threads}
+
+
+def expected_experiment_settings(study: Any, experiment: str) -> dict[str, Any]:
+    e = study.experiment(experiment)
+    return {"arch": e.arch, "knobs": dict(e.knobs), "input_size": e.input_size,
+            "recipe": e.recipe.to_dict(), "threads": study.threads}
+
+
+def differences(found: dict[str, Any], wanted: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(setting, found, wanted) for each setting that differs; dicts compared key by key
+    (``recipe.lr``), a missing key shown as not recorded."""
+    out = []
+    for key, want in wanted.items():
+        have = found.get(key, _NOT_RECORDED)
+        if isinstance(want, dict) and isinstance(have, dict) and key != "knobs":
+            out += [(f"{key}.{k}", h, w) for k, h, w in differences(have, want)]
+            out += [(f"{key}.{k}", have[k], _NOT_RECORDED) for k in have if k not in want]
+        elif have != want:
+            out.append((key, have, want))
+    return out
+
+
+def _value(value: Any) -> str:
+    return value if value is _NOT_RECORDED else repr(value)
+
+
+def check_run_settings(metrics_path: str | Path, metrics: dict[str, Any], study: Any,
+                       experiment: str, run: Any, study_path: str | Path) -> None:
+    """Refuse a run whose recorded settings are not those ``study`` asks for."""
+    wanted = expected_run_settings(study, experiment, run)
+    found = {key: metrics.get(key, _NOT_RECORDED) for key in wanted}
+    diff = differences(found, wanted)
+    if diff:
+        key, have, want = diff[0]
+        more = f" (and {len(diff) - 1} more setting(s))" if len(diff) > 1 else ""
+        raise InconsistentResultsError(
+            f"{metrics_path}: {key} is {_value(have)}, but the study {study_path} asks for "
+            f"{_value(want)}{more}: this run was made with other settings than the study reports; "
+            f"rerun experiment {experiment!r}: {rerun_command(study_path, experiment)}"
+        )
+
+
+def check_experiment_settings(results_path: str | Path, results: dict[str, Any], study: Any,
+                              experiment: str, study_path: str | Path) -> None:
+    """Refuse an experiment's results file whose settings or runs are not the study's."""
+    wanted = expected_experiment_settings(study, experiment)
+    found = {key: results.get(key, _NOT_RECORDED) for key in wanted}
+    diff = differences(found, wanted)
+    if diff:
+        key, have, want = diff[0]
+        raise InconsistentResultsError(
+            f"{results_path}: {key} is {_value(have)}, but the study {study_path} asks for "
+            f"{_value(want)}: experiment {experiment!r} was run with other settings than the study "
+            f"reports; rerun it: {rerun_command(study_path, experiment)}"
+        )
+    have_runs = sorted((r["repeat"], r["fold"], r["seed"]) for r in results.get("per_run", []))
+    want_runs = sorted((run.repeat, run.fold, run.seed) for run in study.runs())
+    if have_runs != want_runs:
+        raise InconsistentResultsError(
+            f"{results_path}: lists the runs (repeat, fold, seed) {have_runs}, but the study "
+            f"{study_path} asks for {want_runs}; aggregate the experiment again: convbench aggregate "
+            f"--study {study_path} --experiment {experiment} --out {results_path}"
+        )
+
+
+def _close(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def check_experiment_means(results_path: str | Path, results: dict[str, Any], experiment: str,
+                           study_path: str | Path) -> None:
+    """Refuse an experiment's means and spreads that do not follow from the per-run values it
+    lists (a hand edit, or a file written half by one aggregation and half by another)."""
+    from convbench.aggregate import mean_std, spread
+
+    runs = results.get("per_run") or []
+    fix = (f"aggregate it again: convbench aggregate --study {study_path} --experiment {experiment} "
+           f"--out {results_path}")
+    if results.get("runs") != len(runs):
+        raise InconsistentResultsError(f"{results_path}: runs is {results.get('runs')!r}, but it lists "
+                                       f"{len(runs)} runs; {fix}")
+    for metric in ("val_acc", "test_acc"):
+        values = [r[metric] for r in runs]
+        mean, std = mean_std(values)
+        parts = spread(runs, values)
+        recomputed = {f"{metric}_mean": mean, f"{metric}_std": std,
+                      f"{metric}_fold_std": parts["fold_std"], f"{metric}_seed_std": parts["seed_std"]}
+        for key, value in recomputed.items():
+            if not _close(results.get(key), value):
+                raise InconsistentResultsError(
+                    f"{results_path}: {key} is {results.get(key)!r}, but its {len(runs)} runs' "
+                    f"{metric} values give {value!r}; {fix}"
+                )
+
+
+def check_listed_runs(results_path: str | Path, results: dict[str, Any], experiment: str,
+                      run_metrics: dict[tuple[int, int, int], tuple[Path, dict[str, Any]]],
+                      study_path: str | Path) -> None:
+    """Refuse per-run values of an aggregate that differ from the runs' own metrics.json."""
+    for listed in results.get("per_run", []):
+        key = (listed["repeat"], listed["fold"], listed["seed"])
+        if key not in run_metrics:
+            continue  # the run list itself is check_experiment_settings's
+        path, metrics = run_metrics[key]
+        for name, section in (("val_acc", "val"), ("test_acc", "test")):
+            own = metrics[section]["accuracy"]
+            if listed[name] != own:
+                raise InconsistentResultsError(
+                    f"{results_path}: experiment {experiment!r} lists {name} {listed[name]!r} for the "
+                    f"run in {path.parent}, whose metrics.json says {own!r}; aggregate again: "
+                    f"convbench aggregate --study {study_path} --experiment {experiment}, then "
+                    f"convbench aggregate --study {study_path}"
+                )
