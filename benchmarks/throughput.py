@@ -1,10 +1,19 @@
-"""Training throughput: convbench's trainer against a d2l-style loop, same network, same device.
+"""Training throughput: convbench's trainer against the ceiling and against d2l, same network, same device.
 
-The d2l-style baseline is what ``train_ch6`` does: a torch DataLoader over PIL images with
-torchvision transforms (Resize + ToTensor, run on the CPU in worker processes) feeding plain SGD.
-Ours keeps the split on the device as uint8 and resizes there. Both are timed end to end (wall
-clock over whole epochs, data loading included), after one warm-up epoch; d2l's own "ex/s" counts
-only the compute part of each step, which is printed too.
+Four loops over the same synthetic images, each timed after a warm-up epoch:
+
+- **convbench**: the trainer (:func:`convbench.train.train`), which keeps the split on the device
+  as uint8 and resizes there; its own per-epoch ``seconds`` (the training steps, no validation).
+- **bare step**: a bare PyTorch training step on the same network and batch size, on batches made
+  beforehand (no data handling, no metrics, no lr schedule): the ceiling of the framework on this
+  device. convbench's share of it is the trainer's overhead.
+- **d2l-style**: what ``train_ch6`` does, written out here: a DataLoader over PIL images with
+  torchvision transforms (Resize + ToTensor, in worker processes) feeding plain SGD; wall clock
+  over whole epochs, data loading included, and the compute-only figure d2l prints.
+- **d2l train_ch6**: d2l's own function (``pip install --no-deps d2l==1.0.3``; not a dependency of
+  convbench, skipped with a note where it is not installed), fed the same DataLoader, with its own
+  "examples/sec" (compute only) and the wall time of its whole call (its per-epoch test pass and
+  plot updates included).
 
 Our side uses the trainer's ``d2l`` recipe with ``channels_last`` (oneDNN's and cuDNN's faster
 layout; ``--no-channels-last`` to compare without it). The data are synthetic uint8 images of Fashion-MNIST's shape (28x28, 10 classes): throughput does
@@ -78,6 +87,61 @@ def d2l_style(net: nn.Module, images, labels, *, lr, batch_size, input_size, dev
     return seen / wall, seen / compute
 
 
+def bare_step(net: nn.Module, images, labels, *, lr, batch_size, input_size, device, epochs, channels_last):
+    """A bare training step on ready batches: forward, loss, backward, SGD step; ex/s over the
+    timed epochs (one warm-up epoch first)."""
+    x = torch.from_numpy(images).to(device).float().div_(255)
+    if input_size != x.shape[-1]:
+        x = torch.nn.functional.interpolate(x, size=input_size, mode="bilinear", antialias=True)
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    batches = [(x[i:i + batch_size].contiguous(memory_format=memory),
+                torch.from_numpy(labels[i:i + batch_size]).to(device))
+               for i in range(0, len(labels) - batch_size + 1, batch_size)]
+    net.to(device)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    loss = nn.CrossEntropyLoss()
+    net.train()
+    seen, seconds = 0, 0.0
+    for epoch in range(epochs + 1):
+        started = time.perf_counter()
+        for X, y in batches:
+            optimizer.zero_grad()
+            loss(net(X), y).backward()
+            optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if epoch > 0:
+            seconds += time.perf_counter() - started
+            seen += sum(len(y) for _, y in batches)
+    return seen / seconds
+
+
+def d2l_train_ch6(net: nn.Module, images, labels, *, lr, batch_size, input_size, device, epochs, workers):
+    """d2l's own ``train_ch6`` (d2l 1.0.3) on the DataLoader d2l builds; (its printed compute-only
+    ex/s, end-to-end ex/s of the whole call), or None where d2l is not installed."""
+    import contextlib
+    import io
+    import re
+
+    try:
+        from d2l import torch as d2l
+    except ImportError:
+        return None
+    trans = transforms.Compose([transforms.Resize(input_size), transforms.ToTensor()])
+    train_iter = DataLoader(PILImages(images, labels, trans), batch_size=batch_size, shuffle=True,
+                            num_workers=workers, persistent_workers=workers > 0)
+    test_iter = DataLoader(PILImages(images[:batch_size], labels[:batch_size], trans), batch_size=batch_size)
+    printed = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(printed):
+        d2l.train_ch6(net, train_iter, test_iter, epochs, lr, device)
+    wall = time.perf_counter() - started
+    found = re.search(r"([\d.]+) examples/sec", printed.getvalue())
+    return (float(found.group(1)) if found else float("nan")), len(labels) * epochs / wall
+
+
 def ours(net: nn.Module, images, labels, *, lr, batch_size, input_size, device, epochs, channels_last):
     data = FoldData(
         train_images=torch.from_numpy(images).to(device),
@@ -120,31 +184,39 @@ def main() -> None:
     labels = rng.integers(0, 10, size=args.examples).astype(np.int64)
 
     runs = []
-    for _ in range(args.repeats):  # alternate the two loops so drifting load hits both alike
-        torch.manual_seed(0)
-        mine = ours(build(args.arch, input_size=input_size, init="xavier"), images, labels,
-                    lr=lr, batch_size=batch_size, input_size=input_size, device=device,
-                    epochs=args.epochs, channels_last=not args.no_channels_last)
-        torch.manual_seed(0)
-        theirs = d2l_style(
-            build(args.arch, input_size=input_size, init="xavier"), images, labels, lr=lr,
-            batch_size=batch_size, input_size=input_size, device=device, epochs=args.epochs,
-            workers=args.workers,
-        )
-        runs.append((mine, *theirs))
-    # the median run by our speed-up, so one noisy run does not decide
-    runs.sort(key=lambda r: r[0] / r[1])
-    ours_speed, base_speed, base_compute = runs[len(runs) // 2]
+    channels_last = not args.no_channels_last
+    for _ in range(args.repeats):  # alternate the loops so drifting load hits them alike
+        def net() -> nn.Module:
+            torch.manual_seed(0)
+            return build(args.arch, input_size=input_size, init="xavier")
+
+        common = dict(lr=lr, batch_size=batch_size, input_size=input_size, device=device, epochs=args.epochs)
+        mine = ours(net(), images, labels, channels_last=channels_last, **common)
+        ceiling = bare_step(net(), images, labels, channels_last=channels_last, **common)
+        theirs = d2l_style(net(), images, labels, workers=args.workers, **common)
+        book = d2l_train_ch6(net(), images, labels, workers=args.workers, **common)
+        runs.append((mine, *theirs, ceiling, book))
+    # the median run by our share of the ceiling, so one noisy run does not decide
+    runs.sort(key=lambda r: r[0] / r[3])
+    ours_speed, base_speed, base_compute, bare_speed, book = runs[len(runs) // 2]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"arch {args.arch}, input {input_size} px, batch {batch_size}, {args.examples} images/epoch, "
           f"{args.epochs} timed epochs, device {name}, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}")
     if args.repeats > 1:
-        print("speed-ups of the runs: " + ", ".join(f"{r[0] / r[1]:.2f}x" for r in runs) + " (median shown)")
-    print(f"{'loop':<28}{'end-to-end ex/s':>18}{'compute-only ex/s':>20}")
-    print(f"{'convbench (data on device)':<28}{ours_speed:>18,.0f}{'':>20}")
-    print(f"{'d2l-style (DataLoader)':<28}{base_speed:>18,.0f}{base_compute:>20,.0f}")
-    print(f"speedup {ours_speed / base_speed:.2f}x (ours {ours_speed:.0f} ex/s, d2l-style {base_speed:.0f} ex/s)")
+        print("convbench / bare step in the runs: " + ", ".join(f"{r[0] / r[3]:.0%}" for r in runs)
+              + " (median shown)")
+    print(f"{'loop':<30}{'end-to-end ex/s':>18}{'compute-only ex/s':>20}")
+    print(f"{'convbench (data on device)':<30}{ours_speed:>18,.0f}{'':>20}")
+    print(f"{'bare step (the ceiling)':<30}{'':>18}{bare_speed:>20,.0f}")
+    print(f"{'d2l-style (DataLoader)':<30}{base_speed:>18,.0f}{base_compute:>20,.0f}")
+    if book is None:
+        print("d2l train_ch6: not installed (pip install --no-deps d2l==1.0.3)")
+    else:
+        print(f"{'d2l train_ch6 (d2l 1.0.3)':<30}{book[1]:>18,.0f}{book[0]:>20,.0f}")
+    print(f"convbench at {ours_speed / bare_speed:.0%} of the bare step; "
+          f"{ours_speed / base_speed:.2f}x the d2l-style loop"
+          + ("" if book is None else f", {ours_speed / book[1]:.2f}x d2l's train_ch6 end to end"))
 
 
 if __name__ == "__main__":

@@ -774,3 +774,31 @@ def test_gpu_training_keeps_the_split_on_the_device(digits: prepare.Dataset, dig
     assert all(p.is_cuda for p in result.model.parameters())
     assert data.train_images.is_cuda and data.train_images.dtype == torch.uint8  # left as it was
     assert result.best_val_acc > LEARNED
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_transforming_the_fold_once_trains_exactly_as_transforming_each_batch(
+    fold0: FoldData, monkeypatch: pytest.MonkeyPatch, channels_last: bool
+) -> None:
+    """Without augmentation the fold is resized and normalized once (batches.Inputs); the run is
+    bit for bit the one that transforms every batch, validation included."""
+    from convbench import batches
+
+    recipe = tiny_recipe(normalize=True, channels_last=channels_last)
+    once = train(tiny_lenet(), fold0, recipe, input_size=SIZE, seed=0)
+    monkeypatch.setattr(batches, "PRECOMPUTE_BYTES", 0)  # no fold fits: every batch transformed
+    assert batches.Inputs(fold0.train_images, make_transform(fold0, recipe, SIZE)).ready is None
+    each = train(tiny_lenet(), fold0, recipe, input_size=SIZE, seed=0)
+    assert without_timings(once.history) == without_timings(each.history)
+    assert weights_equal(once.model.state_dict(), each.model.state_dict())
+    assert weights_equal(once.checkpoint["best_model"], each.checkpoint["best_model"])
+
+
+def test_the_fold_is_transformed_once_only_without_augmentation(fold0: FoldData) -> None:
+    from convbench import batches
+
+    transform = make_transform(fold0, tiny_recipe(), SIZE)
+    ready = batches.Inputs(fold0.train_images, transform)
+    assert ready.ready is not None and torch.equal(ready.take(slice(0, 5)), transform(fold0.train_images[:5]))
+    assert batches.Inputs(fold0.train_images, transform, augment=True).ready is None
+    assert batches.Inputs(fold0.train_images, transform, budget_bytes=1000).ready is None

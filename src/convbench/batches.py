@@ -82,6 +82,40 @@ class BatchTransform:
         return x
 
 
+# Without augmentation a fold is transformed once, not every epoch, when its floats fit in this.
+PRECOMPUTE_BYTES = 1 << 30
+
+
+class Inputs:
+    """Images as the network sees them, gathered batch by batch: uint8 images plus their transform.
+
+    The transform is the same every epoch unless it augments, so it then runs once over all the
+    images when their floats fit in ``budget_bytes`` (bilinear resizing and normalization are per
+    image: the floats are bit-identical to transforming each batch; a test holds them equal) and a
+    step only gathers its batch. Otherwise each batch is transformed when it is taken.
+    """
+
+    def __init__(
+        self, images: torch.Tensor, transform: BatchTransform, *, augment: bool = False,
+        budget_bytes: int | None = None,
+    ) -> None:
+        self.images, self.transform, self.augment = images, transform, augment
+        n, channels = images.shape[:2]
+        floats = n * channels * transform.input_size**2 * 4
+        budget = PRECOMPUTE_BYTES if budget_bytes is None else budget_bytes
+        self.ready = None if augment or floats > budget else transform(images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def take(self, index: torch.Tensor | slice, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The batch of the images at ``index``, ready for the network."""
+        if self.ready is None:
+            return self.transform(self.images[index], augment=self.augment, generator=generator)
+        batch = self.ready[index]
+        return batch.contiguous(memory_format=torch.channels_last) if self.transform.channels_last else batch
+
+
 class FoldError(ValueError):
     """A fold that the split does not have."""
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convbench.batches import BatchTransform
+from convbench.batches import BatchTransform, Inputs
 from convbench.recipe import Recipe
 
 
@@ -22,27 +22,28 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
 @torch.no_grad()
 def predict(
     model: nn.Module,
-    images: torch.Tensor,
-    transform: BatchTransform,
+    images: torch.Tensor | Inputs,
+    transform: BatchTransform | None = None,
     *,
     batch_size: int,
     precision: str = "fp32",
 ) -> torch.Tensor:
-    """Logits (float32) for uint8 ``images``, in eval mode, in batches."""
+    """Logits (float32) for uint8 ``images`` and their ``transform`` (or :class:`Inputs`), in
+    eval mode, in batches."""
+    inputs = images if isinstance(images, Inputs) else Inputs(images, transform, budget_bytes=0)
     model.eval()
-    device = images.device
+    device = inputs.images.device
     outputs = []
-    for start in range(0, len(images), batch_size):
+    for start in range(0, len(inputs), batch_size):
         with autocast(device, precision):
-            outputs.append(model(transform(images[start : start + batch_size])).float())
+            outputs.append(model(inputs.take(slice(start, start + batch_size))).float())
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 
 def evaluate_loss_acc(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, transform: BatchTransform,
-    recipe: Recipe,
+    model: nn.Module, inputs: Inputs, labels: torch.Tensor, recipe: Recipe,
 ) -> tuple[float, float]:
-    logits = predict(model, images, transform, batch_size=recipe.eval_batch_size, precision=recipe.precision)
+    logits = predict(model, inputs, batch_size=recipe.eval_batch_size, precision=recipe.precision)
     loss = F.cross_entropy(logits, labels).item()
     acc = (logits.argmax(1) == labels).float().mean().item()
     return loss, acc

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convbench.batches import FoldData, make_transform
+from convbench.batches import FoldData, Inputs, make_transform
 from convbench.checkpoint import CHECKPOINT_FORMAT, cpu_state, optimizer_state_cpu
 from convbench.device import describe_device, set_determinism, synchronize
 from convbench.inference import autocast, evaluate_loss_acc
@@ -197,6 +197,8 @@ def train(
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, recipe)
     transform = make_transform(data, recipe, input_size)
+    train_inputs = Inputs(data.train_images, transform, augment=recipe.augmentation != "none")
+    val_inputs = Inputs(data.val_images, transform)
     scaler = torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16")
     forward = torch.compile(model) if recipe.compile else model
     progress = restore(resume_from, model, optimizer, scaler)
@@ -208,9 +210,9 @@ def train(
     # Each epoch reshuffles, so every image is still seen.
     steps_per_epoch = max(1, n // recipe.batch_size)
     seen = min(n, steps_per_epoch * recipe.batch_size)
-    # Non-finite checks cost a device sync; on a GPU look every few steps (the error still names
-    # the first bad step, from the stored per-step losses).
-    check_every = 1 if device.type == "cpu" else 16
+    # Non-finite checks cost a device sync (and on any device a few small ops): look every few
+    # steps; the error still names the first bad step, from the stored per-step losses.
+    check_every = 16
 
     for epoch in range(progress.next_epoch, recipe.epochs + 1):
         torch.manual_seed(epoch_seed(seed, epoch))  # dropout and any other global randomness
@@ -227,7 +229,7 @@ def train(
             lr = lr_at(recipe, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
             set_lr(optimizer, lr)
             idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-            x = transform(data.train_images[idx], augment=recipe.augmentation != "none", generator=generator)
+            x = train_inputs.take(idx, generator)
             y = data.train_labels[idx]
             loss, logits = train_step(forward, model, optimizer, scaler, x, y, recipe)
             step_losses[step] = loss
@@ -238,7 +240,7 @@ def train(
         synchronize(device)
         seconds = time.perf_counter() - started
 
-        val_loss, val_acc = evaluate_loss_acc(model, data.val_images, data.val_labels, transform, recipe)
+        val_loss, val_acc = evaluate_loss_acc(model, val_inputs, data.val_labels, recipe)
         progress.add({
             "epoch": epoch,
             "train_loss": loss_sum.item() / seen,
