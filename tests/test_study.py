@@ -51,7 +51,7 @@ def test_runs_cover_repeats_folds_and_seeds_in_a_stable_layout(default_config: d
     runs = study.runs()
     assert len(runs) == 2 * study.folds * 2
     assert [r.name for r in runs[:3]] == ["r0-fold0-seed0", "r0-fold0-seed7", "r0-fold1-seed0"]
-    assert study.run_dir("lenet", runs[-1]) == "results/lenet/r1-fold2-seed7"
+    assert study.run_dir("lenet", runs[-1]) == f"results/lenet/r1-fold{study.folds - 1}-seed7"
     # repeat r shuffles with seed + r; its seeds are offset so no two repeats share an initialization
     assert [study.split_seed(r) for r in (0, 1)] == [5, 6]
     assert study.split_path(1) == "data/splits/digits-k3-s5/repeat1.json"
@@ -169,8 +169,8 @@ def mutate(config: dict, path: str, value) -> dict:
          r"experiments\.lenet_bn\.knobs: batch_norm must be true or false, got 'yes'"),
         ("folds", 200, r"folds: 200 folds need at least 200 images of every class, but the "
                        r"smallest class of digits has 131"),
-        ("recipe.batch_size", 1024, r"experiments\.lenet\.recipe\.batch_size: 1024 is larger than a "
-                                    r"training fold \(898 images of digits with 3 folds\)"),
+        ("recipe.batch_size", 1100, r"experiments\.lenet\.recipe\.batch_size: 1100 is larger than a "
+                                    r"training fold \(1077 images of digits with 5 folds\)"),
         ("results_dir", "my results", r"results_dir: must be a path of letters, .*no spaces.*got 'my results'"),
         ("recipe.lr", "1e-3", r"recipe\.lr: must be a number, got the text '1e-3' \(YAML reads"),
         ("experiments.lenet.recipe", {"weight_decay": "5e-4"},
@@ -193,7 +193,7 @@ def test_study_cli_names_the_bad_key(tmp_path: Path, default_config: dict, capsy
 def test_study_cli_lists_the_plan(capsys) -> None:
     assert cli(["study", str(ROOT / "params.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "51 training runs" in out and "resnet18_plain" in out
+    assert "85 training runs" in out and "resnet18_plain" in out
 
 
 def test_dvc_study_override_composes_the_bundled_study(tmp_path: Path) -> None:
