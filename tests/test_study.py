@@ -54,7 +54,7 @@ def test_runs_cover_repeats_folds_and_seeds_in_a_stable_layout(default_config: d
     assert study.run_dir("lenet", runs[-1]) == f"results/lenet/r1-fold{study.folds - 1}-seed7"
     # repeat r shuffles with seed + r; its seeds are offset so no two repeats share an initialization
     assert [study.split_seed(r) for r in (0, 1)] == [5, 6]
-    assert study.split_path(1) == "data/splits/digits-k3-s5/repeat1.json"
+    assert study.split_path(1) == f"data/splits/digits-k{study.folds}-s5/repeat1.json"
     assert [r.train_seed for r in runs if r.fold == 0] == [0, 7, 1000, 1007]
     with pytest.raises(StudyError, match=r"seed 3 is not in study 'digits', which has seeds 0, 7"):
         study.run(0, 0, 3)
