@@ -187,6 +187,7 @@ def evaluate_checkpoint(
         "recipe": meta["recipe"],
         "code_version": meta["code_version"],
         "packages": meta["packages"],
+        "cpu": meta.get("cpu"),  # the training's CPU; None in checkpoints from before it was recorded
     }
     return metrics, inference
 
