@@ -15,6 +15,8 @@ check_own_checkout(workflow.basedir)
 
 
 configfile: "params.yaml"
+# `snakemake --report report.zip`: this description, the results, the HTML report and its figures.
+report: "workflow/report/workflow.rst"
 
 
 # `--config study=NAME` selects conf/study/NAME.yaml, as `dvc exp run -S study=NAME` does.

@@ -413,6 +413,46 @@ def test_dvc_exp_run_with_a_changed_param_moves_the_metrics(finished: Path, tmp_
     assert "results/_experiments/mlp.json" in changed and "results/_experiments/lenet_relu.json" not in changed
 
 
+def test_a_queued_sweep_runs_and_records_the_code_of_its_own_experiment(finished: Path, tmp_path: Path) -> None:
+    """`dvc exp run --queue` with a Hydra sweep, then `dvc queue start`: each experiment runs in a
+    copy of the repository under .dvc/tmp/exps, with the code it was queued with (here an edited
+    network file that the workspace no longer has), and records that code, not the workspace's."""
+    import time
+
+    from convbench.provenance import source_sha256
+
+    project = copy_of(finished, tmp_path)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "baseline results"], project)
+    with open(project / "src/convbench/models/mlp.py", "a") as file:
+        file.write("# queued with this edit\n")
+    queued_code = source_sha256(project / "src/convbench")
+    run(["dvc", "exp", "run", "--queue", "-S", "recipe.lr=0.05,0.1"], project)
+    run(["git", "checkout", "--", "src/convbench/models/mlp.py"], project)  # the workspace moves on
+    workspace_code = source_sha256(project / "src/convbench")
+    assert workspace_code != queued_code
+    run(["dvc", "queue", "start", "--jobs", "1"], project)
+    deadline = time.monotonic() + 900
+    while re.search(r"\b(Queued|Running)\b", status := run(["dvc", "queue", "status"], project).stdout):
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    experiments = {rev["name"]: rev["data"] for baseline in shown for exp in baseline.get("experiments") or []
+                   for rev in exp["revs"]}
+    assert sorted(data["params"]["params.yaml"]["data"]["recipe"]["lr"] for data in experiments.values()) == [0.05, 0.1]
+    for name, data in experiments.items():
+        results = data["metrics"]["results/study.json"]["data"]["experiments"]
+        assert set(results) == set(EXPERIMENTS) and 0 < results["mlp"]["val_acc_mean"] <= 1, name
+        run(["dvc", "exp", "apply", name], project)
+        for r in RUNS:
+            version = json.loads((project / f"results/mlp/{r}/metrics.json").read_text())["code_version"]
+            assert version["source_sha256"] == queued_code, (name, r)
+            assert version["dirty"] is True
+        run(["git", "checkout", "--", "."], project)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -449,8 +489,26 @@ def test_bad_params_are_refused_by_name_before_any_job(tmp_path: Path, change, m
 
 
 def test_snakemake_report_renders(project: Path, tmp_path: Path) -> None:
-    """The report figures are flagged with report()."""
-    page_path = tmp_path / "smk-report.html"
-    run(["snakemake", "--cores", "1", "--report", str(page_path)], project)
-    page = page_path.read_text(errors="replace")
-    assert "learning_curves.png" in page and "pareto.png" in page
+    """`snakemake --report report.zip`: the workflow's description, the study's results, the HTML
+    report and every figure, each with its caption."""
+    import zipfile
+
+    from convbench.study import REPORT_FIGURES
+
+    archive = tmp_path / "report.zip"
+    run(["snakemake", "--cores", "1", "--report", str(archive)], project)
+    with zipfile.ZipFile(archive) as zipped:
+        names = zipped.namelist()
+        text = "\n".join(zipped.read(name).decode("utf-8", "replace") for name in names
+                         if name.endswith((".html", ".js", ".json")))
+        # Snakemake's own page is report/report.html; the files it includes are under report/data/
+        stored = {Path(name).name: zipped.read(name) for name in names if "/data/" in name}
+    assert "report/report.html" in names
+    for name in REPORT_FIGURES:
+        assert stored[f"{name}.png"] == (project / f"reports/figures/{name}.png").read_bytes(), names
+        caption = (ROOT / f"workflow/report/figures/{name}.rst").read_text().split(";")[0].split(",")[0]
+        assert caption.strip() in text, name
+    assert stored["study.json"] == (project / "results/study.json").read_bytes()
+    assert stored["report.html"] == (project / "reports/report.html").read_bytes()
+    assert "modern CNNs" in text and ">tiny</tt>" in text  # the workflow's description, of this study
+    assert "system-message" not in text  # every .rst rendered without an error

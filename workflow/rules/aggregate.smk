@@ -20,7 +20,7 @@ rule aggregate:
         experiments=[STUDY.experiment_results_path(name) for name in STUDY.experiments],
         code=code("aggregate"),
     output:
-        STUDY.study_results_path,
+        report(STUDY.study_results_path, caption="../report/study_json.rst", category="Results"),
     params:
         study=STUDY_FILE,
     log:

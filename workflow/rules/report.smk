@@ -6,15 +6,16 @@ rule report:
         notebook="workflow/notebooks/report.ipynb",
         code=code("report"),
     output:
-        html=f"{STUDY.reports_dir}/report.html",
+        html=report(f"{STUDY.reports_dir}/report.html", caption="../report/report_html.rst", category="Report"),
         notebook=f"{STUDY.reports_dir}/report.ipynb",
         figures=[
-            report(f"{STUDY.reports_dir}/figures/{name}.png", category="Figures")
+            report(f"{STUDY.reports_dir}/figures/{name}.png", caption=f"../report/figures/{name}.rst",
+                   category="Figures")
             for name in REPORT_FIGURES
         ],
     params:
         study=STUDY_FILE,
-        out_dir=STUDY.reports_dir,
+        out_dir=lambda wildcards, output: os.path.dirname(output.html),
     log:
         f"{LOGS}/report.log",
     shell:
