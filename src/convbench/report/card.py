@@ -1,8 +1,9 @@
 """The page's opening paragraph and the study card: what was run, on what, with what.
 
 The facts a reader needs to trust or redo the numbers: the data and its checksum, the
-cross-validation, the recipe and its exceptions, the code versions and packages, the devices and
-the compute time.
+cross-validation, the recipe and its exceptions, the code versions and packages, the CPU types
+(with a warning when the runs came from several: CPU results are bit-identical only on one), the
+devices and the compute time.
 """
 
 from __future__ import annotations
