@@ -5,10 +5,18 @@
 #   snakemake --cores 4 --resources gpu=1                     # the study in params.yaml
 #   snakemake --cores 4 --config study=fashion_mnist_d2l      # a bundled study (conf/study/)
 from convbench._io import hold_dvc_lock
+from convbench.provenance import check_own_checkout
 from convbench.study import load_study, study_file
 
 
+# The rules' code inputs are the files of the convbench Python imports: it must be this checkout's
+# src/ (the files dvc.yaml names), else an edit here would rerun nothing (convbench.provenance).
+check_own_checkout(workflow.basedir)
+
+
 configfile: "params.yaml"
+# `snakemake --report report.zip`: this description, the results, the HTML report and its figures.
+report: "workflow/report/workflow.rst"
 
 
 # `--config study=NAME` selects conf/study/NAME.yaml, as `dvc exp run -S study=NAME` does.

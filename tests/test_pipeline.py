@@ -354,7 +354,7 @@ def test_a_network_edit_reruns_only_the_experiments_that_use_it(finished: Path, 
     card = json.loads((finished / "results/study.json").read_text())["study"]
     [version] = card["code_versions"]
     assert version["runs"] == len(EXPERIMENTS) * len(RUNS)
-    assert version["code_version"] == {"commit": head, "dirty": False,
+    assert version["code_version"] == {"source_commit": head, "dirty": False,
                                        "source_sha256": source_sha256(finished / "src/convbench")}
 
     copy = edited_copy(finished, tmp_path, "src/convbench/models/mlp.py")
@@ -367,7 +367,7 @@ def test_a_network_edit_reruns_only_the_experiments_that_use_it(finished: Path, 
     versions = {v["code_version"]["source_sha256"]: v for v in card["code_versions"]}
     edited = versions[source_sha256(copy / "src/convbench")]
     assert edited["runs"] == len(RUNS)
-    assert edited["code_version"]["commit"] == head and edited["code_version"]["dirty"] is True
+    assert edited["code_version"]["source_commit"] == head and edited["code_version"]["dirty"] is True
     assert versions[version["code_version"]["source_sha256"]]["runs"] == len(RUNS)  # lenet_relu's
     page = (copy / "reports/report.html").read_text(encoding="utf-8")
     assert f"git {head[:12]} with uncommitted changes" in page
@@ -376,13 +376,33 @@ def test_a_network_edit_reruns_only_the_experiments_that_use_it(finished: Path, 
 def test_a_trainer_edit_reruns_all_training(finished: Path, tmp_path: Path) -> None:
     copy = edited_copy(finished, tmp_path, "src/convbench/train.py")
     assert planned_runs(copy) == sorted(EXPERIMENTS)
-    assert dvc_changed_stages(copy) == {"run@mlp", "run@lenet_relu", "report"}  # report imports it
+    # not the report: it imports evaluation's code, never the trainer (tests/test_layout.py)
+    assert dvc_changed_stages(copy) == {"run@mlp", "run@lenet_relu"}
 
 
 def test_a_report_edit_reruns_only_the_report(finished: Path, tmp_path: Path) -> None:
     copy = edited_copy(finished, tmp_path, "src/convbench/report/tables.py")
     assert planned_jobs(copy) == {"report": 1, "all": 1}
     assert dvc_changed_stages(copy) == {"report"}
+
+
+def test_a_rerun_after_committing_the_results_is_bit_identical(finished: Path, tmp_path: Path) -> None:
+    """DVC's normal workflow: commit dvc.lock, then rerun. The results name the code, not HEAD, so
+    no result byte changes; DVC sees only the files that hold wall-clock timings change."""
+    copy = copy_of(finished, tmp_path)
+    before = run_files(copy)
+    run(["git", "add", "-A"], copy)
+    run(["git", "commit", "-qm", "results"], copy)  # dvc.lock, as a user records a study
+    model = copy / "results/mlp/r0-fold0-seed0/model.pt"
+    mtime = model.stat().st_mtime_ns
+    run(["snakemake", "--cores", "1", "--force", str(model.relative_to(copy))], copy)
+    assert model.stat().st_mtime_ns > mtime  # trained again
+    assert run_files(copy) == before
+    diff = json.loads(run(["dvc", "diff", "--json"], copy).stdout or "{}")
+    changed = {entry["path"] for kind in ("added", "deleted", "modified", "renamed")
+               for entry in diff.get(kind, [])}
+    timings = {f"results/mlp/{r}/{name}" for r in RUNS for name in ("history.csv", "perf.json")}
+    assert changed - {"results/mlp/"} <= timings, changed
 
 
 def test_dvc_exp_run_with_a_changed_param_moves_the_metrics(finished: Path, tmp_path: Path) -> None:
@@ -470,6 +490,46 @@ def test_a_threads_change_reruns_every_run_in_both_engines(finished: Path, tmp_p
     assert re.findall(r"convbench run .*?--threads (\d+)", commands) == ["2"] * len(EXPERIMENTS)
 
 
+def test_a_queued_sweep_runs_and_records_the_code_of_its_own_experiment(finished: Path, tmp_path: Path) -> None:
+    """`dvc exp run --queue` with a Hydra sweep, then `dvc queue start`: each experiment runs in a
+    copy of the repository under .dvc/tmp/exps, with the code it was queued with (here an edited
+    network file that the workspace no longer has), and records that code, not the workspace's."""
+    import time
+
+    from convbench.provenance import source_sha256
+
+    project = copy_of(finished, tmp_path)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "baseline results"], project)
+    with open(project / "src/convbench/models/mlp.py", "a") as file:
+        file.write("# queued with this edit\n")
+    queued_code = source_sha256(project / "src/convbench")
+    run(["dvc", "exp", "run", "--queue", "-S", "recipe.lr=0.05,0.1"], project)
+    run(["git", "checkout", "--", "src/convbench/models/mlp.py"], project)  # the workspace moves on
+    workspace_code = source_sha256(project / "src/convbench")
+    assert workspace_code != queued_code
+    run(["dvc", "queue", "start", "--jobs", "1"], project)
+    deadline = time.monotonic() + 900
+    while re.search(r"\b(Queued|Running)\b", status := run(["dvc", "queue", "status"], project).stdout):
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    experiments = {rev["name"]: rev["data"] for baseline in shown for exp in baseline.get("experiments") or []
+                   for rev in exp["revs"]}
+    assert sorted(data["params"]["params.yaml"]["data"]["recipe"]["lr"] for data in experiments.values()) == [0.05, 0.1]
+    for name, data in experiments.items():
+        results = data["metrics"]["results/study.json"]["data"]["experiments"]
+        assert set(results) == set(EXPERIMENTS) and 0 < results["mlp"]["val_acc_mean"] <= 1, name
+        run(["dvc", "exp", "apply", name], project)
+        for r in RUNS:
+            version = json.loads((project / f"results/mlp/{r}/metrics.json").read_text())["code_version"]
+            assert version["source_sha256"] == queued_code, (name, r)
+            assert version["dirty"] is True
+        run(["git", "checkout", "--", "."], project)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -506,8 +566,26 @@ def test_bad_params_are_refused_by_name_before_any_job(tmp_path: Path, change, m
 
 
 def test_snakemake_report_renders(project: Path, tmp_path: Path) -> None:
-    """The report figures are flagged with report()."""
-    page_path = tmp_path / "smk-report.html"
-    run(["snakemake", "--cores", "1", "--report", str(page_path)], project)
-    page = page_path.read_text(errors="replace")
-    assert "learning_curves.png" in page and "pareto.png" in page
+    """`snakemake --report report.zip`: the workflow's description, the study's results, the HTML
+    report and every figure, each with its caption."""
+    import zipfile
+
+    from convbench.study import REPORT_FIGURES
+
+    archive = tmp_path / "report.zip"
+    run(["snakemake", "--cores", "1", "--report", str(archive)], project)
+    with zipfile.ZipFile(archive) as zipped:
+        names = zipped.namelist()
+        text = "\n".join(zipped.read(name).decode("utf-8", "replace") for name in names
+                         if name.endswith((".html", ".js", ".json")))
+        # Snakemake's own page is report/report.html; the files it includes are under report/data/
+        stored = {Path(name).name: zipped.read(name) for name in names if "/data/" in name}
+    assert "report/report.html" in names
+    for name in REPORT_FIGURES:
+        assert stored[f"{name}.png"] == (project / f"reports/figures/{name}.png").read_bytes(), names
+        caption = (ROOT / f"workflow/report/figures/{name}.rst").read_text().split(";")[0].split(",")[0]
+        assert caption.strip() in text, name
+    assert stored["study.json"] == (project / "results/study.json").read_bytes()
+    assert stored["report.html"] == (project / "reports/report.html").read_bytes()
+    assert "modern CNNs" in text and ">tiny</tt>" in text  # the workflow's description, of this study
+    assert "system-message" not in text  # every .rst rendered without an error

@@ -93,17 +93,20 @@ def test_the_source_hash_follows_every_byte_of_the_package(tmp_path: Path) -> No
 def test_code_version_names_the_commit_when_there_is_one() -> None:
     version = code_version()
     assert version["source_sha256"] == source_sha256()
-    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    git = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%H", "--", "src/convbench"],
+                         capture_output=True, text=True)
     if git.returncode != 0:
         pytest.skip("not a git work tree")
-    assert version["commit"] == git.stdout.strip()
+    assert version["source_commit"] == git.stdout.strip()  # the code's last commit, not HEAD
     status = subprocess.run(["git", "-C", str(PACKAGE_DIR), "status", "--porcelain", "--", "."],
                             capture_output=True, text=True).stdout
     assert version["dirty"] is bool(status)
     line = describe(version)
-    assert line.startswith(f"git {version['commit'][:12]}")
+    assert line.startswith(f"git {version['source_commit'][:12]}")
     assert line.endswith(f"source sha256 {version['source_sha256'][:12]}")
     assert describe("0.1.0") == "0.1.0"  # results from before versions named the code
+    assert describe({"commit": "a" * 40, "dirty": False, "source_sha256": "b" * 64}) == \
+        f"git {'a' * 12}, source sha256 {'b' * 12}"  # from before they named the code's commit
 
 
 def test_dvc_yaml_spells_the_layout_convbench_study_defines() -> None:
@@ -130,3 +133,91 @@ def test_dvc_yaml_spells_the_layout_convbench_study_defines() -> None:
     assert outputs("aggregate") == {study.study_results_path, study.scores_path, study.ablations_path}
     assert outputs("report") == {f"{study.reports_dir}/{name}" for name in
                                  ("report.html", "report.ipynb", "figures")}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def code_version_of(checkout: Path) -> dict:
+    """``code_version()`` as the checkout's own code reports it, run from the checkout."""
+    import json
+    import os
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
+    out = subprocess.run([sys.executable, "-c", "import json; from convbench.provenance import "
+                          "code_version; print(json.dumps(code_version()))"],
+                         cwd=checkout, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def test_the_code_version_names_the_code_not_the_repositorys_head(tmp_path: Path) -> None:
+    """Committing dvc.lock, the README or a study file (DVC's normal workflow) changes no byte of
+    what a rerun records; a commit of the sources does."""
+    checkout = tmp_path / "clone"
+    shutil.copytree(PACKAGE_DIR, checkout / "src/convbench", ignore=shutil.ignore_patterns("__pycache__"))
+    git(checkout, "init", "-q")
+    git(checkout, "config", "user.email", "test@convbench.local")
+    git(checkout, "config", "user.name", "convbench test")
+    git(checkout, "add", "-A")
+    git(checkout, "commit", "-qm", "the code")
+    code_commit = git(checkout, "rev-parse", "HEAD")
+    before = code_version_of(checkout)
+    assert before == {"source_commit": code_commit, "dirty": False,
+                      "source_sha256": source_sha256(checkout / "src/convbench")}
+    for name in ("dvc.lock", "README.md", "params.yaml"):
+        (checkout / name).write_text(f"{name}\n")
+        git(checkout, "add", name)
+        git(checkout, "commit", "-qm", f"results: {name}")
+    assert git(checkout, "rev-parse", "HEAD") != code_commit
+    assert code_version_of(checkout) == before
+
+    with open(checkout / "src/convbench/models/mlp.py", "a") as file:
+        file.write("# an edit\n")
+    edited = code_version_of(checkout)
+    assert edited["source_commit"] == code_commit and edited["dirty"] is True
+    assert edited["source_sha256"] != before["source_sha256"]
+    git(checkout, "commit", "-qam", "an edit of the code")
+    assert code_version_of(checkout) == {**edited, "source_commit": git(checkout, "rev-parse", "HEAD"),
+                                         "dirty": False}
+
+
+@pytest.fixture
+def second_clone(tmp_path: Path) -> Path:
+    """Another checkout of the project, while the importable convbench is this one's (an editable
+    install shared by two clones)."""
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for name in ("Snakefile", "params.yaml", "dvc.yaml"):
+        shutil.copy(ROOT / name, clone / name)
+    shutil.copytree(ROOT / "workflow", clone / "workflow", symlinks=True)
+    shutil.copytree(ROOT / "conf", clone / "conf")
+    shutil.copytree(PACKAGE_DIR, clone / "src/convbench", ignore=shutil.ignore_patterns("__pycache__"))
+    return clone
+
+
+def run_in(clone: Path, args: list[str], **env: str) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CONVBENCH_ALLOW_FOREIGN_INSTALL")}
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
+    return subprocess.run(args, cwd=clone, env={**environment, **env}, capture_output=True, text=True)
+
+
+def test_a_checkout_refuses_to_run_another_checkouts_code(second_clone: Path) -> None:
+    """Run from a checkout, a command stops, naming both paths and the fix, when the convbench that
+    Python imports is not the checkout's src/: Snakemake would track one and run the other."""
+    own, imported = second_clone / "src/convbench", PACKAGE_DIR
+    for args in (["convbench", "study"], ["snakemake", "--dry-run", "--cores", "1"]):
+        proc = run_in(second_clone, args)
+        said = proc.stdout + proc.stderr
+        assert proc.returncode != 0, said
+        assert f"this checkout's code is {own}" in said and f"imports is {imported}" in said
+        assert f"'pip install -e .' in {second_clone}" in said
+        assert "CONVBENCH_ALLOW_FOREIGN_INSTALL=1" in said
+    # the opt-out, for a package installed on purpose; and its own code always runs
+    assert run_in(second_clone, ["convbench", "study"], CONVBENCH_ALLOW_FOREIGN_INSTALL="1").returncode == 0
+    assert run_in(second_clone, ["convbench", "study"], PYTHONPATH=str(second_clone / "src")).returncode == 0
+    assert run_in(ROOT, ["convbench", "study", "--help"]).returncode == 0  # this checkout, its own code

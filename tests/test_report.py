@@ -299,6 +299,33 @@ def test_runs_without_perf_json_are_left_out_of_the_timings(
                               f"{len(EXPERIMENTS) * RUNS} jobs with a perf.json) + ")
 
 
+def test_the_study_card_says_when_runs_came_from_different_cpu_types(
+    tiny_study: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each run records the CPU it was trained on (model and torch's instruction set): results are
+    bit-identical only on one CPU type, so the card warns when a study mixes them."""
+    from dataclasses import replace
+
+    from convbench.device import describe_cpu
+
+    monkeypatch.chdir(tiny_study)
+    data = load.load_report_data("params.yaml")
+    here = describe_cpu()
+    assert here["model"] and here["capability"]  # e.g. "AMD EPYC", "AVX512"
+    assert {json.dumps(m["cpu"]) for m in data.run_metrics.values()} == {json.dumps(here)}
+    rows = dict(card.study_card(data).values.tolist())
+    assert rows["CPU type(s)"] == f"{here['model']} ({here['capability']}), all {len(data.run_metrics)} runs"
+    assert "WARNING" not in rows["CPU type(s)"]
+    other = {"model": "Intel(R) Xeon(R) Platinum 8481C", "architecture": "x86_64", "capability": "AVX512"}
+    mixed = {key: {**metrics, "cpu": other} if key[0] == "mlp" else metrics
+             for key, metrics in data.run_metrics.items()}
+    line = dict(card.study_card(replace(data, run_metrics=mixed)).values.tolist())["CPU type(s)"]
+    assert line.startswith("WARNING: the runs came from 2 CPU types")
+    assert f"{here['model']} ({here['capability']}): {RUNS} runs" in line
+    assert f"Intel(R) Xeon(R) Platinum 8481C (AVX512): {RUNS} runs" in line
+    assert "bit-identical only on one CPU type with one thread count" in line
+
+
 # ------------------------------------------------------------------------------------------- CLI
 
 

@@ -60,7 +60,7 @@ def test_runs_cover_repeats_folds_and_seeds_in_a_stable_layout(default_config: d
         study.run(0, 0, 3)
     # the default: one repeat, the study seed as the one training seed, as before repeats existed
     plain = parse_study(default_config)
-    assert [(r.repeat, r.fold, r.seed, r.train_seed) for r in plain.runs()] == [(0, k, 0, 0) for k in range(3)]
+    assert [(r.repeat, r.fold, r.seed, r.train_seed) for r in plain.runs()] == [(0, k, 0, 0) for k in range(plain.folds)]
 
 
 def test_the_seeds_study_is_d2l_at_d2l_settings() -> None:

@@ -26,6 +26,7 @@ from convbench.batches import BatchTransform, channel_stats, random_crop_flip
 from convbench.models import build
 from convbench.recipe import Recipe, lr_at, resolve_recipe
 from convbench.split import load_split
+from convbench.device import describe_cpu
 from convbench.provenance import code_version
 from convbench.batches import FoldData, fold_data, make_transform
 from convbench.checkpoint import (
@@ -364,6 +365,8 @@ def test_cli_writes_history_and_a_self_describing_model(
     assert meta["split_id"] == load_split(digits_split).split_id
     assert meta["code_version"] == code_version()  # the commit, a dirty flag, the sources' hash
     assert meta["packages"]["torch"] == version("torch")
+    assert meta["cpu"] == describe_cpu()  # where bit-identity ends: the CPU type
+    assert meta["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
     assert meta["classes"] == digits.classes
     model = build("lenet", input_size=SIZE, activation="relu")
     model.load_state_dict(state["best_model"])

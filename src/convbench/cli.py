@@ -2,7 +2,8 @@
 
 Each subcommand is a function ``(argv) -> int`` in the module named after it (``convbench evaluate``:
 ``convbench.evaluate.main``); this file only dispatches, importing a command's module when that
-command is asked for (torch is slow to import).
+command is asked for (torch is slow to import), after checking that run from a checkout it runs
+that checkout's code (``convbench.provenance.check_own_checkout``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import importlib
 import sys
 from typing import NamedTuple
+
+from convbench.provenance import ForeignInstallError, check_own_checkout
 
 
 class Command(NamedTuple):
@@ -67,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convbench: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
     entry = COMMANDS[command]
+    try:
+        check_own_checkout()
+    except ForeignInstallError as err:
+        print(f"convbench {command}: error: {err}", file=sys.stderr)
+        return 1
     return int(getattr(importlib.import_module(entry.module), entry.function)(rest) or 0)
 
 

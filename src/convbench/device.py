@@ -141,3 +141,23 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu:{platform.machine()}:{torch.get_num_threads()} threads"
+
+
+def describe_cpu() -> dict[str, str]:
+    """The CPU a result was computed on: its model and the instruction set torch's kernels use.
+
+    CPU results are bit-identical only on one CPU type with one thread count: oneDNN and MKL pick
+    kernels by instruction set, so an AVX-512 machine and an AVX2 one round differently.
+    """
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
+            model = next((line.split(":", 1)[1].strip() for line in file
+                          if line.split(":", 1)[0].strip() in ("model name", "Model")), "")
+    except OSError:
+        pass
+    return {
+        "model": model or platform.processor() or "unknown",
+        "architecture": platform.machine(),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+    }

@@ -188,6 +188,7 @@ def evaluate_checkpoint(
         "threads": meta.get("threads"),  # CPU results depend on it: a setting, as the recipe is
         "code_version": meta["code_version"],
         "packages": meta["packages"],
+        "cpu": meta.get("cpu"),  # the training's CPU; None in checkpoints from before it was recorded
     }
     return metrics, inference
 

@@ -1,8 +1,10 @@
 """Which code made a result, and which code each pipeline stage runs.
 
-``code_version()`` names the code behind a result: the git commit and whether the package's sources
-differ from it (where the package lives in a git work tree), and always a SHA-256 of the package's
-source files, so a result made from uncommitted or pip-installed code is still named exactly.
+``code_version()`` names the code behind a result: the last git commit that changed the package's
+sources and whether they differ from it (where the package lives in a git work tree), and always a
+SHA-256 of the package's source files, so a result made from uncommitted or pip-installed code is
+still named exactly. It never names the repository's HEAD: committing dvc.lock, the README or a
+study file changes no byte of a rerun's results.
 
 ``stage_sources(stage, arch)`` lists the files a stage's ``convbench <stage>`` command executes:
 the modules its entry module imports, transitively, within the package (found by reading the
@@ -14,6 +16,11 @@ because DVC cannot look an experiment's network up by name.
 
 A file counts by its bytes (DVC) or its modification time (Snakemake): a comment-only edit reruns
 what depends on the file, as any other edit does.
+
+Both engines' lists name the checkout's ``src/``, so they are right only if the code that runs is
+the checkout's: ``check_own_checkout()`` (called by every ``convbench`` command and by the Snakefile)
+stops a command run from a checkout whose importable ``convbench`` is another one (an editable
+install of a second clone, a wheel), unless ``CONVBENCH_ALLOW_FOREIGN_INSTALL=1`` says it is meant.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -32,6 +40,33 @@ SOURCE_SUFFIXES = (".py", ".yaml", ".json")
 # The pipeline's stages: commands of convbench.cli, whose table names the module each one runs.
 STAGES = ("download", "prepare", "split", "run", "aggregate", "report")
 NETWORK_LINKS = "workflow/networks"  # <arch> -> ../../src/convbench/models/<file>.py, for dvc.yaml
+FOREIGN_INSTALL_ENV = "CONVBENCH_ALLOW_FOREIGN_INSTALL"
+
+
+class ForeignInstallError(RuntimeError):
+    """A command run from a checkout imports another checkout's or an installed ``convbench``."""
+
+
+def check_own_checkout(checkout: Path | None = None) -> None:
+    """Refuse to run from a checkout (a directory with ``src/convbench``) unless the importable
+    ``convbench`` is that checkout's own code.
+
+    Otherwise Snakemake would track the installed files, DVC the checkout's, and an edit of the
+    checkout would rerun nothing that runs it. ``CONVBENCH_ALLOW_FOREIGN_INSTALL=1`` allows it, for
+    a package installed on purpose (a wheel). Cheap: a few ``stat`` calls, no torch.
+    """
+    checkout = Path.cwd() if checkout is None else Path(checkout)
+    own = checkout / "src" / PACKAGE
+    if not (own / "__init__.py").is_file() or os.environ.get(FOREIGN_INSTALL_ENV) == "1":
+        return
+    if own.resolve() == PACKAGE_DIR:
+        return
+    raise ForeignInstallError(
+        f"this checkout's code is {own.resolve()}, but the convbench that Python imports is "
+        f"{PACKAGE_DIR}: the pipeline would run and record that code, not this checkout's. Run "
+        f"'pip install -e .' in {checkout.resolve()} (or put its src/ first on PYTHONPATH), or set "
+        f"{FOREIGN_INSTALL_ENV}=1 to run the installed package on purpose"
+    )
 
 
 def source_files(package_dir: Path = PACKAGE_DIR) -> list[Path]:
@@ -51,27 +86,28 @@ def source_sha256(package_dir: Path = PACKAGE_DIR) -> str:
     return digest.hexdigest()
 
 
-def _git(*args: str) -> str | None:
+def _git(package_dir: Path, *args: str) -> str | None:
     try:
-        done = subprocess.run(["git", "-C", str(PACKAGE_DIR), *args], capture_output=True,
+        done = subprocess.run(["git", "-C", str(package_dir), *args], capture_output=True,
                               text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def code_version() -> dict[str, object]:
-    """``{"commit": sha or None, "dirty": bool or None, "source_sha256": ...}``.
+def code_version(package_dir: Path = PACKAGE_DIR) -> dict[str, object]:
+    """``{"source_commit": sha or None, "dirty": bool or None, "source_sha256": ...}``.
 
-    ``dirty`` says whether the package's own files (``src/convbench``) differ from the commit,
-    untracked ones included; edits elsewhere (params.yaml, dvc.lock) do not make the code dirty.
+    ``source_commit`` is the last commit that changed the package's own files (``src/convbench``),
+    not HEAD; ``dirty`` says whether those files differ from it, untracked ones included. Edits and
+    commits elsewhere (params.yaml, dvc.lock, the README) change neither.
     """
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--", ".") if commit else None
+    commit = _git(package_dir, "log", "-1", "--format=%H", "--", ".") or None
+    status = _git(package_dir, "status", "--porcelain", "--", ".") if commit else None
     return {
-        "commit": commit,
+        "source_commit": commit,
         "dirty": None if status is None else bool(status),
-        "source_sha256": source_sha256(),
+        "source_sha256": source_sha256(package_dir),
     }
 
 
@@ -80,9 +116,10 @@ def describe(version: object) -> str:
     if not isinstance(version, dict):  # results written before code versions named the code
         return str(version)
     parts = []
-    if version.get("commit"):
+    commit = version.get("source_commit") or version.get("commit")  # "commit": HEAD, in older results
+    if commit:
         dirty = " with uncommitted changes" if version.get("dirty") else ""
-        parts.append(f"git {str(version['commit'])[:12]}{dirty}")
+        parts.append(f"git {str(commit)[:12]}{dirty}")
     parts.append(f"source sha256 {str(version.get('source_sha256'))[:12]}")
     return ", ".join(parts)
 

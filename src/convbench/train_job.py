@@ -27,7 +27,7 @@ from convbench.checkpoint import (
     save_checkpoint,
     write_history,
 )
-from convbench.device import DeviceError, claim_device, pick_device
+from convbench.device import DeviceError, claim_device, describe_cpu, pick_device
 from convbench.models import build, check_knobs, resolve_input_size
 from convbench.provenance import code_version, package_versions
 from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
@@ -133,6 +133,8 @@ def train_one(
         "classes": list(dataset.classes),
         "code_version": code_version(),
         "packages": package_versions(),
+        # where bit-identity ends: another CPU type may round differently (convbench.device)
+        "cpu": describe_cpu(),
     }
     for name in ("model.pt", "history.csv", "checkpoint.pt"):  # fail before the work, not after
         check_writable(out_dir / name)

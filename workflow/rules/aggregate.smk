@@ -22,9 +22,9 @@ rule aggregate:
         experiments=[STUDY.experiment_results_path(name) for name in STUDY.experiments],
         code=code("aggregate"),
     output:
-        results=STUDY.study_results_path,
+        results=report(STUDY.study_results_path, caption="../report/study_json.rst", category="Results"),
         scores=STUDY.scores_path,
-        ablations=STUDY.ablations_path,
+        ablations=report(STUDY.ablations_path, caption="../report/ablations_json.rst", category="Results"),
     params:
         study=STUDY_FILE,
     log:

@@ -33,9 +33,10 @@ rule split:
     output:
         f"{STUDY.splits_dir}/repeat{{repeat}}.json",
     params:
+        folds=STUDY.folds,
         split_seed=lambda wildcards: STUDY.split_seed(int(wildcards.repeat)),
     log:
         f"{LOGS}/split/repeat{{repeat}}.log",
     shell:
-        "convbench split --data {input.data} --folds {STUDY.folds} --seed {params.split_seed}"
+        "convbench split --data {input.data} --folds {params.folds} --seed {params.split_seed}"
         " --out {output} > {log} 2>&1"

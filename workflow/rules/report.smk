@@ -7,10 +7,11 @@ rule report:
         notebook="workflow/notebooks/report.ipynb",
         code=code("report"),
     output:
-        html=f"{STUDY.reports_dir}/report.html",
+        html=report(f"{STUDY.reports_dir}/report.html", caption="../report/report_html.rst", category="Report"),
         notebook=f"{STUDY.reports_dir}/report.ipynb",
         figures=[
-            report(f"{STUDY.reports_dir}/figures/{name}.png", category="Figures")
+            report(f"{STUDY.reports_dir}/figures/{name}.png", caption=f"../report/figures/{name}.rst",
+                   category="Figures")
             for name in REPORT_FIGURES
         ],
     params:
@@ -18,7 +19,7 @@ rule report:
         # the whole study: a changed description, ablation or any setting reruns the report, as
         # DVC's params do (the path alone would not)
         content=study_as_dict(STUDY),
-        out_dir=STUDY.reports_dir,
+        out_dir=lambda wildcards, output: os.path.dirname(output.html),
     log:
         f"{LOGS}/report.log",
     shell:

@@ -1,8 +1,9 @@
 """The page's opening paragraph and the study card: what was run, on what, with what.
 
 The facts a reader needs to trust or redo the numbers: the data and its checksum, the
-cross-validation, the recipe and its exceptions, the code versions and packages, the devices and
-the compute time.
+cross-validation, the recipe and its exceptions, the code versions and packages, the CPU types
+(with a warning when the runs came from several: CPU results are bit-identical only on one), the
+devices and the compute time.
 """
 
 from __future__ import annotations
@@ -68,11 +69,28 @@ def study_card(data: ReportData) -> pd.DataFrame:
             f"{provenance.describe(v['code_version'])} ({v['runs']} runs)" for v in card.get("code_versions", [])
         ) or str(card.get("code_version", "?"))),
         ("packages", _settings(card.get("packages", {}))),
+        ("CPU type(s)", cpu_types(data)),
         ("training device(s)", ", ".join(training_devices) or MISSING),
         ("inference device(s)", ", ".join(inference_devices) or MISSING),
         ("compute time", compute_time(data)),
     ]
     return pd.DataFrame(rows, columns=["", "value"])
+
+
+def cpu_types(data: ReportData) -> str:
+    """The CPU model and instruction set the runs were trained on, warning when there are several:
+    CPU results are bit-identical only on one CPU type with one thread count."""
+    counts: dict[str, int] = {}
+    for metrics in data.run_metrics.values():
+        cpu = metrics.get("cpu")
+        name = f"{cpu['model']} ({cpu['capability']})" if isinstance(cpu, dict) else "not recorded"
+        counts[name] = counts.get(name, 0) + 1
+    if len(counts) == 1:
+        return f"{next(iter(counts))}, all {len(data.run_metrics)} runs"
+    listed = "; ".join(f"{name}: {runs} runs" for name, runs in sorted(counts.items(), key=lambda c: -c[1]))
+    return (f"WARNING: the runs came from {len(counts)} CPU types ({listed}). CPU results are "
+            "bit-identical only on one CPU type with one thread count, so a rerun on one machine "
+            "may differ from these numbers")
 
 
 def compute_time(data: ReportData) -> str:
