@@ -50,6 +50,6 @@ rule all:
         STUDY.scores_path,
         STUDY.ablations_path,
         [STUDY.experiment_results_path(name) for name in STUDY.experiments],
-        [STUDY.curves_dir(name) for name in STUDY.experiments],
+        [f"{STUDY.curves_dir(name)}/{run.name}.csv" for name in STUDY.experiments for run in STUDY.runs()],
         [run_files(name, ["model.pt", "history.csv", "metrics.json", "perf.json"])
          for name in STUDY.experiments],

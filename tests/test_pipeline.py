@@ -530,6 +530,16 @@ def test_a_queued_sweep_runs_and_records_the_code_of_its_own_experiment(finished
         run(["git", "checkout", "--", "."], project)
 
 
+def test_dvc_plots_of_a_study_snakemake_ran_load_without_errors(project: Path, tmp_path: Path) -> None:
+    """Snakemake's results recorded by `dvc commit`: the curves directories hold only the curves
+    (no marker file of Snakemake's, which DVC would try to plot)."""
+    copy = copy_of(project, tmp_path)
+    run(["dvc", "commit", "-f", "-q"], copy)
+    assert sorted(p.name for p in (copy / "results/_curves/mlp").iterdir()) == [f"{name}.csv" for name in RUNS]
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], copy).stdout)
+    assert not shown.get("errors"), shown.get("errors")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

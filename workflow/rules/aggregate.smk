@@ -7,14 +7,17 @@ rule aggregate_experiment:
         code=code("aggregate"),
     output:
         results=STUDY.experiment_results_path("{experiment}"),
-        curves=directory(STUDY.curves_dir("{experiment}")),
+        # each run's file, not directory(): Snakemake's marker file in a directory output would be
+        # one more "plot" for DVC, and not a plottable one
+        curves=[f"{STUDY.curves_dir('{experiment}')}/{run.name}.csv" for run in STUDY.runs()],
     params:
         study=STUDY_FILE,
+        curves_dir=lambda wildcards: STUDY.curves_dir(wildcards.experiment),
     log:
         f"{LOGS}/aggregate/{{experiment}}.log",
     shell:
         "convbench aggregate --study {params.study} --experiment {wildcards.experiment}"
-        " --out {output.results} --curves-out {output.curves} > {log} 2>&1"
+        " --out {output.results} --curves-out {params.curves_dir} > {log} 2>&1"
 
 
 rule aggregate:
