@@ -22,6 +22,7 @@ from convbench._io import one_writer, run_cli
 from convbench.batches import FoldError
 from convbench.checkpoint import CheckpointError
 from convbench.device import DeviceError, claim_device
+from convbench.study import add_smoke_option
 from convbench.train import TrainingError
 
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=int, default=None, help="only this repeat of the K-fold split")
     parser.add_argument("--fold", type=int, default=None, help="only this fold")
     parser.add_argument("--seed", type=int, default=None, help="only this training seed")
+    add_smoke_option(parser)
     train_job.add_training_options(parser)
     return parser
 
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     def action(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
         progress = sys.stderr.isatty() if args.progress is None else args.progress
-        study = load_study(args.study)
+        study = load_study(args.study, smoke=args.smoke)
         selection = (args.experiment, args.repeat, args.fold, args.seed)
         trainings = train_job.study_jobs(study, *selection)
         scorings = evaluate.study_jobs(study, *selection)

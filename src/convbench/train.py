@@ -24,7 +24,7 @@ from convbench.batches import FoldData, make_transform
 from convbench.checkpoint import CHECKPOINT_FORMAT, cpu_state, optimizer_state_cpu
 from convbench.device import describe_device, set_determinism, synchronize
 from convbench.inference import autocast, evaluate_loss_acc
-from convbench.recipe import Recipe, lr_at
+from convbench.recipe import Recipe, evaluation_limit, lr_at
 
 
 class TrainingError(ValueError):
@@ -207,6 +207,10 @@ def train(
     # batch-norm statistics blow up (a 3-fold split of 1347 digits at batch 32 leaves 2 images).
     # Each epoch reshuffles, so every image is still seen.
     steps_per_epoch = max(1, n // recipe.batch_size)
+    if recipe.smoke:  # a smoke run: the first batches of each epoch
+        steps_per_epoch = min(steps_per_epoch, recipe.smoke)
+    limit = evaluation_limit(recipe)  # a smoke run's few batches; None: every image
+    val_images, val_labels = data.val_images[:limit], data.val_labels[:limit]
     seen = min(n, steps_per_epoch * recipe.batch_size)
     # Non-finite checks cost a device sync; on a GPU look every few steps (the error still names
     # the first bad step, from the stored per-step losses).
@@ -238,7 +242,7 @@ def train(
         synchronize(device)
         seconds = time.perf_counter() - started
 
-        val_loss, val_acc = evaluate_loss_acc(model, data.val_images, data.val_labels, transform, recipe)
+        val_loss, val_acc = evaluate_loss_acc(model, val_images, val_labels, transform, recipe)
         progress.add({
             "epoch": epoch,
             "train_loss": loss_sum.item() / seen,

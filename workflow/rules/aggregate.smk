@@ -13,7 +13,7 @@ rule aggregate_experiment:
     log:
         f"{LOGS}/aggregate/{{experiment}}.log",
     shell:
-        "convbench aggregate --study {params.study} --experiment {wildcards.experiment}"
+        "convbench aggregate --study {params.study} --smoke {STUDY.smoke} --experiment {wildcards.experiment}"
         " --out {output.results} --curves-out {output.curves} > {log} 2>&1"
 
 
@@ -30,5 +30,5 @@ rule aggregate:
     log:
         f"{LOGS}/aggregate.log",
     shell:
-        "convbench aggregate --study {params.study} --out {output.results}"
+        "convbench aggregate --study {params.study} --smoke {STUDY.smoke} --out {output.results}"
         " --scores-out {output.scores} --ablations-out {output.ablations} > {log} 2>&1"

@@ -22,4 +22,4 @@ rule report:
     log:
         f"{LOGS}/report.log",
     shell:
-        "convbench report --study {params.study} --out-dir {params.out_dir} > {log} 2>&1"
+        "convbench report --study {params.study} --smoke {STUDY.smoke} --out-dir {params.out_dir} > {log} 2>&1"

@@ -25,4 +25,4 @@ rule run:
         f"{LOGS}/benchmark/run/{{experiment}}.tsv"
     shell:
         "convbench run --study {params.study} --experiment {wildcards.experiment}"
-        " --threads {params.threads} --no-progress > {log} 2>&1"
+        " --threads {params.threads} --smoke {STUDY.smoke} --no-progress > {log} 2>&1"
