@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-import torch
 from torch import nn
 
 from convbench import datasets
@@ -115,3 +114,74 @@ def test_fashion_mnist_cpu_runs_as_a_smoke_run_on_the_real_data(
     root = study_project(tmp_path / "fm_cpu", "fashion_mnist_cpu")
     smoke_run(convbench, root)
     check_smoke_results(root)
+
+
+def misfit_alexnet(**kwargs: object) -> nn.Module:
+    """AlexNet with a classic bug: its classifier's first layer sized for another resolution, so
+    it builds, but its forward fails at the study's input size."""
+    model = ALEXNET.builder(**kwargs)
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    name, first = linears[0]
+    parent = model.get_submodule(name.rpartition(".")[0])
+    setattr(parent, name.rpartition(".")[2], nn.Linear(first.in_features + 256, first.out_features))
+    return model
+
+
+ALEXNET = _registry.spec("alexnet")
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_a_broken_network_in_the_seeds_study_fails_its_smoke_run_naming_the_experiment(
+    tmp_path: Path, convbench: Callable[[list[str]], int], offline: None,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A network that builds but cannot run at the study's resolution (AlexNet at 224 px here)
+    stops the smoke run at its experiment, with the error and the run that hit it."""
+    monkeypatch.setitem(_registry._REGISTRY, "alexnet", dataclasses.replace(ALEXNET, builder=misfit_alexnet))
+    root = study_project(tmp_path / "d2l", "fashion_mnist_d2l")
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        smoke_run(convbench, root)
+    err = capsys.readouterr().err
+    assert "convbench run: experiment alexnet, repeat 0 fold 0 seed 0" in err
+    study = load_study(root / "params.yaml", smoke=SMOKE)
+    assert not (root / study.run_dir("alexnet", study.runs()[0]) / "model.pt").exists()
+    assert (root / study.run_dir("lenet", study.runs()[0]) / "metrics.json").exists()  # those before ran
+
+
+GPU_RECIPES_STUDY = {
+    "study": "gpu_path",
+    "description": "what a GPU run uses and a CPU can execute: bf16 autocast, channels_last, "
+                   "torch.compile, deterministic mode",
+    "dataset": "digits", "folds": 2, "seed": 0, "threads": 1,
+    "recipe": {"batch_size": 32, "epochs": 3, "lr": 0.05},
+    "experiments": {
+        "lenet_bf16": {"arch": "lenet", "input_size": 16,
+                       "recipe": {"precision": "bf16", "channels_last": True, "deterministic": True}},
+        "resnet18_bf16": {"arch": "resnet18", "input_size": 32, "knobs": {"width": 0.125},
+                          "recipe": {"precision": "bf16", "channels_last": True}},
+        "mlp_compiled": {"arch": "mlp", "input_size": 8, "recipe": {"compile": True}},
+    },
+    "ablations": {"compiled_vs_bf16": {"baseline": "mlp_compiled", "treatment": "lenet_bf16"}},
+}
+
+
+@pytest.mark.slow
+def test_the_gpu_recipes_run_as_a_smoke_run_on_the_cpu(
+    tmp_path: Path, convbench: Callable[[list[str]], int]
+) -> None:
+    """bf16 autocast (CPU autocast), channels_last, torch.compile (inductor's C++ on the CPU, one
+    tiny network) and deterministic: true, through every stage to the report."""
+    import yaml
+
+    root = tmp_path / "gpu_path"
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump(GPU_RECIPES_STUDY, sort_keys=False))
+    smoke_run(convbench, root, smoke=2)
+    check_smoke_results(root, smoke=2)
+    study = load_study(root / "params.yaml", smoke=2)
+    for name, run in study.all_runs():
+        metrics = json.loads((root / study.run_dir(name, run) / "metrics.json").read_text())
+        wanted = GPU_RECIPES_STUDY["experiments"][name]["recipe"]
+        assert {k: metrics["recipe"][k] for k in wanted} == wanted
+        assert metrics["test"]["n"] == 2 * 16 and 0.0 <= metrics["test"]["accuracy"] <= 1.0

@@ -57,11 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         for (job, paths), scoring in zip(trainings, scorings, strict=True):
             # one writer per run: held from training through scoring
             with claim_device(args.device) as device_name, one_writer(paths.out_dir):
-                result = train_job.run_job(job, paths.data, paths.split, paths.out_dir,
-                                       device_name=device_name, resume=args.resume, progress=progress)
-                print(train_job.trained_line(job, result, paths.out_dir), flush=True)
-                metrics = evaluate.evaluate_job(scoring, device_name, "best")
-                print(evaluate.scored_line(metrics, scoring.out), flush=True)
+                try:
+                    result = train_job.run_job(job, paths.data, paths.split, paths.out_dir,
+                                               device_name=device_name, resume=args.resume, progress=progress)
+                    print(train_job.trained_line(job, result, paths.out_dir), flush=True)
+                    metrics = evaluate.evaluate_job(scoring, device_name, "best")
+                    print(evaluate.scored_line(metrics, scoring.out), flush=True)
+                except Exception as err:  # say which run failed, above the message or traceback
+                    print(f"convbench run: experiment {job.experiment}, repeat {job.repeat} fold "
+                          f"{job.fold} seed {job.seed} ({paths.out_dir}) failed: {type(err).__name__}",
+                          file=sys.stderr, flush=True)
+                    raise
 
     # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
     expected = (TrainingError, FoldError, CheckpointError, evaluate.EvaluationError, DataError,
