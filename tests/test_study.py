@@ -205,9 +205,43 @@ def test_study_cli_names_the_bad_key(tmp_path: Path, default_config: dict, capsy
 
 
 def test_study_cli_lists_the_plan(capsys) -> None:
-    assert cli(["study", str(ROOT / "params.yaml")]) == 0
+    assert cli(["study", str(ROOT / "params.yaml"), "--no-estimate"]) == 0
     out = capsys.readouterr().out
     assert "51 training runs" in out and "resnet18_plain" in out
+    assert "estimated" not in out
+
+
+def test_study_cli_estimates_each_experiments_time_and_memory_on_this_machine(
+    tmp_path: Path, default_config: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Measured steps times the study's steps: per experiment and in total, naming the device."""
+    import json
+
+    from convbench.estimate import TEST_SIZES, cpu_model, fold_sizes
+
+    config = {**default_config, "experiments": {k: default_config["experiments"][k] for k in ("lenet", "mlp_plain")},
+              "ablations": {}}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(config))
+    assert cli(["study", str(params), "--json", "--steps", "1"]) == 0
+    estimate = json.loads(capsys.readouterr().out)["estimate"]
+    assert estimate["device"] == f"cpu:{cpu_model()}:1 threads"
+    study = load_study(params)
+    train_images, val_images = fold_sizes(study)
+    assert (train_images, val_images) == (898, 449)  # 1347 digits in 3 folds
+    for name, cost in estimate["experiments"].items():
+        e = study.experiment(name)
+        assert cost["steps_per_epoch"] == train_images // e.recipe.batch_size == 28
+        assert cost["step_s"] > 0 and cost["eval_image_s"] > 0 and cost["peak_memory_mb"] > 0
+        per_run = (e.recipe.epochs * (28 * cost["step_s"] + val_images * cost["eval_image_s"])
+                   + (val_images + TEST_SIZES["digits"]) * cost["eval_image_s"])
+        assert cost["seconds"] == pytest.approx(3 * per_run + estimate["start_up_s"])
+    assert 0 < estimate["start_up_s"] < 120
+    assert estimate["total_seconds"] == pytest.approx(sum(c["seconds"] for c in estimate["experiments"].values()))
+    assert cli(["study", str(params), "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"estimated cost on cpu:{cpu_model()}:1 threads" in out
+    assert "  lenet " in out and "  total " in out and "peak memory" in out
 
 
 def test_dvc_study_override_composes_the_bundled_study(tmp_path: Path) -> None:

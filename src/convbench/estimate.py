@@ -6,7 +6,7 @@ use, and one evaluation batch; the study's step and image counts multiply them:
 
     time = runs x (epochs x (steps x step_s + val_images x eval_s)      # training + per-epoch val
                    + (val_images + test_images) x eval_s)                # convbench evaluate
-           + JOB_START_S                                                 # the job's torch start-up
+           + start-up                           # a fresh process importing torch, measured once
 
 Peak memory is what the steps held: the CUDA allocator's peak on a GPU; on the CPU the process's
 peak resident memory during them (torch itself included, the data set not). It leaves out what the estimate cannot see:
@@ -17,6 +17,8 @@ autotuning, ``compile``'s first call), and evaluation batches larger than the on
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -35,8 +37,8 @@ from convbench.train import make_optimizer, train_step
 IMAGE_SHAPES = {"digits": (1, 8), "mnist": (1, 28), "fashion_mnist": (1, 28), "kmnist": (1, 28)}
 TEST_SIZES = {"digits": 450, "mnist": 10000, "fashion_mnist": 10000, "kmnist": 10000}
 NUM_CLASSES = 10
-# A `convbench run` job's fixed cost: torch's start-up and the data set's load (README: about 7 s on
-# a 2-core machine).
+# A `convbench run` job's fixed cost when it cannot be measured: torch's start-up (README: about 7 s
+# on an idle 2-core machine).
 JOB_START_S = 7.0
 EVAL_PROBE_IMAGES = 64  # evaluation's per-image time is measured on a batch of at most this many
 
@@ -56,6 +58,15 @@ class ExperimentCost:
     seconds: float  # the experiment's whole job, estimated
     peak_memory_mb: float  # measured during the steps
     memory_kind: str  # "gpu" (CUDA allocator peak) or "process rss" (the process's resident memory)
+
+
+def measure_start_up() -> float:
+    """Seconds a fresh `convbench run` process takes to import what it runs (torch, torch._dynamo,
+    which the optimizers import, and convbench), measured once in a child process."""
+    started = time.perf_counter()
+    child = subprocess.run([sys.executable, "-c", "import torch._dynamo, convbench.run"],
+                           capture_output=True)
+    return time.perf_counter() - started if child.returncode == 0 else JOB_START_S
 
 
 def fold_sizes(study: Study) -> tuple[int, int]:
@@ -108,7 +119,8 @@ def measure(experiment: Experiment, study: Study, device: torch.device, steps: i
     return {"step_s": step_s, "eval_image_s": eval_image_s, "peak_memory_mb": peak, "memory_kind": kind}
 
 
-def experiment_cost(name: str, study: Study, measured: dict[str, Any]) -> ExperimentCost:
+def experiment_cost(name: str, study: Study, measured: dict[str, Any],
+                    start_up_s: float = JOB_START_S) -> ExperimentCost:
     """The measured step and evaluation times multiplied by what ``study`` will run."""
     e = study.experiment(name)
     train_images, val_images = fold_sizes(study)
@@ -126,7 +138,7 @@ def experiment_cost(name: str, study: Study, measured: dict[str, Any]) -> Experi
         experiment=name, arch=e.arch, input_size=e.input_size, batch_size=e.recipe.batch_size,
         precision=e.recipe.precision, runs=runs, epochs=e.recipe.epochs, steps_per_epoch=steps,
         step_s=measured["step_s"], eval_image_s=measured["eval_image_s"],
-        seconds=runs * per_run + JOB_START_S, peak_memory_mb=measured["peak_memory_mb"],
+        seconds=runs * per_run + start_up_s, peak_memory_mb=measured["peak_memory_mb"],
         memory_kind=measured["memory_kind"],
     )
 
@@ -139,8 +151,9 @@ def estimate(study: Study, *, device_name: str = "auto", threads: int | None = N
     threads = threads or study.threads
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    start_up_s = measure_start_up()
     try:
-        costs = [experiment_cost(name, study, measure(e, study, device, steps))
+        costs = [experiment_cost(name, study, measure(e, study, device, steps), start_up_s)
                  for name, e in study.experiments.items()]
     finally:
         torch.set_num_threads(previous)
@@ -151,8 +164,9 @@ def estimate(study: Study, *, device_name: str = "auto", threads: int | None = N
         "experiments": {c.experiment: asdict(c) for c in costs},
         "total_seconds": sum(c.seconds for c in costs),
         "peak_memory_mb": max(c.peak_memory_mb for c in costs),
+        "start_up_s": start_up_s,
         "assumes": "one job at a time on this device; measured steps x the study's steps, plus "
-                   f"evaluation and {JOB_START_S:.0f} s start-up per job",
+                   f"evaluation and {start_up_s:.1f} s start-up per job (measured)",
     }
 
 
