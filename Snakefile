@@ -4,6 +4,7 @@
 #
 #   snakemake --cores 4 --resources gpu=1                     # the study in params.yaml
 #   snakemake --cores 4 --config study=fashion_mnist_d2l      # a bundled study (conf/study/)
+#   snakemake --cores 2 --config study=fashion_mnist_d2l smoke=2   # its smoke run (README)
 from convbench._io import hold_dvc_lock
 from convbench.provenance import check_own_checkout
 from convbench.study import load_study, study_file
@@ -21,9 +22,12 @@ report: "workflow/report/workflow.rst"
 
 # `--config study=NAME` selects conf/study/NAME.yaml, as `dvc exp run -S study=NAME` does.
 STUDY_FILE = str(study_file("params.yaml", config.get("study")))
+# `--config smoke=N`, as `dvc exp run -S smoke=N`: the study as a smoke run, into its own
+# directories; every command that reads the study is told (`--smoke N`).
+SMOKE = config.get("smoke") or 0
 # The whole study (src/convbench/study.schema.yaml, then networks, knobs and the data) is checked
 # before any job, with the same messages as `convbench study` and DVC's stages.
-STUDY = load_study(STUDY_FILE)
+STUDY = load_study(STUDY_FILE, smoke=SMOKE)
 
 
 # Snakemake and DVC must not run at once in one directory (each would delete files under the other's

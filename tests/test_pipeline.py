@@ -73,9 +73,10 @@ def write_study(project: Path, study: dict) -> None:
     (project / "conf/study" / f"{study['study']}.yaml").write_text(
         "# @package _global_\n" + yaml.safe_dump(study, sort_keys=False)
     )
-    (project / "conf/config.yaml").write_text(
-        f"defaults:\n  - _self_\n  - study: {study['study']}\n"
-    )
+    default = "  - study: digits\n"  # the repository's conf/config.yaml, with this study as default
+    config = (ROOT / "conf/config.yaml").read_text()
+    assert default in config
+    (project / "conf/config.yaml").write_text(config.replace(default, f"  - study: {study['study']}\n"))
     compose_and_dump(str(project / "params.yaml"), str(project / "conf"), None, "config",
                      str(project), [])
 
@@ -599,3 +600,95 @@ def test_snakemake_report_renders(project: Path, tmp_path: Path) -> None:
     assert stored["report.html"] == (project / "reports/report.html").read_bytes()
     assert "modern CNNs" in text and ">tiny</tt>" in text  # the workflow's description, of this study
     assert "system-message" not in text  # every .rst rendered without an error
+
+
+# ------------------------------------------------------------------------------------ smoke runs
+
+
+def tree_bytes(project: Path, *tops: str) -> dict[str, bytes]:
+    """Every file under ``tops`` (relative paths), with its bytes; logs/tiny-smoke/ (the smoke
+    run's own logs) left out."""
+    return {str(path.relative_to(project)): path.read_bytes()
+            for top in tops for path in sorted((project / top).rglob("*"))
+            if path.is_file() and not str(path.relative_to(project)).startswith("logs/tiny-smoke/")}
+
+
+def test_a_smoke_run_in_both_engines_leaves_the_real_results_byte_for_byte(
+    finished: Path, tmp_path: Path
+) -> None:
+    """`snakemake --config smoke=1` and `dvc exp run -S smoke=1` in the directory of a finished
+    real study: the smoke run writes only its own -smoke directories and logs; every real result,
+    report and log keeps its bytes, and neither engine then finds the real study out of date."""
+    from convbench.study import load_study
+
+    copy = copy_of(finished, tmp_path)
+    real = tree_bytes(copy, "results", "reports", "logs", "data")
+    run(["snakemake", "--cores", "2", "--config", "smoke=1"], copy)
+    smoke = load_study(copy / "params.yaml", smoke=1)
+    assert (smoke.results_dir, smoke.reports_dir) == ("results-smoke", "reports-smoke")
+    page = (copy / "reports-smoke/report.html").read_text(encoding="utf-8")
+    assert "SMOKE RUN: these numbers mean nothing" in page
+    assert (copy / "logs/tiny-smoke/benchmark/run/mlp.tsv").exists()
+    for exp in EXPERIMENTS:
+        metrics = json.loads((copy / f"results-smoke/{exp}/r0-fold0-seed0/metrics.json").read_text())
+        assert metrics["recipe"]["smoke"] == 1 and metrics["epochs"] == 1
+    assert tree_bytes(copy, "results", "reports", "logs", "data") == real
+    assert "Nothing to be done" in run(["snakemake", "--cores", "1", "--dry-run"], copy).stdout
+    # DVC: the same switch, the same directories (its paths append smoke_suffix)
+    smoke_files = tree_bytes(copy, "results-smoke")
+    run(["dvc", "exp", "run", "-S", "smoke=1"], copy)
+    assert yaml.safe_load((copy / "params.yaml").read_text())["smoke"] == 1
+    def outputs(files: dict[str, bytes]) -> set[str]:  # less the engines' own .gitignore and timestamps
+        return {path for path in files if not Path(path).name.startswith(".")}
+
+    assert outputs(tree_bytes(copy, "results-smoke")) == outputs(smoke_files)
+    assert tree_bytes(copy, "results", "reports", "logs", "data") == real
+    # back to the real study: DVC finds it as it left it
+    run(["dvc", "exp", "run", "-S", "smoke=0"], copy)
+    assert tree_bytes(copy, "results", "reports", "logs", "data") == real
+    assert dvc_changed_stages(copy) == set()
+
+
+def test_a_smoke_run_refuses_to_pass_for_the_real_study(finished: Path, tmp_path: Path) -> None:
+    """Smoke results copied where the real study's go are refused by aggregation and the report,
+    naming the recorded smoke setting: a smoke run can never be reported as a real one."""
+    copy = copy_of(finished, tmp_path)
+    run(["snakemake", "--cores", "2", "--config", "smoke=1", "--until", "run"], copy)
+    shutil.rmtree(copy / "results/mlp")
+    shutil.copytree(copy / "results-smoke/mlp", copy / "results/mlp")
+    proc = run(["convbench", "aggregate", "--study", "params.yaml", "--experiment", "mlp",
+                "--out", "results/_experiments/mlp.json"], copy, check=False)
+    assert proc.returncode == 1
+    assert ("results/mlp/r0-fold0-seed0/metrics.json: recipe.smoke is 1, but the study params.yaml asks "
+            "for <not recorded> (and 2 more setting(s)): a smoke run's result, whose numbers mean nothing") \
+        in proc.stderr
+
+
+SEEDS_STUDY_SMOKE = 1  # batches per epoch: one step of AlexNet at 224 px, batch 128, is seconds on 2 cores
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
+                    reason="the real Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist")
+def test_the_seeds_study_runs_as_a_smoke_run_through_snakemake(tmp_path: Path) -> None:
+    """README's acceptance command on the real Fashion-MNIST: all 16 experiments of
+    fashion_mnist_d2l at d2l's resolution and batch size, 2 folds, to a marked report."""
+    from convbench.study import load_study
+
+    project = make_project(tmp_path / "project", TINY_STUDY)
+    shutil.copy(ROOT / "conf/study/fashion_mnist_d2l.yaml", project / "conf/study/")
+    run(["snakemake", "--cores", "2", "--config", "study=fashion_mnist_d2l",
+         f"smoke={SEEDS_STUDY_SMOKE}"], project)
+    study = load_study(project / "params.yaml", "fashion_mnist_d2l", smoke=SEEDS_STUDY_SMOKE)
+    assert study.results_dir == "results/fashion_mnist_d2l-smoke" and len(study.experiments) == 16
+    for name, run_ in study.all_runs():
+        metrics = json.loads((project / study.run_dir(name, run_) / "metrics.json").read_text())
+        assert metrics["input_size"] == study.experiment(name).input_size
+        assert metrics["recipe"]["smoke"] == SEEDS_STUDY_SMOKE
+    assert {run_.fold for run_ in study.runs()} == {0, 1}
+    assert (project / "data/splits/fashion_mnist-k5-s0/repeat0.json").exists()  # the study's own split
+    page = (project / "reports/fashion_mnist_d2l-smoke/report.html").read_text(encoding="utf-8")
+    body = page[page.index("<body"):]
+    assert body.index("SMOKE RUN: these numbers mean nothing") < body.index("<h1")
+    assert "alexnet" in page and "densenet" in page
+    assert not (project / "results/fashion_mnist_d2l").exists()
+    assert not (project / "reports/fashion_mnist_d2l").exists()

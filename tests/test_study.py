@@ -20,10 +20,24 @@ def default_config() -> dict:
         return yaml.safe_load(file)
 
 
-def test_params_yaml_is_the_composed_default_study(default_config: dict) -> None:
+# What conf/config.yaml adds to every composed study: the smoke switch and dvc.yaml's path suffix.
+SMOKE_KEYS = {"smoke": 0, "_smoke_suffixes": {"0": ""}, "smoke_suffix": ""}
+
+
+def compose(tmp_path: Path, *overrides: str) -> dict:
+    """params.yaml as `dvc exp run -S ...` composes it from conf/ with Hydra."""
+    from dvc.utils.hydra import compose_and_dump
+
+    params = tmp_path / "composed.yaml"
+    compose_and_dump(str(params), str(ROOT / "conf"), None, "config", str(tmp_path), list(overrides))
+    return yaml.safe_load(params.read_text())
+
+
+def test_params_yaml_is_the_composed_default_study(default_config: dict, tmp_path: Path) -> None:
     """params.yaml is what DVC's Hydra composition writes from conf/: the two never drift."""
     with open(ROOT / "conf/study/digits.yaml") as file:
-        assert yaml.safe_load(file) == default_config
+        assert {**SMOKE_KEYS, **yaml.safe_load(file)} == default_config
+    assert compose(tmp_path) == default_config
 
 
 def test_the_default_study_covers_every_family_with_ablations(default_config: dict) -> None:
@@ -191,23 +205,94 @@ def test_study_cli_names_the_bad_key(tmp_path: Path, default_config: dict, capsy
 
 
 def test_study_cli_lists_the_plan(capsys) -> None:
-    assert cli(["study", str(ROOT / "params.yaml")]) == 0
+    assert cli(["study", str(ROOT / "params.yaml"), "--no-estimate"]) == 0
     out = capsys.readouterr().out
     assert "85 training runs" in out and "resnet18_plain" in out
+    assert "estimated" not in out
+
+
+def test_study_cli_estimates_each_experiments_time_and_memory_on_this_machine(
+    tmp_path: Path, default_config: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Measured steps times the study's steps: per experiment and in total, naming the device."""
+    import json
+
+    from convbench.estimate import TEST_SIZES, cpu_model, fold_sizes
+
+    config = {**default_config, "experiments": {k: default_config["experiments"][k] for k in ("lenet", "mlp_plain")},
+              "ablations": {}}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(config))
+    assert cli(["study", str(params), "--json", "--steps", "1"]) == 0
+    estimate = json.loads(capsys.readouterr().out)["estimate"]
+    assert estimate["device"] == f"cpu:{cpu_model()}:1 threads"
+    study = load_study(params)
+    train_images, val_images = fold_sizes(study)
+    assert (train_images, val_images) == (1077, 270)  # 1347 digits in 5 folds
+    for name, cost in estimate["experiments"].items():
+        e = study.experiment(name)
+        assert cost["steps_per_epoch"] == train_images // e.recipe.batch_size == 33
+        assert cost["step_s"] > 0 and cost["eval_image_s"] > 0 and cost["peak_memory_mb"] > 0
+        per_run = (e.recipe.epochs * (33 * cost["step_s"] + val_images * cost["eval_image_s"])
+                   + (val_images + TEST_SIZES["digits"]) * cost["eval_image_s"])
+        assert cost["seconds"] == pytest.approx(study.folds * per_run + estimate["start_up_s"])
+    assert 0 < estimate["start_up_s"] < 120
+    assert estimate["total_seconds"] == pytest.approx(sum(c["seconds"] for c in estimate["experiments"].values()))
+    assert cli(["study", str(params), "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"estimated cost on cpu:{cpu_model()}:1 threads" in out
+    assert "  lenet " in out and "  total " in out and "peak memory" in out
 
 
 def test_dvc_study_override_composes_the_bundled_study(tmp_path: Path) -> None:
     """`dvc exp run -S study=NAME` writes params.yaml with Hydra from conf/: the same file
     Snakemake's `--config study=NAME` reads."""
-    from dvc.utils.hydra import compose_and_dump
-
-    params = tmp_path / "params.yaml"
-    compose_and_dump(str(params), str(ROOT / "conf"), None, "config", str(tmp_path),
-                     ["study=fashion_mnist_d2l"])
-    composed = yaml.safe_load(params.read_text())
+    composed = compose(tmp_path, "study=fashion_mnist_d2l")
     with open(ROOT / "conf/study/fashion_mnist_d2l.yaml") as file:
-        assert composed == yaml.safe_load(file)
+        assert composed == {**SMOKE_KEYS, **yaml.safe_load(file)}
     assert parse_study(composed).name == "fashion_mnist_d2l"
+
+
+@pytest.mark.parametrize("name", ["digits", "fashion_mnist_d2l", "fashion_mnist_cpu"])
+def test_smoke_is_one_switch_for_both_engines_and_moves_every_path(name: str, tmp_path: Path) -> None:
+    """`dvc exp run -S smoke=2` composes what `snakemake --config smoke=2` (load_study's smoke)
+    loads: the same study, with results and reports in their own -smoke directories, which
+    dvc.yaml's paths (results_dir + smoke_suffix) name too."""
+    composed = compose(tmp_path, f"study={name}", "smoke=2")
+    assert composed["smoke"] == 2 and composed["smoke_suffix"] == "-smoke"
+    by_dvc = parse_study(composed)
+    by_snakemake = load_study(ROOT / "params.yaml", name, smoke=2)
+    real = load_study(ROOT / "params.yaml", name)
+    assert by_dvc == by_snakemake
+    assert by_dvc.results_dir == composed["results_dir"] + composed["smoke_suffix"] == real.results_dir + "-smoke"
+    assert by_dvc.reports_dir == real.reports_dir + "-smoke"
+    assert by_dvc.layout_name == f"{name}-smoke" and real.layout_name == name
+    real_paths = {real.study_results_path, real.scores_path, real.ablations_path, real.reports_dir,
+                  *(real.run_dir(e, run) for e, run in real.all_runs())}
+    smoke_paths = {by_dvc.study_results_path, by_dvc.scores_path, by_dvc.ablations_path, by_dvc.reports_dir,
+                   *(by_dvc.run_dir(e, run) for e, run in by_dvc.all_runs())}
+    assert not any(s == r or s.startswith(r + "/") or r.startswith(s + "/")
+                   for s in smoke_paths for r in real_paths)
+    # the same data and split (the study's own K), the first two folds, the real batch sizes
+    assert (by_dvc.split_path(), by_dvc.prepared_path) == (real.split_path(), real.prepared_path)
+    assert [run.fold for run in by_dvc.runs()] == [0, 1] and by_dvc.folds == real.folds
+    for exp_name, e in by_dvc.experiments.items():
+        r = real.experiment(exp_name)
+        assert (e.input_size, e.recipe.batch_size, e.recipe.precision, e.recipe.lr) == \
+            (r.input_size, r.recipe.batch_size, r.recipe.precision, r.recipe.lr)
+        assert e.recipe.smoke == 2 and e.recipe.epochs == 1
+        assert e.recipe.to_dict()["smoke"] == 2 and "smoke" not in r.recipe.to_dict()
+
+
+def test_a_hand_edited_smoke_suffix_is_refused(default_config: dict) -> None:
+    with pytest.raises(StudyError, match="smoke_suffix: is '', but smoke 2 makes it '-smoke'"):
+        parse_study({**default_config, "smoke": 2})
+
+
+def test_smoke_is_the_whole_studys_not_a_recipe_setting(default_config: dict) -> None:
+    config = mutate(default_config, "experiments.lenet.recipe.smoke", 2)
+    with pytest.raises(StudyError, match="experiments.lenet.recipe.smoke: a smoke run is the whole study's"):
+        parse_study(config)
 
 
 @pytest.mark.parametrize("command", [["study"], ["aggregate", "--out", "x.json"], ["split"],

@@ -25,6 +25,7 @@ from convbench.consistency import (
     check_experiment_settings,
     check_run_settings,
 )
+from convbench.study import add_smoke_option
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -316,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         "paired comparison and verdict) beside it.",
     )
     parser.add_argument("--study", type=Path, required=True, help="the study file (params.yaml)")
+    add_smoke_option(parser)
     parser.add_argument("--experiment", default=None, help="aggregate this experiment's runs")
     parser.add_argument("--out", type=Path, required=True, help="JSON to write")
     parser.add_argument("--curves-out", type=Path, default=None,
@@ -333,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     from convbench.study import StudyError, load_study
 
     def action(args: argparse.Namespace) -> None:
-        study = load_study(args.study)
+        study = load_study(args.study, smoke=args.smoke)
         if args.experiment is not None:
             study.experiment(args.experiment)  # refuses an unknown name
             result = {"experiments": {args.experiment: aggregate_experiment(study, args.experiment, args.study)}}

@@ -40,8 +40,8 @@ COMMANDS: dict[str, Command] = {
                    "train and evaluate an experiment's runs of a study, in one process"),
     "aggregate": Command("convbench.aggregate", "main",
                          "means and spreads of an experiment's runs, or of the study"),
-    "study": Command("convbench.study", "main",
-                     "validate a study and print what it plans"),
+    "study": Command("convbench.plan", "main",
+                     "validate a study, print what it plans and estimate its cost on this machine"),
     "report": Command("convbench.report.cli", "main",
                       "render the HTML report of a study"),
 }

@@ -69,13 +69,16 @@ def check_run_settings(metrics_path: str | Path, metrics: dict[str, Any], study:
     """Refuse a run whose recorded settings are not those ``study`` asks for."""
     wanted = expected_run_settings(study, experiment, run)
     found = {key: metrics.get(key, _NOT_RECORDED) for key in wanted}
-    diff = differences(found, wanted)
+    # a smoke run's result said as such first: its other differences follow from it
+    diff = sorted(differences(found, wanted), key=lambda d: d[0] != "recipe.smoke")
     if diff:
         key, have, want = diff[0]
         more = f" (and {len(diff) - 1} more setting(s))" if len(diff) > 1 else ""
+        what = ("a smoke run's result, whose numbers mean nothing" if key == "recipe.smoke" and have
+                else "this run was made with other settings than the study reports")
         raise InconsistentResultsError(
             f"{metrics_path}: {key} is {_value(have)}, but the study {study_path} asks for "
-            f"{_value(want)}{more}: this run was made with other settings than the study reports; "
+            f"{_value(want)}{more}: {what}; "
             f"rerun experiment {experiment!r}: {rerun_command(study_path, experiment)}"
         )
 

@@ -31,7 +31,8 @@ from convbench.device import (
 )
 from convbench.inference import predict
 from convbench.models import build
-from convbench.recipe import resolve_recipe
+from convbench.recipe import evaluation_limit, resolve_recipe
+from convbench.study import add_smoke_option
 
 MISCLASSIFIED_KEPT = 64
 
@@ -143,10 +144,12 @@ def evaluate_checkpoint(
     data = fold_data(dataset, split, meta["fold"], device)
     # The transform is rebuilt from the training fold, exactly as during training.
     transform = make_transform(data, recipe, meta["input_size"])
-    val_logits = predict(model, data.val_images, transform, batch_size=recipe.eval_batch_size,
+    limit = evaluation_limit(recipe)  # a smoke run's few batches; None: every image
+    val_labels = data.val_labels[:limit]
+    val_logits = predict(model, data.val_images[:limit], transform, batch_size=recipe.eval_batch_size,
                          precision=recipe.precision)
-    test_images = torch.from_numpy(np.ascontiguousarray(dataset.test_images)).to(device)
-    test_labels = torch.from_numpy(dataset.test_labels.astype(np.int64)).to(device)
+    test_images = torch.from_numpy(np.ascontiguousarray(dataset.test_images[:limit])).to(device)
+    test_labels = torch.from_numpy(dataset.test_labels[:limit].astype(np.int64)).to(device)
     test_logits, images_per_s = timed_predict(model, test_images, transform, recipe.eval_batch_size,
                                               recipe.precision)
     test = classification_metrics(test_logits.cpu(), test_labels.cpu(), dataset.num_classes)
@@ -180,7 +183,7 @@ def evaluate_checkpoint(
         "epochs": checkpoint["epoch"],
         "params": meta["params"],  # counted once, by training
         "macs": meta["macs"],
-        "val": classification_metrics(val_logits.cpu(), data.val_labels.cpu(), dataset.num_classes),
+        "val": classification_metrics(val_logits.cpu(), val_labels.cpu(), dataset.num_classes),
         "test": test,
         "final_train_loss": history[-1]["train_loss"],
         "final_train_acc": history[-1]["train_acc"],
@@ -224,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fold and --seed pick) where the study's layout puts them.",
     )
     parser.add_argument("--study", type=Path, default=None, help="a study file (params.yaml)")
+    add_smoke_option(parser)
     parser.add_argument("--experiment", default=None, help="with --study: the experiment to score")
     parser.add_argument("--repeat", type=int, default=None, help="with --study: only this repeat")
     parser.add_argument("--fold", type=int, default=None, help="with --study: only this fold")
@@ -271,7 +275,7 @@ def jobs_from_args(args: argparse.Namespace) -> list[EvaluationJob]:
     if any(getattr(args, flag) is not None for flag in ("checkpoint", "split", "out", "history", "perf_out")):
         raise EvaluationError("--study takes the paths from the study: drop --checkpoint, --split, "
                               "--out, --history and --perf-out")
-    return study_jobs(load_study(args.study), args.experiment, args.repeat, args.fold, args.seed,
+    return study_jobs(load_study(args.study, smoke=args.smoke), args.experiment, args.repeat, args.fold, args.seed,
                       data=args.data)
 
 

@@ -47,9 +47,18 @@ class Recipe:
     grad_clip: float = 0.0
     deterministic: bool = False
     eval_batch_size: int = 1024
+    # A smoke run (the study's `smoke: N`): at most N batches per epoch, training and evaluation
+    # alike; 0 is a real run. convbench.study sets it, with the smoke run's epochs.
+    smoke: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The recipe as results record it. A real run's record has no ``smoke`` key, so results
+        recorded before smoke runs existed still match their study (convbench.consistency), while
+        a smoke run's ``smoke: N`` never matches a real study."""
+        settings = dataclasses.asdict(self)
+        if not settings["smoke"]:
+            del settings["smoke"]
+        return settings
 
 
 # d2l's train_ch6 settings per network: (lr, batch_size, input_size). The VGG/ResNet/mini variants
@@ -136,6 +145,12 @@ def resolve_recipe(settings: dict[str, Any] | None, arch: str) -> Recipe:
             values.update(lr=lr, batch_size=batch_size)
     values.update(settings)
     return _validate(Recipe(**values))
+
+
+def evaluation_limit(recipe: Recipe) -> int | None:
+    """How many images a smoke run validates and tests on (``smoke`` evaluation batches); None, all
+    of them, in a real run."""
+    return recipe.smoke * recipe.eval_batch_size if recipe.smoke else None
 
 
 def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:

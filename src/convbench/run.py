@@ -22,6 +22,7 @@ from convbench._io import one_writer, run_cli
 from convbench.batches import FoldError
 from convbench.checkpoint import CheckpointError
 from convbench.device import DeviceError, claim_device
+from convbench.study import add_smoke_option
 from convbench.train import TrainingError
 
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=int, default=None, help="only this repeat of the K-fold split")
     parser.add_argument("--fold", type=int, default=None, help="only this fold")
     parser.add_argument("--seed", type=int, default=None, help="only this training seed")
+    add_smoke_option(parser)
     train_job.add_training_options(parser)
     return parser
 
@@ -48,18 +50,24 @@ def main(argv: list[str] | None = None) -> int:
     def action(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
         progress = sys.stderr.isatty() if args.progress is None else args.progress
-        study = load_study(args.study)
+        study = load_study(args.study, smoke=args.smoke)
         selection = (args.experiment, args.repeat, args.fold, args.seed)
         trainings = train_job.study_jobs(study, *selection)
         scorings = evaluate.study_jobs(study, *selection)
         for (job, paths), scoring in zip(trainings, scorings, strict=True):
             # one writer per run: held from training through scoring
             with claim_device(args.device) as device_name, one_writer(paths.out_dir):
-                result = train_job.run_job(job, paths.data, paths.split, paths.out_dir,
-                                       device_name=device_name, resume=args.resume, progress=progress)
-                print(train_job.trained_line(job, result, paths.out_dir), flush=True)
-                metrics = evaluate.evaluate_job(scoring, device_name, "best")
-                print(evaluate.scored_line(metrics, scoring.out), flush=True)
+                try:
+                    result = train_job.run_job(job, paths.data, paths.split, paths.out_dir,
+                                               device_name=device_name, resume=args.resume, progress=progress)
+                    print(train_job.trained_line(job, result, paths.out_dir), flush=True)
+                    metrics = evaluate.evaluate_job(scoring, device_name, "best")
+                    print(evaluate.scored_line(metrics, scoring.out), flush=True)
+                except Exception as err:  # say which run failed, above the message or traceback
+                    print(f"convbench run: experiment {job.experiment}, repeat {job.repeat} fold "
+                          f"{job.fold} seed {job.seed} ({paths.out_dir}) failed: {type(err).__name__}",
+                          file=sys.stderr, flush=True)
+                    raise
 
     # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
     expected = (TrainingError, FoldError, CheckpointError, evaluate.EvaluationError, DataError,

@@ -79,8 +79,9 @@ def describe(error: ValidationError, prefix: str = "") -> str:
     value = error.instance
     kind, rule = error.validator, error.validator_value
     if kind == "additionalProperties":
-        known = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(value) - set(known))
+        allowed = error.schema.get("properties", {})
+        known = sorted(key for key in allowed if not key.startswith("_"))  # "_": Hydra's, not a user's
+        extra = sorted(set(value) - set(allowed))
         return f"{_key(prefix, [*path, extra[0]])}: unknown key; known keys: {', '.join(known)}"
     if kind == "required":
         missing = [key for key in rule if key not in value]

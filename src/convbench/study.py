@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from typing import Any
 import yaml
 
 from convbench import schema
-from convbench._io import run_cli
 from convbench.networks import check_knobs, names, resolve_input_size
 from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
 
@@ -44,6 +42,14 @@ TRAIN_SIZES: dict[str, tuple[int, int]] = {
 REPORT_FIGURES = ("learning_curves", "pareto", "ablations", "fold_spread", "confusion", "misclassified")
 RUN_NAME = "r{repeat}-fold{fold}-seed{seed}"  # a run's directory under results/<study>/<experiment>/
 REPEAT_SEED_STRIDE = 1000  # repeat r trains seed s with torch seed s + 1000 * r
+# A smoke run (`smoke: N`): every stage for real at toy scale. Each run trains N batches per epoch
+# for SMOKE_EPOCHS epochs at the study's resolution, batch size, recipe and precision; validation
+# and test are N batches of at most SMOKE_EVAL_BATCH images; only the first SMOKE_FOLDS folds of the
+# study's own split run. Its files go to results_dir and reports_dir plus SMOKE_SUFFIX.
+SMOKE_EPOCHS = 1
+SMOKE_FOLDS = 2
+SMOKE_EVAL_BATCH = 16
+SMOKE_SUFFIX = "-smoke"
 
 
 class StudyError(ValueError):
@@ -101,6 +107,7 @@ class Study:
     description: str = ""
     repeats: int = 1
     seeds: tuple[int, ...] = ()  # empty: (seed,)
+    smoke: int = 0  # N > 0: a smoke run, N batches per epoch (SMOKE_EPOCHS, SMOKE_FOLDS)
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -135,9 +142,20 @@ class Study:
     def split_path(self, repeat: int = 0) -> str:
         return f"{self.splits_dir}/repeat{repeat}.json"
 
+    @property
+    def run_folds(self) -> range:
+        """The folds that are trained: all K, or a smoke run's first SMOKE_FOLDS of the same split."""
+        return range(min(self.folds, SMOKE_FOLDS) if self.smoke else self.folds)
+
+    @property
+    def layout_name(self) -> str:
+        """The study's name where its files are kept apart (logs/<layout_name>/): a smoke run's is
+        the name plus SMOKE_SUFFIX."""
+        return self.name + (SMOKE_SUFFIX if self.smoke else "")
+
     def runs(self) -> list[Run]:
         """Every run of one experiment, repeat by repeat, fold by fold, seed by seed."""
-        return [Run(r, k, s) for r in range(self.repeats) for k in range(self.folds) for s in self.seeds]
+        return [Run(r, k, s) for r in range(self.repeats) for k in self.run_folds for s in self.seeds]
 
     def run(self, repeat: int, fold: int, seed: int) -> Run:
         """The run (repeat, fold, seed), refused with the study's ranges when it has none such."""
@@ -148,7 +166,7 @@ class Study:
         """The runs with the given repeat, fold and seed (None: any); a value the study does not
         have is refused with the ones it has."""
         for key, value, allowed in (("repeat", repeat, range(self.repeats)),
-                                    ("fold", fold, range(self.folds)), ("seed", seed, self.seeds)):
+                                    ("fold", fold, self.run_folds), ("seed", seed, self.seeds)):
             if value is not None and value not in allowed:
                 raise StudyError(f"{key} {value} is not in study {self.name!r}, which has "
                                  f"{key}s {', '.join(map(str, allowed))}")
@@ -212,6 +230,12 @@ def parse_study(config: dict[str, Any]) -> Study:
                              f"the smallest class of {dataset} has {smallest_class}")
     seed = config.get("seed", 0)
     seeds = tuple(config.get("seeds") or (seed,))
+    smoke = config.get("smoke") or 0
+    suffix = SMOKE_SUFFIX if smoke else ""
+    if config.get("smoke_suffix", suffix) != suffix:
+        raise _fail("smoke_suffix", f"is {config['smoke_suffix']!r}, but smoke {smoke} makes it {suffix!r}: "
+                    "it is written by DVC's Hydra composition (conf/config.yaml); compose params.yaml "
+                    "again (dvc exp run -S smoke=N) instead of editing it")
     threads = config.get("threads", 1)
     defaults = config.get("recipe") or {}
     known = names()
@@ -233,6 +257,10 @@ def parse_study(config: dict[str, Any]) -> Study:
         except ValueError as err:
             raise _fail(f"{key}.knobs", str(err)) from None
         own = raw.get("recipe") or {}
+        if "smoke" in own or "smoke" in defaults:
+            where = f"{key}.recipe.smoke" if "smoke" in own else "recipe.smoke"
+            raise _fail(where, "a smoke run is the whole study's: write smoke: N at the top of the study "
+                        "(or snakemake --config smoke=N, dvc exp run -S smoke=N)")
         # An experiment that names a preset gets that preset's recipe (plus its own keys), not the
         # study's defaults: `preset: d2l` next to a modern default recipe means d2l's recipe.
         settings = dict(own) if "preset" in own else {**defaults, **own}
@@ -240,6 +268,8 @@ def parse_study(config: dict[str, Any]) -> Study:
             recipe = resolve_recipe(settings, arch)
         except ValueError as err:
             raise _fail(key, str(err)) from None
+        if smoke:
+            recipe = smoke_recipe(recipe, smoke)
         size = raw.get("input_size")
         if size is None and settings.get("preset") == "d2l":
             size = d2l_input_size(arch)
@@ -266,11 +296,21 @@ def parse_study(config: dict[str, Any]) -> Study:
         ablations[abl_name] = Ablation(abl_name, raw["baseline"], raw["treatment"], str(raw.get("question", "")))
     return Study(
         name=name, dataset=dataset, folds=folds, seed=seed, threads=threads,
-        results_dir=config.get("results_dir", f"results/{name}").rstrip("/"),
-        reports_dir=config.get("reports_dir", f"reports/{name}").rstrip("/"),
+        results_dir=config.get("results_dir", f"results/{name}").rstrip("/") + suffix,
+        reports_dir=config.get("reports_dir", f"reports/{name}").rstrip("/") + suffix,
         experiments=experiments, ablations=ablations, mirror=config.get("mirror"),
-        description=config.get("description", ""), repeats=repeats, seeds=seeds,
+        description=config.get("description", ""), repeats=repeats, seeds=seeds, smoke=smoke,
     )
+
+
+def smoke_recipe(recipe: Recipe, batches: int) -> Recipe:
+    """A smoke run's recipe: ``recipe`` (its batch size, resolution-independent settings and
+    precision kept) for SMOKE_EPOCHS epochs of ``batches`` batches, evaluated on ``batches``
+    batches of at most SMOKE_EVAL_BATCH images. ``smoke`` is recorded with every result."""
+    epochs = min(recipe.epochs, SMOKE_EPOCHS)
+    return dataclasses.replace(recipe, epochs=epochs, warmup_epochs=float(min(recipe.warmup_epochs, epochs)),
+                               eval_batch_size=min(recipe.eval_batch_size, SMOKE_EVAL_BATCH),
+                               smoke=batches)
 
 
 def bundled_studies(root: Path = Path(".")) -> list[str]:
@@ -329,17 +369,31 @@ def read_study_file(path: Path | str) -> dict[str, Any]:
             raise StudyError(f"not valid YAML: {' '.join(str(err).split())}") from None
 
 
-def load_study(path: Path | str, selection: str | None = None) -> Study:
-    """Read and validate a study file (params.yaml), or the bundled study ``selection`` names."""
+def load_study(path: Path | str, selection: str | None = None, smoke: int | None = None) -> Study:
+    """Read and validate a study file (params.yaml), or the bundled study ``selection`` names;
+    ``smoke`` (Snakemake's ``--config smoke=N``, the commands' ``--smoke N``) replaces the file's
+    own ``smoke`` when given."""
     path = study_file(path, selection)
     try:
         config = read_study_file(path)
     except StudyError as err:
         raise StudyError(f"{path}: {err}") from None
+    if smoke is not None:
+        config = {**config, "smoke": smoke}
+        config.pop("smoke_suffix", None)  # the file's, for its own smoke value
     try:
         return parse_study(config)
     except StudyError as err:
         raise StudyError(f"{path}: {err}") from None
+
+
+def add_smoke_option(parser: argparse.ArgumentParser) -> None:
+    """``--smoke N``: the commands that read a study run it as a smoke run (what Snakemake's
+    ``--config smoke=N`` passes on); without it, the study file's own ``smoke``."""
+    parser.add_argument("--smoke", type=int, default=None, metavar="N",
+                        help="a smoke run of the study: N batches per epoch, one epoch, two folds, "
+                             "into its own -smoke directories (0: the real study; default: the "
+                             "study file's smoke)")
 
 
 def study_as_dict(study: Study) -> dict[str, Any]:
@@ -365,28 +419,3 @@ def plan(study: Study) -> dict[str, Any]:
         },
         "models": [f"{study.run_dir(name, run)}/model.pt" for name, run in study.all_runs()],
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="convbench study",
-        description="Validate a study (params.yaml) and print what it would run.",
-    )
-    parser.add_argument("params", type=Path, nargs="?", default=Path("params.yaml"))
-    parser.add_argument("--study", default=None, help="select a bundled study by name")
-    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    return run_cli(parser, argv, _print_plan, expected=(StudyError, OSError))
-
-
-def _print_plan(args: argparse.Namespace) -> None:
-    study = load_study(args.params, args.study)
-    if args.json:
-        print(json.dumps(plan(study), indent=2))
-        return
-    repeats = f"{study.repeats} x " if study.repeats > 1 else ""
-    seeds = f", seeds {', '.join(map(str, study.seeds))}" if len(study.seeds) > 1 else ""
-    print(f"study {study.name}: {study.dataset}, {repeats}{study.folds} folds, seed {study.seed}{seeds}, "
-          f"{len(study.experiments)} experiments, {len(study.all_runs())} training runs -> {study.results_dir}/")
-    for name, e in study.experiments.items():
-        knobs = ", ".join(f"{k}={v}" for k, v in e.knobs.items()) or "defaults"
-        print(f"  {name:<28} {e.arch:<14} {e.input_size:>4} px  {knobs}")

@@ -24,7 +24,7 @@ from convbench.batches import FoldData, Inputs, make_transform
 from convbench.checkpoint import CHECKPOINT_FORMAT, cpu_state, optimizer_state_cpu
 from convbench.device import describe_device, set_determinism, synchronize
 from convbench.inference import autocast, evaluate_loss_acc
-from convbench.recipe import Recipe, lr_at
+from convbench.recipe import Recipe, evaluation_limit, lr_at
 
 
 class TrainingError(ValueError):
@@ -198,7 +198,6 @@ def train(
     optimizer = make_optimizer(model, recipe)
     transform = make_transform(data, recipe, input_size)
     train_inputs = Inputs(data.train_images, transform, augment=recipe.augmentation != "none")
-    val_inputs = Inputs(data.val_images, transform)
     scaler = torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16")
     forward = torch.compile(model) if recipe.compile else model
     progress = restore(resume_from, model, optimizer, scaler)
@@ -209,6 +208,11 @@ def train(
     # batch-norm statistics blow up (a 3-fold split of 1347 digits at batch 32 leaves 2 images).
     # Each epoch reshuffles, so every image is still seen.
     steps_per_epoch = max(1, n // recipe.batch_size)
+    if recipe.smoke:  # a smoke run: the first batches of each epoch
+        steps_per_epoch = min(steps_per_epoch, recipe.smoke)
+    limit = evaluation_limit(recipe)  # a smoke run's few batches; None: every image
+    val_images, val_labels = data.val_images[:limit], data.val_labels[:limit]
+    val_inputs = Inputs(val_images, transform)
     seen = min(n, steps_per_epoch * recipe.batch_size)
     # Non-finite checks cost a device sync (and on any device a few small ops): look every few
     # steps; the error still names the first bad step, from the stored per-step losses.
@@ -240,7 +244,7 @@ def train(
         synchronize(device)
         seconds = time.perf_counter() - started
 
-        val_loss, val_acc = evaluate_loss_acc(model, val_inputs, data.val_labels, recipe)
+        val_loss, val_acc = evaluate_loss_acc(model, val_inputs, val_labels, recipe)
         progress.add({
             "epoch": epoch,
             "train_loss": loss_sum.item() / seen,

@@ -31,6 +31,7 @@ from convbench.device import DeviceError, claim_device, describe_cpu, pick_devic
 from convbench.models import build, check_knobs, resolve_input_size
 from convbench.provenance import code_version, package_versions
 from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
+from convbench.study import add_smoke_option
 from convbench.train import TrainingError, TrainResult, train
 
 
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", type=Path, default=None,
                         help="a study file (params.yaml): take arch, knobs, recipe, input size, "
                              "seeds and paths of --experiment from it")
+    add_smoke_option(parser)
     parser.add_argument("--experiment", default=None, help="experiment name (recorded in the results)")
     parser.add_argument("--repeat", type=int, default=None, help="repeat of the K-fold split (with --study)")
     parser.add_argument("--fold", type=int, default=None)
@@ -254,7 +256,7 @@ def jobs_from_args(args: argparse.Namespace) -> list[tuple[TrainJob, JobPaths]]:
 
         if not args.experiment:
             raise TrainingError("--study needs --experiment")
-        return study_jobs(load_study(args.study), args.experiment, args.repeat, args.fold, args.seed,
+        return study_jobs(load_study(args.study, smoke=args.smoke), args.experiment, args.repeat, args.fold, args.seed,
                           data=args.data, split=args.split, out_dir=args.out_dir)
     missing = [flag for flag in ("arch", "fold", "data", "split", "out_dir") if getattr(args, flag) is None]
     if missing:

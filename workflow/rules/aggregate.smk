@@ -12,11 +12,12 @@ rule aggregate_experiment:
         curves=[f"{STUDY.curves_dir('{experiment}')}/{run.name}.csv" for run in STUDY.runs()],
     params:
         study=STUDY_FILE,
+        smoke=STUDY.smoke,
         curves_dir=lambda wildcards: STUDY.curves_dir(wildcards.experiment),
     log:
         f"{LOGS}/aggregate/{{experiment}}.log",
     shell:
-        "convbench aggregate --study {params.study} --experiment {wildcards.experiment}"
+        "convbench aggregate --study {params.study} --smoke {params.smoke} --experiment {wildcards.experiment}"
         " --out {output.results} --curves-out {params.curves_dir} > {log} 2>&1"
 
 
@@ -30,8 +31,9 @@ rule aggregate:
         ablations=report(STUDY.ablations_path, caption="../report/ablations_json.rst", category="Results"),
     params:
         study=STUDY_FILE,
+        smoke=STUDY.smoke,
     log:
         f"{LOGS}/aggregate.log",
     shell:
-        "convbench aggregate --study {params.study} --out {output.results}"
+        "convbench aggregate --study {params.study} --smoke {params.smoke} --out {output.results}"
         " --scores-out {output.scores} --ablations-out {output.ablations} > {log} 2>&1"

@@ -19,7 +19,7 @@ def _visible_gpus():
 # A GPU job asks for one `gpu`; on a machine without one it asks for none, so
 # `--resources gpu=1` does not serialize CPU-only runs. (SLURM profiles set gpu per rule.)
 GPU_PER_JOB = 1 if _visible_gpus() > 0 else 0
-LOGS = f"logs/{STUDY.name}"
+LOGS = f"logs/{STUDY.layout_name}"  # a smoke run's apart: logs/<study>-smoke/
 
 
 wildcard_constraints:

@@ -16,6 +16,7 @@ rule report:
         ],
     params:
         study=STUDY_FILE,
+        smoke=STUDY.smoke,
         # the whole study: a changed description, ablation or any setting reruns the report, as
         # DVC's params do (the path alone would not)
         content=study_as_dict(STUDY),
@@ -23,4 +24,4 @@ rule report:
     log:
         f"{LOGS}/report.log",
     shell:
-        "convbench report --study {params.study} --out-dir {params.out_dir} > {log} 2>&1"
+        "convbench report --study {params.study} --smoke {params.smoke} --out-dir {params.out_dir} > {log} 2>&1"

@@ -10,6 +10,7 @@ rule run:
         run_files("{experiment}", ["model.pt", "history.csv", "metrics.json", "perf.json"]),
     params:
         study=STUDY_FILE,
+        smoke=STUDY.smoke,
         settings=experiment_settings,
         # the study's count, not Snakemake's (scaled down to --cores): CPU results depend on it, so
         # a change reruns the runs, as DVC's params do
@@ -25,4 +26,4 @@ rule run:
         f"{LOGS}/benchmark/run/{{experiment}}.tsv"
     shell:
         "convbench run --study {params.study} --experiment {wildcards.experiment}"
-        " --threads {params.threads} --no-progress > {log} 2>&1"
+        " --threads {params.threads} --smoke {params.smoke} --no-progress > {log} 2>&1"

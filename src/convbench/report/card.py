@@ -17,7 +17,7 @@ import pandas as pd
 from convbench import provenance
 from convbench.report.load import ReportData
 from convbench.report.tables import MISSING, best_experiment, percent
-from convbench.study import Study
+from convbench.study import SMOKE_EPOCHS, SMOKE_EVAL_BATCH, SMOKE_SUFFIX, Study
 
 
 def _settings(values: dict[str, Any]) -> str:
@@ -54,6 +54,8 @@ def study_card(data: ReportData) -> pd.DataFrame:
         f" (the models were trained on {card.get('data_sha256')}: the data file has changed since)"
     size = f"{dataset.in_channels} × {dataset.image_size} × {dataset.image_size}"
     rows = [
+        *([("smoke run", f"{SMOKE_WARNING}: {study.smoke} batch(es) per epoch, folds "
+                         f"{', '.join(map(str, study.run_folds))} of {study.folds}")] if study.smoke else []),
         ("study", f"{study.name}: {study.description}".rstrip(": ")),
         ("data set", f"{dataset.name}: {len(dataset.train_labels):,} train / {len(dataset.test_labels):,} "
                      f"test images of {size}"),
@@ -121,13 +123,36 @@ def cross_validation_text(study: Study, card: dict[str, Any]) -> str:
     return f"{repeats}{study.folds} stratified folds of the train part ({split_seeds}){seeds}"
 
 
+SMOKE_WARNING = "SMOKE RUN: these numbers mean nothing"
+
+
+def smoke_banner_html(study: Study) -> str:
+    """A smoke run's report says so before anything else, in a box no reader can miss; a real
+    study's has none."""
+    if not study.smoke:
+        return ""
+    real_dir = study.results_dir.removesuffix(SMOKE_SUFFIX)
+    return (
+        '<div class="convbench-smoke" style="border: 6px solid #c00; background: #fee; color: #900; '
+        'padding: 1em; margin: 1em 0; font-size: 1.4em;">'
+        f"<b>{SMOKE_WARNING}.</b> Every run trained {study.smoke} batch(es) per epoch for "
+        f"{SMOKE_EPOCHS} epoch(s), on folds {', '.join(map(str, study.run_folds))} of "
+        f"{study.folds}, and was validated and tested on {study.smoke} batch(es) of at most "
+        f"{SMOKE_EVAL_BATCH} images (smoke: {study.smoke}). This report shows that the study runs "
+        "end to end (data, every network at its input size, checkpoints, evaluation, aggregation, "
+        f"every section of the report), not how well any network learns. The real study's results "
+        f"are in {html.escape(real_dir)}/, never here.</div>"
+    )
+
+
 def header_html(data: ReportData) -> str:
     """The title and the one-sentence answer: the best experiment by validation accuracy."""
     study = data.study
     best = best_experiment(data.results)
     row = data.results["experiments"][best]
     return (
-        f"<h1>convbench report: {html.escape(study.name)}</h1>"
+        smoke_banner_html(study)
+        + f"<h1>convbench {'SMOKE ' if study.smoke else ''}report: {html.escape(study.name)}</h1>"
         f"<p>{html.escape(study.description)}</p>"
         f"<p>{len(study.experiments)} experiments on <b>{html.escape(data.dataset.name)}</b>, "
         f"{cross_validation_text(study, data.results.get('study', {}))}. Best by cross-validated "

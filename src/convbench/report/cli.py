@@ -9,6 +9,7 @@ from pathlib import Path
 from convbench._io import run_cli
 from convbench.report.load import ReportError
 from convbench.report.render import TEMPLATE, render
+from convbench.study import add_smoke_option
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", type=Path, default=Path("params.yaml"),
                         help="the study file (default: params.yaml)")
     parser.add_argument("--select", default=None, metavar="NAME", help="select a bundled study by name")
+    add_smoke_option(parser)
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="where report.html, report.ipynb and figures/ go "
                              "(default: the study's reports_dir)")
@@ -43,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def action(args: argparse.Namespace) -> None:
         started = time.perf_counter()
-        out_dir = args.out_dir or Path(load_study(args.study, args.select).reports_dir)
+        out_dir = args.out_dir or Path(load_study(args.study, args.select, args.smoke).reports_dir)
         try:
-            html_path = render(args.study, out_dir, args.kernel, selection=args.select, template=args.template)
+            html_path = render(args.study, out_dir, args.kernel, selection=args.select, template=args.template,
+                               smoke=args.smoke)
         except PapermillExecutionError as err:
             raise ReportError(f"the report notebook failed in cell {err.exec_count}: {err.ename}: "
                               f"{' '.join(str(err.evalue).split())} (see {out_dir / 'report.ipynb'})") from None

@@ -87,7 +87,8 @@ def load_ablations(study: Study) -> list[dict[str, Any]]:
 
 
 def load_study_results(
-    study_path: str | Path, selection: str | None = None, results_dir: str | Path | None = None
+    study_path: str | Path, selection: str | None = None, results_dir: str | Path | None = None,
+    smoke: int | None = None,
 ) -> tuple[Study, dict[str, Any]]:
     """The study and its results/study.json, checked to cover every experiment and fold.
 
@@ -95,7 +96,7 @@ def load_study_results(
     """
     from convbench.study import load_study
 
-    study = load_study(study_path, selection)
+    study = load_study(study_path, selection, smoke)
     if results_dir is not None:
         study = replace(study, results_dir=str(results_dir).rstrip("/"))
     results = _read_json(Path(study.study_results_path), "convbench aggregate")
@@ -141,6 +142,7 @@ def load_report_data(
     selection: str | None = None,
     results_dir: str | Path | None = None,
     data_path: str | Path | None = None,
+    smoke: int | None = None,
 ) -> ReportData:
     """Read the study, results/study.json, every run's files and the prepared data.
 
@@ -149,7 +151,7 @@ def load_report_data(
     """
     from convbench.prepare import load_prepared
 
-    study, results = load_study_results(study_path, selection, results_dir)
+    study, results = load_study_results(study_path, selection, results_dir, smoke)
     run_metrics: dict[tuple[str, Run], dict[str, Any]] = {}
     perf: dict[tuple[str, Run], dict[str, Any]] = {}
     histories = []

@@ -124,6 +124,7 @@ def render(
     results_dir: str | Path | None = None,
     data_path: str | Path | None = None,
     template: str | Path | None = None,
+    smoke: int | None = None,
 ) -> Path:
     """Execute the report template with papermill and convert it to ``out_dir/report.html``.
 
@@ -133,7 +134,7 @@ def render(
     """
     import papermill
 
-    study, _ = load_study_results(study_path, selection, results_dir)  # fail here, not in a kernel
+    study, _ = load_study_results(study_path, selection, results_dir, smoke)  # fail here, not in a kernel
     template = Path(template) if template is not None else default_template()
     kernel = kernel_name or default_kernel()
     out_dir = Path(out_dir)
@@ -145,6 +146,7 @@ def render(
     parameters = {
         "study_path": str(study_path),
         "study_selection": selection,
+        "smoke": smoke,
         "results_dir": study.results_dir,
         "data_path": str(data_path) if data_path is not None else None,
         "figures_dir": str(out_dir / "figures"),
@@ -161,7 +163,8 @@ def render(
         )
     finally:
         quiet.setLevel(level)
-    page = notebook_to_html(executed, f"convbench report: {study.name}")
+    title = f"convbench report: {study.name}" + (" (SMOKE RUN: these numbers mean nothing)" if study.smoke else "")
+    page = notebook_to_html(executed, title)
     html_path = out_dir / "report.html"
     atomic_write(html_path, lambda file: file.write(page.encode("utf-8")))
     return html_path

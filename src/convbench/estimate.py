@@ -1,0 +1,208 @@
+"""What a study will cost on this machine, before it runs: wall time and peak memory per experiment.
+
+For each experiment, a handful of real training steps of its network at its resolution, batch
+size, precision and memory format are timed (after one warm-up step) on the device a job would
+use, and one evaluation batch; the study's step and image counts multiply them:
+
+    time = runs x (epochs x (steps x step_s + val_images x eval_s)      # training + per-epoch val
+                   + (val_images + test_images) x eval_s)                # convbench evaluate
+           + start-up                           # a fresh process importing torch, measured once
+
+Peak memory is what the steps held: the CUDA allocator's peak on a GPU; on the CPU the process's
+peak resident memory during them (torch itself included, the data set not). It leaves out what the estimate cannot see:
+other jobs sharing the machine, the data loading, a slower first epoch on a cold GPU (cuDNN
+autotuning, ``compile``'s first call), and evaluation batches larger than the one measured.
+``benchmarks/estimate_check.py`` compares an estimate with a finished study's Snakemake timings.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from convbench.batches import BatchTransform
+from convbench.device import describe_device, pick_device, synchronize
+from convbench.evaluate import peak_process_rss_mb, reset_peak_rss
+from convbench.inference import predict
+from convbench.models import build
+from convbench.study import TRAIN_SIZES, Experiment, Study
+from convbench.train import make_optimizer, train_step
+
+# The datasets' images: channels and side in pixels (convbench.prepare's output), and test-set size.
+IMAGE_SHAPES = {"digits": (1, 8), "mnist": (1, 28), "fashion_mnist": (1, 28), "kmnist": (1, 28)}
+TEST_SIZES = {"digits": 450, "mnist": 10000, "fashion_mnist": 10000, "kmnist": 10000}
+NUM_CLASSES = 10
+# A `convbench run` job's fixed cost when it cannot be measured: torch's start-up (README: about 7 s
+# on an idle 2-core machine).
+JOB_START_S = 7.0
+EVAL_PROBE_IMAGES = 64  # evaluation's per-image time is measured on a batch of at most this many
+
+
+@dataclass(frozen=True)
+class ExperimentCost:
+    experiment: str
+    arch: str
+    input_size: int
+    batch_size: int
+    precision: str
+    runs: int
+    epochs: int
+    steps_per_epoch: int
+    step_s: float  # one training step, measured
+    eval_image_s: float  # one image's evaluation, measured
+    seconds: float  # the experiment's whole job, estimated
+    peak_memory_mb: float  # measured during the steps
+    memory_kind: str  # "gpu" (CUDA allocator peak) or "process rss" (the process's resident memory)
+
+
+def measure_start_up() -> float:
+    """Seconds a fresh `convbench run` process takes to import what it runs (torch, torch._dynamo,
+    which the optimizers import, and convbench), measured once in a child process."""
+    started = time.perf_counter()
+    child = subprocess.run([sys.executable, "-c", "import torch._dynamo, convbench.run"],
+                           capture_output=True)
+    return time.perf_counter() - started if child.returncode == 0 else JOB_START_S
+
+
+def fold_sizes(study: Study) -> tuple[int, int]:
+    """(training images, validation images) of a fold: K-1 of K parts, and one part."""
+    n_train, _ = TRAIN_SIZES[study.dataset]
+    val = -(-n_train // study.folds)
+    return n_train - val, val
+
+
+def measure(experiment: Experiment, study: Study, device: torch.device, steps: int) -> dict[str, float]:
+    """Time ``steps`` real training steps (after one warm-up step) and one evaluation batch of
+    ``experiment``'s network on ``device``; peak memory over them."""
+    channels, size = IMAGE_SHAPES[study.dataset]
+    recipe = experiment.recipe
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = build(experiment.arch, in_channels=channels, num_classes=NUM_CLASSES,
+                  input_size=experiment.input_size, init=recipe.init, **experiment.knobs).to(device)
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, recipe)
+    scaler = torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16")
+    forward = torch.compile(model) if recipe.compile else model
+    transform = BatchTransform(experiment.input_size, None, None, channels_last=recipe.channels_last)
+    images = torch.randint(0, 256, (recipe.batch_size, channels, size, size), dtype=torch.uint8,
+                           generator=generator).to(device)
+    labels = torch.randint(0, NUM_CLASSES, (recipe.batch_size,), generator=generator).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_rss()
+    model.train()
+    train_step(forward, model, optimizer, scaler, transform(images), labels, recipe)  # warm-up
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        train_step(forward, model, optimizer, scaler, transform(images), labels, recipe)
+    synchronize(device)
+    step_s = (time.perf_counter() - started) / steps
+    probe = images[: min(EVAL_PROBE_IMAGES, recipe.eval_batch_size, len(images))]
+    predict(model, probe, transform, batch_size=len(probe), precision=recipe.precision)  # warm-up
+    synchronize(device)
+    started = time.perf_counter()
+    predict(model, probe, transform, batch_size=len(probe), precision=recipe.precision)
+    synchronize(device)
+    eval_image_s = (time.perf_counter() - started) / len(probe)
+    if device.type == "cuda":
+        peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "gpu"
+    else:
+        peak, kind = peak_process_rss_mb(), "process rss"
+    return {"step_s": step_s, "eval_image_s": eval_image_s, "peak_memory_mb": peak, "memory_kind": kind}
+
+
+def experiment_cost(name: str, study: Study, measured: dict[str, Any],
+                    start_up_s: float = JOB_START_S) -> ExperimentCost:
+    """The measured step and evaluation times multiplied by what ``study`` will run."""
+    e = study.experiment(name)
+    train_images, val_images = fold_sizes(study)
+    steps = max(1, train_images // e.recipe.batch_size)
+    if e.recipe.smoke:
+        steps = min(steps, e.recipe.smoke)
+        val_images = min(val_images, e.recipe.smoke * e.recipe.eval_batch_size)
+    test_images = TEST_SIZES[study.dataset]
+    if e.recipe.smoke:
+        test_images = min(test_images, e.recipe.smoke * e.recipe.eval_batch_size)
+    runs = len(study.runs())
+    per_run = (e.recipe.epochs * (steps * measured["step_s"] + val_images * measured["eval_image_s"])
+               + (val_images + test_images) * measured["eval_image_s"])  # convbench evaluate
+    return ExperimentCost(
+        experiment=name, arch=e.arch, input_size=e.input_size, batch_size=e.recipe.batch_size,
+        precision=e.recipe.precision, runs=runs, epochs=e.recipe.epochs, steps_per_epoch=steps,
+        step_s=measured["step_s"], eval_image_s=measured["eval_image_s"],
+        seconds=runs * per_run + start_up_s, peak_memory_mb=measured["peak_memory_mb"],
+        memory_kind=measured["memory_kind"],
+    )
+
+
+def estimate(study: Study, *, device_name: str = "auto", threads: int | None = None,
+             steps: int = 2) -> dict[str, Any]:
+    """Every experiment's and the whole study's estimated wall time (one job at a time) and peak
+    memory on this machine, with the device it assumed."""
+    device = pick_device(device_name)
+    threads = threads or study.threads
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    start_up_s = measure_start_up()
+    try:
+        costs = [experiment_cost(name, study, measure(e, study, device, steps), start_up_s)
+                 for name, e in study.experiments.items()]
+    finally:
+        torch.set_num_threads(previous)
+    return {
+        "device": describe_device(device) if device.type == "cuda" else
+        f"cpu:{cpu_model()}:{threads} threads",
+        "steps_measured": steps,
+        "experiments": {c.experiment: asdict(c) for c in costs},
+        "total_seconds": sum(c.seconds for c in costs),
+        "peak_memory_mb": max(c.peak_memory_mb for c in costs),
+        "start_up_s": start_up_s,
+        "assumes": "one job at a time on this device; measured steps x the study's steps, plus "
+                   f"evaluation and {start_up_s:.1f} s start-up per job (measured)",
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), or its architecture."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def duration(seconds: float) -> str:
+    """Seconds in words a person plans with: 42 s, 12 min, 3.4 h, 2.1 days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def format_estimate(result: dict[str, Any]) -> list[str]:
+    """The estimate as lines for ``convbench study``."""
+    lines = [f"estimated cost on {result['device']} ({result['assumes']}):"]
+    for name, c in result["experiments"].items():
+        lines.append(
+            f"  {name:<28} {c['runs']} runs x {c['epochs']} epochs x {c['steps_per_epoch']} steps of "
+            f"{c['step_s']:.3g} s  ->  {duration(c['seconds']):>9}, peak {c['peak_memory_mb']:,.0f} MiB "
+            f"({c['memory_kind']})")
+    lines.append(f"  total {duration(result['total_seconds'])} ({result['total_seconds']:,.0f} s), "
+                 f"peak memory {result['peak_memory_mb']:,.0f} MiB")
+    return lines

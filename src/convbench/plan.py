@@ -1,0 +1,52 @@
+"""``convbench study``: validate a study, list what it will run and estimate what that will cost.
+
+The command lives apart from ``convbench.study`` (the study's loading and validation, which every
+stage imports) so that no stage depends on the estimate's training code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from convbench._io import run_cli
+from convbench.estimate import estimate, format_estimate
+from convbench.study import StudyError, add_smoke_option, load_study, plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="convbench study",
+        description="Validate a study (params.yaml) and print what it would run.",
+    )
+    parser.add_argument("params", type=Path, nargs="?", default=Path("params.yaml"))
+    parser.add_argument("--study", default=None, help="select a bundled study by name")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_smoke_option(parser)
+    parser.add_argument("--estimate", action=argparse.BooleanOptionalAction, default=True,
+                        help="estimate each experiment's wall time and peak memory on this machine by "
+                             "timing a few real training steps of its network (default; "
+                             "--no-estimate: only validate and list)")
+    parser.add_argument("--steps", type=int, default=2, help="training steps timed per network (default 2)")
+    parser.add_argument("--device", default="auto", help="the device to estimate for (default: a job's)")
+    return run_cli(parser, argv, _print_plan, expected=(StudyError, OSError))
+
+
+def _print_plan(args: argparse.Namespace) -> None:
+    study = load_study(args.params, args.study, smoke=args.smoke)
+    cost = None
+    if args.estimate:
+        cost = estimate(study, device_name=args.device, steps=args.steps)
+    if args.json:
+        print(json.dumps({**plan(study), **({"estimate": cost} if cost else {})}, indent=2))
+        return
+    repeats = f"{study.repeats} x " if study.repeats > 1 else ""
+    seeds = f", seeds {', '.join(map(str, study.seeds))}" if len(study.seeds) > 1 else ""
+    print(f"study {study.name}: {study.dataset}, {repeats}{study.folds} folds, seed {study.seed}{seeds}, "
+          f"{len(study.experiments)} experiments, {len(study.all_runs())} training runs -> {study.results_dir}/")
+    for name, e in study.experiments.items():
+        knobs = ", ".join(f"{k}={v}" for k, v in e.knobs.items()) or "defaults"
+        print(f"  {name:<28} {e.arch:<14} {e.input_size:>4} px  {knobs}")
+    if cost:
+        print("\n".join(format_estimate(cost)))
