@@ -33,14 +33,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), std
 
 
-def mean_of(records: list[dict[str, Any]], key: str, total: bool = False) -> float | None:
-    """Mean (or sum) of a measured value over the folds that have it; None when none has."""
-    values = [r[key] for r in records if r.get(key) is not None]
-    if not values:
-        return None
-    return float(np.sum(values) if total else np.mean(values))
-
-
 def run_key(metrics: dict[str, Any]) -> tuple[int, int, int]:
     """(repeat, fold, seed) of a run's metrics (results from before repeats are repeat 0)."""
     return (int(metrics.get("repeat", 0)), int(metrics["fold"]), int(metrics["seed"]))
@@ -76,7 +68,8 @@ def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
 
     Every mean and standard deviation is over all of an experiment's runs (R repeats x K folds x
     S seeds); ``*_fold_std`` and ``*_seed_std`` separate the spread over data from the spread over
-    seeds. Each run's dict may carry its perf.json under ``"perf"``; timings are then averaged too.
+    seeds. No timing: wall-clock measurements differ between bit-identical runs, so they stay in the
+    runs' perf.json (which DVC does not track) and the report averages them from there.
     """
     by_experiment: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for metrics in run_metrics:
@@ -98,8 +91,6 @@ def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
                 raise AggregateError(f"experiment {name!r}: the runs of repeat {repeat} disagree on the split")
         val = [m["val"]["accuracy"] for m in runs]
         test = [m["test"]["accuracy"] for m in runs]
-        training = [m.get("perf", {}).get("training", {}) for m in runs]
-        inference = [m.get("perf", {}).get("inference", {}) for m in runs]
         val_mean, val_std = mean_std(val)
         test_mean, test_std = mean_std(test)
         val_spread, test_spread = spread(runs, val), spread(runs, test)
@@ -126,10 +117,6 @@ def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
             "test_acc_std": test_std,
             "test_acc_fold_std": test_spread["fold_std"],
             "test_acc_seed_std": test_spread["seed_std"],
-            "train_seconds_mean": mean_of(training, "seconds"),
-            "train_seconds_total": mean_of(training, "seconds", total=True),
-            "examples_per_s_mean": mean_of(training, "examples_per_s"),
-            "inference_images_per_s_mean": mean_of(inference, "images_per_s"),
             "best_epoch_mean": float(np.mean([m["best_epoch"] for m in runs])),
             "per_run": [
                 {"repeat": r, "fold": k, "seed": s, "val_acc": v, "test_acc": t}
@@ -173,7 +160,7 @@ def read_json_file(path: Path, made_by: str) -> dict[str, Any]:
 
 
 def load_run(metrics_path: Path) -> dict[str, Any]:
-    """A run's metrics.json, with the perf.json beside it (if any) under ``"perf"``."""
+    """A run's metrics.json, checked to hold what aggregation reads."""
     metrics = read_json_file(metrics_path, "convbench evaluate")
     for key in RUN_KEYS:
         node: Any = metrics
@@ -182,9 +169,6 @@ def load_run(metrics_path: Path) -> dict[str, Any]:
                 raise ResultFileError(f"{metrics_path}: no {key!r}; expected a metrics.json "
                                       "written by convbench evaluate; evaluate it again")
             node = node[part]
-    perf_path = metrics_path.with_name("perf.json")
-    if perf_path.exists():
-        metrics["perf"] = read_json_file(perf_path, "convbench evaluate")
     return metrics
 
 
@@ -310,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench aggregate",
         description="Means and spreads: with --experiment, of one experiment's runs "
-        "(results/<experiment>/r<repeat>-fold<k>-seed<s>/metrics.json and perf.json); without, the "
+        "(results/<experiment>/r<repeat>-fold<k>-seed<s>/metrics.json; no timings, which stay in "
+        "each run's perf.json); without, the "
         "study's results/study.json from every experiment's results/_experiments/<experiment>.json, "
         "with scores.json (what DVC shows as metrics) and ablations.json (each named ablation's "
         "paired comparison and verdict) beside it.",
