@@ -336,6 +336,23 @@ def test_runs_without_perf_json_are_left_out_of_the_timings(
                               f"{len(EXPERIMENTS) * RUNS} jobs with a perf.json) + ")
 
 
+def test_curves_without_a_history_are_refused_with_the_rerun_command(
+    tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    convbench: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A clone that pulled the study has no history.csv (DVC does not share it): its results and
+    report stand, and remaking the curves names the missing file and the job that writes it."""
+    without_perf(tiny_study, tmp_path / "study", ("mlp",), monkeypatch)
+    assert cli.main(["--study", "params.yaml"]) == 0  # the report: curves from results/_curves
+    capsys.readouterr()
+    assert convbench(["aggregate", "--study", "params.yaml", "--experiment", "mlp",
+                      "--out", "results/_experiments/mlp.json", "--curves-out", "results/_curves/mlp"]) == 1
+    message = " ".join(capsys.readouterr().err.split())
+    assert "Traceback" not in message
+    assert ("results/mlp/r0-fold0-seed0/history.csv does not exist" in message
+            and "convbench run --study params.yaml --experiment mlp" in message), message
+
+
 def test_the_study_card_says_when_runs_came_from_different_cpu_types(
     tiny_study: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

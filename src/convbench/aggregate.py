@@ -24,6 +24,7 @@ from convbench.consistency import (
     check_experiment_means,
     check_experiment_settings,
     check_run_settings,
+    rerun_command,
 )
 
 
@@ -193,7 +194,9 @@ def aggregate_experiment(study: Any, experiment: str, study_path: str | Path = "
 CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
 
-def write_curves(study: Any, experiment: str, out_dir: Path) -> list[Path]:
+def write_curves(
+    study: Any, experiment: str, out_dir: Path, study_path: str | Path = "params.yaml"
+) -> list[Path]:
     """Each run's learning curve, ``<run>.csv`` in ``out_dir``: its history.csv less the timings.
 
     A directory that holds only plottable, bit-identical files is what ``dvc plots`` reads (a run's
@@ -204,6 +207,10 @@ def write_curves(study: Any, experiment: str, out_dir: Path) -> list[Path]:
     written = []
     for run in study.runs():
         history = Path(study.run_dir(experiment, run)) / "history.csv"
+        if not history.exists():  # a by-product DVC does not share: absent in a clone that pulled
+            raise ResultFileError(f"{history} does not exist (convbench run writes it beside model.pt; "
+                                  "DVC does not track it); rerun the experiment: "
+                                  f"{rerun_command(study_path, experiment)}")
         try:
             with open(history, newline="", encoding="utf-8") as file:
                 rows = [{column: row[column] for column in CURVE_COLUMNS} for row in csv.DictReader(file)]
@@ -324,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             result = {"experiments": {args.experiment: aggregate_experiment(study, args.experiment, args.study)}}
             write_json_atomic(args.out, result["experiments"][args.experiment])
             if args.curves_out is not None:
-                write_curves(study, args.experiment, args.curves_out)
+                write_curves(study, args.experiment, args.curves_out, args.study)
         else:
             result = aggregate_study(study, args.study)
             compared = ablations(study, result)
