@@ -45,8 +45,9 @@ include: "workflow/rules/report.smk"
 
 
 # The targets are the report and every file it stands on: Snakemake only looks upstream of a
-# *missing target*, so a deleted checkpoint, history or experiment's results file is made again (and
-# what depends on it rerun) only when it is a target itself.
+# *missing target*, so a deleted checkpoint or experiment's results file is made again (and what
+# depends on it rerun) only when it is a target itself. Not the runs' history.csv and perf.json:
+# timings, by-products that DVC does not track (workflow/rules/run.smk).
 rule all:
     input:
         f"{STUDY.reports_dir}/report.html",
@@ -55,5 +56,5 @@ rule all:
         STUDY.ablations_path,
         [STUDY.experiment_results_path(name) for name in STUDY.experiments],
         [f"{STUDY.curves_dir(name)}/{run.name}.csv" for name in STUDY.experiments for run in STUDY.runs()],
-        [run_files(name, ["model.pt", "history.csv", "metrics.json", "perf.json"])
+        [run_files(name, ["model.pt", "metrics.json"])
          for name in STUDY.experiments],

@@ -193,11 +193,16 @@ def test_a_second_clone_pulls_the_results_instead_of_training(local_run: Path, t
     assert "Nothing to be done" in run(["snakemake", "--dry-run", "--cores", "1"], second).stdout
     assert "Data and pipelines are up to date." in run(["dvc", "status"], second).stdout
     # everything the first clone made arrived, byte for byte: data, splits, checkpoints, metrics,
-    # experiment and study results, the report
+    # learning curves, experiment and study results, the report; not the runs' by-products that
+    # hold wall-clock timings (.dvcignore: DVC neither tracks nor shares them)
     made = {path.relative_to(first) for top in ("data", "results", "reports")
             for path in (first / top).rglob("*") if path.is_file()}
-    assert {Path("reports/report.html"), Path("results/study.json")} <= made
-    assert all((second / path).read_bytes() == (first / path).read_bytes() for path in made)
+    timings = {path for path in made if path.name in ("history.csv", "perf.json")}
+    assert len(timings) == 2 * len(EXPERIMENTS) * len(RUNS)
+    assert {Path("reports/report.html"), Path("results/study.json"),
+            Path(f"results/_curves/mlp/{RUNS[0]}.csv")} <= made
+    assert all((second / path).read_bytes() == (first / path).read_bytes() for path in made - timings)
+    assert not any((second / path).exists() for path in timings)
     # and nothing ran: --touch leaves empty logs and no benchmark files (a run job writes both)
     assert not (second / "logs/tiny/benchmark").exists()
     assert all(path.stat().st_size == 0 for path in (second / "logs").rglob("*") if path.is_file())

@@ -192,10 +192,10 @@ def test_a_second_run_finds_nothing_to_do(project: Path) -> None:
 
 
 def test_snakemake_and_dvc_plan_the_same_run_jobs(project: Path) -> None:
-    """One job per experiment in both engines, writing the same files."""
+    """One job per experiment in both engines, writing the same files: the ones a rerun reproduces
+    bit for bit (history.csv and perf.json, which hold timings, are by-products DVC ignores)."""
     planned = run_outputs_planned_by_snakemake(project)
-    assert planned == {e: {f"results/{e}/{r}/{name}" for r in RUNS
-                           for name in ("model.pt", "history.csv", "metrics.json", "perf.json")}
+    assert planned == {e: {f"results/{e}/{r}/{name}" for r in RUNS for name in ("model.pt", "metrics.json")}
                        for e in EXPERIMENTS}
     # DVC tracks the experiment's directory
     assert run_outputs_planned_by_dvc(project) == {
@@ -204,9 +204,12 @@ def test_snakemake_and_dvc_plan_the_same_run_jobs(project: Path) -> None:
 
 def test_deleted_intermediate_outputs_are_made_again(project: Path, tmp_path: Path) -> None:
     copy = copy_of(project, tmp_path)
-    for name in ("model.pt", "history.csv"):
-        (copy / "results/mlp/r1-fold0-seed0" / name).unlink()
-    assert planned_runs(copy) == ["mlp"]  # the job that writes them, and what depends on them
+    run_dir = copy / "results/mlp/r1-fold0-seed0"
+    for name in ("history.csv", "perf.json"):  # timings: by-products, as after a dvc pull
+        (run_dir / name).unlink()
+    assert planned_jobs(copy) == {}
+    (run_dir / "model.pt").unlink()
+    assert planned_runs(copy) == ["mlp"]  # the job that writes it, and what depends on it
     assert planned_jobs(copy) == {"run": 1, "aggregate_experiment": 1, "aggregate": 1, "report": 1, "all": 1}
 
 
@@ -388,22 +391,27 @@ def test_a_report_edit_reruns_only_the_report(finished: Path, tmp_path: Path) ->
 
 
 def test_a_rerun_after_committing_the_results_is_bit_identical(finished: Path, tmp_path: Path) -> None:
-    """DVC's normal workflow: commit dvc.lock, then rerun. The results name the code, not HEAD, so
-    no result byte changes; DVC sees only the files that hold wall-clock timings change."""
+    """DVC's normal workflow: commit dvc.lock, then rerun one experiment and what depends on it. The
+    results name the code, not HEAD, and wall-clock timings live only in files DVC does not track
+    (history.csv, perf.json: .dvcignore), so no result byte changes and DVC sees nothing to do."""
     copy = copy_of(finished, tmp_path)
     before = run_files(copy)
     run(["git", "add", "-A"], copy)
     run(["git", "commit", "-qm", "results"], copy)  # dvc.lock, as a user records a study
     model = copy / "results/mlp/r0-fold0-seed0/model.pt"
-    mtime = model.stat().st_mtime_ns
+    perf = model.with_name("perf.json")
+    mtime, timings = model.stat().st_mtime_ns, perf.read_bytes()
     run(["snakemake", "--cores", "1", "--force", str(model.relative_to(copy))], copy)
     assert model.stat().st_mtime_ns > mtime  # trained again
+    assert perf.read_bytes() != timings  # and timed again: the by-products did change
+    run(["snakemake", "--cores", "1"], copy)  # whatever depends on the rerun, as Snakemake sees it
+    assert planned_jobs(copy) == {}
     assert run_files(copy) == before
+    assert dvc_changed_stages(copy) == set()
+    moved = yaml.safe_load(run(["dvc", "metrics", "diff", "--json"], copy).stdout or "{}")
+    assert {path: values for path, values in moved.items() if values} == {}
     diff = json.loads(run(["dvc", "diff", "--json"], copy).stdout or "{}")
-    changed = {entry["path"] for kind in ("added", "deleted", "modified", "renamed")
-               for entry in diff.get(kind, [])}
-    timings = {f"results/mlp/{r}/{name}" for r in RUNS for name in ("history.csv", "perf.json")}
-    assert changed - {"results/mlp/"} <= timings, changed
+    assert {kind: entries for kind, entries in diff.items() if entries} == {}
 
 
 def test_dvc_exp_run_with_a_changed_param_moves_the_metrics(finished: Path, tmp_path: Path) -> None:

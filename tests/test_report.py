@@ -66,7 +66,8 @@ def tiny_study(
             assert convbench(["train", "--study", "params.yaml", "--experiment", exp]) == 0
             assert convbench(["evaluate", "--study", "params.yaml", "--experiment", exp]) == 0
             assert convbench(["aggregate", "--study", "params.yaml", "--experiment", exp,
-                              "--out", f"results/_experiments/{exp}.json"]) == 0
+                              "--out", f"results/_experiments/{exp}.json",
+                              "--curves-out", f"results/_curves/{exp}"]) == 0
         assert convbench(["aggregate", "--study", "params.yaml", "--out", "results/study.json"]) == 0
         assert convbench(["report", "--study", "params.yaml"]) == 0
     return root
@@ -243,32 +244,67 @@ def test_stale_aggregate_is_refused(
         load.load_report_data("params.yaml")
 
 
-def without_perf(
-    tiny_study: Path, copy: Path, experiments: tuple[str, ...], convbench: Callable[[list[str]], int],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A copy of the study whose ``experiments`` lost their perf.json, aggregated again (which
-    allows that: their timings become null); the test then runs in it."""
+def without_perf(tiny_study: Path, copy: Path, experiments: tuple[str, ...],
+                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the study whose ``experiments`` lost their perf.json and history.csv (as a clone
+    that pulled the study through DVC, which neither tracks nor shares them: .dvcignore), its
+    results files as they were; the test then runs in it."""
     shutil.copytree(tiny_study, copy, ignore=shutil.ignore_patterns("*.pt", "reports"))
     monkeypatch.chdir(copy)
     for name in experiments:
-        for path in Path(f"results/{name}").glob("*/perf.json"):
+        for path in [*Path(f"results/{name}").glob("*/perf.json"),
+                     *Path(f"results/{name}").glob("*/history.csv")]:
             path.unlink()
-        assert convbench(["aggregate", "--study", "params.yaml", "--experiment", name,
-                          "--out", f"results/_experiments/{name}.json"]) == 0
-    assert convbench(["aggregate", "--study", "params.yaml", "--out", "results/study.json"]) == 0
 
 
 TIMING_COLUMNS = ("train s / run", "train img/s", "inference img/s")
+TIMING_KEYS = ("seconds", "per_s")  # no key of a results file holds a wall-clock measurement
+
+
+def keys_of(document: Any) -> set[str]:
+    """Every key of a JSON document, at any depth."""
+    if isinstance(document, dict):
+        return set(document) | {k for value in document.values() for k in keys_of(value)}
+    if isinstance(document, list):
+        return {k for value in document for k in keys_of(value)}
+    return set()
+
+
+def test_the_results_files_hold_no_timing(tiny_study: Path) -> None:
+    """Timings differ between bit-identical runs: they stay in the runs' perf.json and history.csv
+    (untracked by DVC), so an experiment's and the study's results files have none."""
+    paths = [tiny_study / "results/study.json", *(tiny_study / "results/_experiments").glob("*.json")]
+    assert len(paths) == 1 + len(EXPERIMENTS)
+    for path in paths:
+        keys = keys_of(json.loads(path.read_text()))
+        assert "val_acc_mean" in keys and not [k for k in keys if any(t in k for t in TIMING_KEYS)], path
+
+
+def test_the_measured_columns_are_the_means_of_the_runs_perf_json(
+    tiny_study: Path, page: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tiny_study)
+    data = load.load_report_data("params.yaml")
+    assert len(data.perf) == len(EXPERIMENTS) * RUNS
+    board = tables.format_leaderboard(tables.leaderboard(data.results), perf=data.perf)
+    board = board.set_index("experiment")
+    for name in EXPERIMENTS:
+        perf = [json.loads(path.read_text()) for path in (tiny_study / "results" / name).glob("*/perf.json")]
+        assert len(perf) == RUNS
+        expected = {
+            "train s / run": f"{np.mean([p['training']['seconds'] for p in perf]):.1f}",
+            "train img/s": f"{np.mean([p['training']['examples_per_s'] for p in perf]):,.0f}",
+            "inference img/s": f"{np.mean([p['inference']['images_per_s'] for p in perf]):,.0f}",
+        }
+        assert {column: board.loc[name, column] for column in TIMING_COLUMNS} == expected
+        row = re.search(rf"<tr>\s*<td>\d+</td>\s*<td>{name}</td>(.*?)</tr>", page, re.DOTALL)
+        assert re.findall(r"<td>(.*?)</td>", row.group(1))[-4:-1] == list(expected.values())
 
 
 def test_a_study_without_perf_json_is_reported_with_placeholders(
     tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    convbench: Callable[[list[str]], int],
 ) -> None:
-    without_perf(tiny_study, tmp_path / "study", EXPERIMENTS, convbench, monkeypatch)
-    results = json.loads(Path("results/study.json").read_text())
-    assert {row["train_seconds_mean"] for row in results["experiments"].values()} == {None}
+    without_perf(tiny_study, tmp_path / "study", EXPERIMENTS, monkeypatch)
     assert cli.main(["--study", "params.yaml"]) == 0
     page = Path("reports/report.html").read_text(encoding="utf-8")
     for name in EXPERIMENTS:
@@ -283,20 +319,38 @@ def test_a_study_without_perf_json_is_reported_with_placeholders(
 
 def test_runs_without_perf_json_are_left_out_of_the_timings(
     tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    convbench: Callable[[list[str]], int], metrics: dict[str, Any],
 ) -> None:
-    without_perf(tiny_study, tmp_path / "study", ("mlp",), convbench, monkeypatch)
+    without_perf(tiny_study, tmp_path / "study", ("mlp",), monkeypatch)
     data = load.load_report_data("params.yaml")
     assert len(data.perf) == RUNS and {name for name, _ in data.perf} == {"lenet_relu"}
-    board = tables.format_leaderboard(tables.leaderboard(data.results)).set_index("experiment")
+    board = tables.format_leaderboard(tables.leaderboard(data.results), perf=data.perf).set_index("experiment")
     assert [board.loc["mlp", column] for column in TIMING_COLUMNS] == ["n/a"] * len(TIMING_COLUMNS)
-    lenet = metrics["experiments"]["lenet_relu"]  # as aggregated with every perf.json
-    assert board.loc["lenet_relu", "train s / run"] == f"{lenet['train_seconds_mean']:.1f}"
-    assert board.loc["lenet_relu", "inference img/s"] == f"{lenet['inference_images_per_s_mean']:,.0f}"
+    lenet = [p for (name, _), p in data.perf.items() if name == "lenet_relu"]
+    assert board.loc["lenet_relu", "train s / run"] == \
+        f"{np.mean([p['training']['seconds'] for p in lenet]):.1f}"
+    assert board.loc["lenet_relu", "inference img/s"] == \
+        f"{np.mean([p['inference']['images_per_s'] for p in lenet]):,.0f}"
     compute = dict(card.study_card(data).values.tolist())["compute time"]
     seconds = sum(p["training"]["seconds"] for p in data.perf.values())
     assert compute.startswith(f"{seconds:,.1f} s of training (sum over the epochs of the {RUNS} of "
                               f"{len(EXPERIMENTS) * RUNS} jobs with a perf.json) + ")
+
+
+def test_curves_without_a_history_are_refused_with_the_rerun_command(
+    tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    convbench: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A clone that pulled the study has no history.csv (DVC does not share it): its results and
+    report stand, and remaking the curves names the missing file and the job that writes it."""
+    without_perf(tiny_study, tmp_path / "study", ("mlp",), monkeypatch)
+    assert cli.main(["--study", "params.yaml"]) == 0  # the report: curves from results/_curves
+    capsys.readouterr()
+    assert convbench(["aggregate", "--study", "params.yaml", "--experiment", "mlp",
+                      "--out", "results/_experiments/mlp.json", "--curves-out", "results/_curves/mlp"]) == 1
+    message = " ".join(capsys.readouterr().err.split())
+    assert "Traceback" not in message
+    assert ("results/mlp/r0-fold0-seed0/history.csv does not exist" in message
+            and "convbench run --study params.yaml --experiment mlp" in message), message
 
 
 def test_the_study_card_says_when_runs_came_from_different_cpu_types(

@@ -74,7 +74,8 @@ def finished(digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
             for name in EXPERIMENTS:
                 assert cli.main(["run", "--study", "study.yaml", "--experiment", name, "--no-progress"]) == 0
                 assert cli.main(["aggregate", "--study", "study.yaml", "--experiment", name,
-                                 "--out", f"results/_experiments/{name}.json"]) == 0
+                                 "--out", f"results/_experiments/{name}.json",
+                                 "--curves-out", f"results/_curves/{name}"]) == 0
             assert cli.main(["aggregate", "--study", "study.yaml", "--out", "results/study.json"]) == 0
     finally:
         torch.set_num_threads(threads)

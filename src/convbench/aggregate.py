@@ -24,6 +24,7 @@ from convbench.consistency import (
     check_experiment_means,
     check_experiment_settings,
     check_run_settings,
+    rerun_command,
 )
 from convbench.study import add_smoke_option
 
@@ -32,14 +33,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     array = np.asarray(values, dtype=np.float64)
     std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
     return float(array.mean()), std
-
-
-def mean_of(records: list[dict[str, Any]], key: str, total: bool = False) -> float | None:
-    """Mean (or sum) of a measured value over the folds that have it; None when none has."""
-    values = [r[key] for r in records if r.get(key) is not None]
-    if not values:
-        return None
-    return float(np.sum(values) if total else np.mean(values))
 
 
 def run_key(metrics: dict[str, Any]) -> tuple[int, int, int]:
@@ -77,7 +70,8 @@ def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
 
     Every mean and standard deviation is over all of an experiment's runs (R repeats x K folds x
     S seeds); ``*_fold_std`` and ``*_seed_std`` separate the spread over data from the spread over
-    seeds. Each run's dict may carry its perf.json under ``"perf"``; timings are then averaged too.
+    seeds. No timing: wall-clock measurements differ between bit-identical runs, so they stay in the
+    runs' perf.json (which DVC does not track) and the report averages them from there.
     """
     by_experiment: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for metrics in run_metrics:
@@ -99,8 +93,6 @@ def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
                 raise AggregateError(f"experiment {name!r}: the runs of repeat {repeat} disagree on the split")
         val = [m["val"]["accuracy"] for m in runs]
         test = [m["test"]["accuracy"] for m in runs]
-        training = [m.get("perf", {}).get("training", {}) for m in runs]
-        inference = [m.get("perf", {}).get("inference", {}) for m in runs]
         val_mean, val_std = mean_std(val)
         test_mean, test_std = mean_std(test)
         val_spread, test_spread = spread(runs, val), spread(runs, test)
@@ -127,10 +119,6 @@ def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
             "test_acc_std": test_std,
             "test_acc_fold_std": test_spread["fold_std"],
             "test_acc_seed_std": test_spread["seed_std"],
-            "train_seconds_mean": mean_of(training, "seconds"),
-            "train_seconds_total": mean_of(training, "seconds", total=True),
-            "examples_per_s_mean": mean_of(training, "examples_per_s"),
-            "inference_images_per_s_mean": mean_of(inference, "images_per_s"),
             "best_epoch_mean": float(np.mean([m["best_epoch"] for m in runs])),
             "per_run": [
                 {"repeat": r, "fold": k, "seed": s, "val_acc": v, "test_acc": t}
@@ -174,7 +162,7 @@ def read_json_file(path: Path, made_by: str) -> dict[str, Any]:
 
 
 def load_run(metrics_path: Path) -> dict[str, Any]:
-    """A run's metrics.json, with the perf.json beside it (if any) under ``"perf"``."""
+    """A run's metrics.json, checked to hold what aggregation reads."""
     metrics = read_json_file(metrics_path, "convbench evaluate")
     for key in RUN_KEYS:
         node: Any = metrics
@@ -183,9 +171,6 @@ def load_run(metrics_path: Path) -> dict[str, Any]:
                 raise ResultFileError(f"{metrics_path}: no {key!r}; expected a metrics.json "
                                       "written by convbench evaluate; evaluate it again")
             node = node[part]
-    perf_path = metrics_path.with_name("perf.json")
-    if perf_path.exists():
-        metrics["perf"] = read_json_file(perf_path, "convbench evaluate")
     return metrics
 
 
@@ -210,7 +195,9 @@ def aggregate_experiment(study: Any, experiment: str, study_path: str | Path = "
 CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
 
-def write_curves(study: Any, experiment: str, out_dir: Path) -> list[Path]:
+def write_curves(
+    study: Any, experiment: str, out_dir: Path, study_path: str | Path = "params.yaml"
+) -> list[Path]:
     """Each run's learning curve, ``<run>.csv`` in ``out_dir``: its history.csv less the timings.
 
     A directory that holds only plottable, bit-identical files is what ``dvc plots`` reads (a run's
@@ -221,6 +208,10 @@ def write_curves(study: Any, experiment: str, out_dir: Path) -> list[Path]:
     written = []
     for run in study.runs():
         history = Path(study.run_dir(experiment, run)) / "history.csv"
+        if not history.exists():  # a by-product DVC does not share: absent in a clone that pulled
+            raise ResultFileError(f"{history} does not exist (convbench run writes it beside model.pt; "
+                                  "DVC does not track it); rerun the experiment: "
+                                  f"{rerun_command(study_path, experiment)}")
         try:
             with open(history, newline="", encoding="utf-8") as file:
                 rows = [{column: row[column] for column in CURVE_COLUMNS} for row in csv.DictReader(file)]
@@ -311,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench aggregate",
         description="Means and spreads: with --experiment, of one experiment's runs "
-        "(results/<experiment>/r<repeat>-fold<k>-seed<s>/metrics.json and perf.json); without, the "
+        "(results/<experiment>/r<repeat>-fold<k>-seed<s>/metrics.json; no timings, which stay in "
+        "each run's perf.json); without, the "
         "study's results/study.json from every experiment's results/_experiments/<experiment>.json, "
         "with scores.json (what DVC shows as metrics) and ablations.json (each named ablation's "
         "paired comparison and verdict) beside it.",
@@ -341,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             result = {"experiments": {args.experiment: aggregate_experiment(study, args.experiment, args.study)}}
             write_json_atomic(args.out, result["experiments"][args.experiment])
             if args.curves_out is not None:
-                write_curves(study, args.experiment, args.curves_out)
+                write_curves(study, args.experiment, args.curves_out, args.study)
         else:
             result = aggregate_study(study, args.study)
             compared = ablations(study, result)

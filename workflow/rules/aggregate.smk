@@ -3,7 +3,8 @@
 # results/scores.json and results/ablations.json, the files DVC shows as metrics).
 rule aggregate_experiment:
     input:
-        runs=lambda wildcards: run_files(wildcards.experiment, ["metrics.json", "perf.json", "history.csv"]),
+        # and each run's history.csv, a by-product of the same job (rule run): its curves
+        runs=lambda wildcards: run_files(wildcards.experiment, ["metrics.json"]),
         code=code("aggregate"),
     output:
         results=STUDY.experiment_results_path("{experiment}"),

@@ -2,7 +2,9 @@ rule report:
     input:
         results=STUDY.study_results_path,
         ablations=STUDY.ablations_path,
-        runs=[run_files(name, ["metrics.json", "perf.json", "history.csv"]) for name in STUDY.experiments],
+        runs=[run_files(name, ["metrics.json"]) for name in STUDY.experiments],
+        # each run's perf.json is read when there (the measured columns), never waited for
+        curves=[f"{STUDY.curves_dir(name)}/{run.name}.csv" for name in STUDY.experiments for run in STUDY.runs()],
         data=STUDY.prepared_path,
         notebook="workflow/notebooks/report.ipynb",
         code=code("report"),

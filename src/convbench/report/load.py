@@ -1,10 +1,13 @@
 """What the report reads, and the checks that refuse a report that would be wrong.
 
 Everything comes from the files the pipeline wrote: ``results/study.json`` and
-``results/ablations.json`` (``convbench aggregate``), each run's metrics.json, perf.json and history.csv, and the prepared data. A file
-that is missing, unreadable or disagrees with study.json (a stale aggregate) is refused with its
-name and the command that makes it, before anything is drawn. perf.json alone may be missing, as
-``convbench aggregate`` allows: its measurements are not results, and the report says "n/a".
+``results/ablations.json`` (``convbench aggregate``), each run's metrics.json and perf.json, each
+run's learning curve (``results/_curves/<experiment>/<run>.csv``, ``convbench aggregate
+--experiment``: history.csv less its timings) and the prepared data. A file that is missing,
+unreadable or disagrees with study.json (a stale aggregate) is refused with its name and the
+command that makes it, before anything is drawn. perf.json alone may be missing: it holds
+wall-clock measurements, not results, which DVC neither tracks nor shares (``.dvcignore``), so a
+clone that pulled a study has none, and the report says "n/a".
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class ReportData:
     results: dict[str, Any]  # results/study.json, as written by ``convbench aggregate``
     run_metrics: dict[tuple[str, Run], dict[str, Any]]  # results/<exp>/<run>/metrics.json
     perf: dict[tuple[str, Run], dict[str, Any]]  # results/<exp>/<run>/perf.json, of the runs that have one
-    history: pd.DataFrame  # every history.csv, with experiment, repeat, fold and seed columns
+    history: pd.DataFrame  # every run's learning curve, with experiment, repeat, fold and seed columns
     dataset: Dataset
     # results/ablations.json, as convbench.stats.ablation_results rows
     ablations: list[dict[str, Any]] = field(default_factory=list)
@@ -171,7 +174,9 @@ def load_report_data(
             run_metrics[name, run] = metrics
             if (run_dir / "perf.json").exists():
                 perf[name, run] = _read_json(run_dir / "perf.json", "convbench evaluate")
-            histories.append(read_history(run_dir / "history.csv").assign(
+            curve = Path(study.curves_dir(name)) / f"{run.name}.csv"
+            made_by = f"convbench aggregate --experiment {name} --curves-out {study.curves_dir(name)}"
+            histories.append(read_history(curve, made_by).assign(
                 experiment=name, repeat=run.repeat, fold=run.fold, seed=run.seed))
     dataset = load_prepared(data_path if data_path is not None else study.prepared_path)
     return ReportData(study, results, run_metrics, perf, pd.concat(histories, ignore_index=True), dataset,
@@ -181,21 +186,21 @@ def load_report_data(
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
-def read_history(path: Path) -> pd.DataFrame:
-    """A run's history.csv, refused with the file's name when it is missing, empty or not one."""
+def read_history(path: Path, made_by: str = "convbench train") -> pd.DataFrame:
+    """A run's history.csv or learning curve, refused with the file's name (and the command that
+    makes it, ``made_by``) when it is missing, empty or not one."""
     if not path.exists():
-        raise ReportError(f"{path} does not exist; make it with 'convbench train'")
+        raise ReportError(f"{path} does not exist; make it with '{made_by}'")
     try:
         history = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ReportError(f"{path}: not a history written by convbench train ({err}); train the run "
-                          "again") from None
+        raise ReportError(f"{path}: not a history written by '{made_by}' ({err}); run it again") from None
     missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
     if missing or history.empty:
         raise ReportError(f"{path}: expected columns {', '.join(HISTORY_COLUMNS)} and one row per "
                           f"epoch, found {'no rows' if not missing else 'no ' + ', '.join(missing)}; "
-                          "train the run again")
+                          f"run '{made_by}' again")
     if not all(pd.api.types.is_numeric_dtype(history[c]) for c in HISTORY_COLUMNS):
         raise ReportError(f"{path}: a column of {', '.join(HISTORY_COLUMNS)} holds text, not numbers; "
-                          "train the run again")
+                          f"run '{made_by}' again")
     return history

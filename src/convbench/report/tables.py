@@ -1,7 +1,9 @@
 """The report's tables: the leaderboard, against the book, the ablations and the networks' layers.
 
-Every number comes from study.json (or, for the layer tables, from ``convbench summary``'s
-rows) and is only formatted here, never recomputed. The best experiment is chosen by
+Every result comes from study.json (or, for the layer tables, from ``convbench summary``'s
+rows) and is only formatted here, never recomputed. The leaderboard's measured columns (time and
+speed) are the one exception: they are means of the runs' perf.json, which no results file holds,
+because wall-clock timings differ between two bit-identical runs. The best experiment is chosen by
 cross-validated validation accuracy; test accuracy is shown, never used to choose.
 """
 
@@ -22,13 +24,30 @@ from convbench.study import Study
 # ---------------------------------------------------------------------------------- leaderboard
 
 
-MISSING = "n/a"  # a measurement no run has: aggregate allows runs without perf.json
+MISSING = "n/a"  # a measurement no run has: perf.json is a by-product, absent after a dvc pull
+
+# The leaderboard's measured columns: (column, perf.json section, key, format).
+MEASURED_COLUMNS = (
+    ("train s / run", "training", "seconds", ".1f"),
+    ("train img/s", "training", "examples_per_s", ",.0f"),
+    ("inference img/s", "inference", "images_per_s", ",.0f"),
+)
 
 
 def measured(value: float | None, spec: str) -> str:
-    """A mean of perf.json's measurements as a cell, or MISSING: aggregate writes null where no run
-    has a perf.json, and the leaderboard's column turns that into NaN when another experiment has one."""
+    """A mean of perf.json's measurements as a cell, or MISSING where no run has one."""
     return MISSING if value is None or math.isnan(value) else format(value, spec)
+
+
+def measured_means(perf: dict[tuple[str, Any], dict[str, Any]], experiment: str) -> dict[str, float | None]:
+    """Each measured column's mean over the runs of ``experiment`` that have a perf.json (the
+    report's ``ReportData.perf``); None where none has the value."""
+    means: dict[str, float | None] = {}
+    for column, section, key, _ in MEASURED_COLUMNS:
+        values = [p[section][key] for (name, _run), p in perf.items()
+                  if name == experiment and p.get(section, {}).get(key) is not None]
+        means[column] = sum(values) / len(values) if values else None
+    return means
 
 
 def percent(value: float) -> str:
@@ -55,11 +74,17 @@ def best_experiment(results: dict[str, Any]) -> str:
     return str(leaderboard(results).index[0])
 
 
-def format_leaderboard(board: pd.DataFrame, descriptions: dict[str, str] | None = None) -> pd.DataFrame:
-    """The leaderboard as the strings the report shows, every number from study.json."""
+def format_leaderboard(
+    board: pd.DataFrame,
+    descriptions: dict[str, str] | None = None,
+    perf: dict[tuple[str, Any], dict[str, Any]] | None = None,
+) -> pd.DataFrame:
+    """The leaderboard as the strings the report shows: every result from study.json, the measured
+    columns from the runs' perf.json (``perf``, as ``ReportData.perf``; MISSING without it)."""
     descriptions = descriptions or {}
     rows = []
     for name, row in board.iterrows():
+        means = measured_means(perf or {}, str(name))
         knobs = ", ".join(f"{k}={v}" for k, v in row["knobs"].items()) or "defaults"
         rows.append({
             "#": row["rank"],
@@ -72,9 +97,7 @@ def format_leaderboard(board: pd.DataFrame, descriptions: dict[str, str] | None 
             "test acc (%)": mean_std(row, "test_acc"),
             "best epoch": f"{row['best_epoch_mean']:.1f}",
             "spread (val): folds / seeds": spread_cell(row),
-            "train s / run": measured(row["train_seconds_mean"], ".1f"),
-            "train img/s": measured(row["examples_per_s_mean"], ",.0f"),
-            "inference img/s": measured(row["inference_images_per_s_mean"], ",.0f"),
+            **{column: measured(means[column], spec) for column, _, _, spec in MEASURED_COLUMNS},
             "description": descriptions.get(str(name), ""),
         })
     return pd.DataFrame(rows)
