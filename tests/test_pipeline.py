@@ -467,21 +467,24 @@ def changed_study(finished: Path, tmp_path: Path, change) -> Path:
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "steps"),
     [
-        lambda s: s["ablations"]["convolutions"].update(baseline="lenet_relu", treatment="mlp"),
-        lambda s: s["ablations"].update(more={"baseline": "lenet_relu", "treatment": "mlp"}),
-        lambda s: s.update(description="another description"),
+        (lambda s: s["ablations"]["convolutions"].update(baseline="lenet_relu", treatment="mlp"),
+         {"aggregate", "report"}),
+        (lambda s: s["ablations"].update(more={"baseline": "lenet_relu", "treatment": "mlp"}),
+         {"aggregate", "report"}),
+        (lambda s: s.update(description="another description"), {"report"}),
     ],
     ids=["ablation swapped", "ablation added", "description"],
 )
 def test_a_change_to_the_study_text_reruns_the_report_in_both_engines(
-    finished: Path, tmp_path: Path, change
+    finished: Path, tmp_path: Path, change, steps: set[str]
 ) -> None:
-    """The report shows the study's text and verdicts: it depends on the study's contents, not its path."""
+    """The report shows the study's text and verdicts: it depends on the study's contents, not its
+    path; a changed ablation also reruns the study step that compares the pairs (ablations.json)."""
     copy = changed_study(finished, tmp_path, change)
-    assert planned_jobs(copy) == {"report": 1, "all": 1}
-    assert dvc_changed_stages(copy) == {"report"}
+    assert planned_jobs(copy) == {**{step: 1 for step in steps}, "all": 1}
+    assert dvc_changed_stages(copy) == steps
 
 
 def test_an_experiment_description_reruns_the_report_in_snakemake(finished: Path, tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 from convbench._io import run_cli
-from convbench.estimate import estimate, format_estimate
 from convbench.study import StudyError, add_smoke_option, load_study, plan
 
 
@@ -36,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
 def _print_plan(args: argparse.Namespace) -> None:
     study = load_study(args.params, args.study, smoke=args.smoke)
     cost = None
-    if args.estimate:
+    if args.estimate:  # imported here: validating and listing a study needs no torch
+        from convbench.estimate import estimate
+
         cost = estimate(study, device_name=args.device, steps=args.steps)
     if args.json:
         print(json.dumps({**plan(study), **({"estimate": cost} if cost else {})}, indent=2))
@@ -49,4 +50,6 @@ def _print_plan(args: argparse.Namespace) -> None:
         knobs = ", ".join(f"{k}={v}" for k, v in e.knobs.items()) or "defaults"
         print(f"  {name:<28} {e.arch:<14} {e.input_size:>4} px  {knobs}")
     if cost:
+        from convbench.estimate import format_estimate
+
         print("\n".join(format_estimate(cost)))

@@ -32,6 +32,9 @@ rule aggregate:
         ablations=report(STUDY.ablations_path, caption="../report/ablations_json.rst", category="Results"),
     params:
         study=STUDY_FILE,
+        # ablations.json compares the study's named pairs: a changed pair reruns this step, as DVC's
+        # `ablations` param does
+        ablations=study_as_dict(STUDY)["ablations"],
         smoke=STUDY.smoke,
     log:
         f"{LOGS}/aggregate.log",
