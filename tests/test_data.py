@@ -657,8 +657,8 @@ def test_a_bad_study_stops_download_and_prepare_before_any_data_moves(
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(tmp_path)
     params = (root / "params.yaml").read_text()
-    assert "\nfolds: 3\n" in params
-    Path("params.yaml").write_text(params.replace("\nfolds: 3\n", "\nfolds: 200\n"))
+    assert "\nfolds: 5\n" in params
+    Path("params.yaml").write_text(params.replace("\nfolds: 5\n", "\nfolds: 200\n"))
     assert cli.main([command, "--study", "params.yaml"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"convbench {command}: error: params.yaml: folds") and "200" in err
