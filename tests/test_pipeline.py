@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from convbench.study import REPORT_FIGURES
+from convbench.study import REPORT_FIGURES, SMOKE_EPOCHS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("lenet_relu", "mlp")
@@ -642,7 +642,7 @@ def test_a_smoke_run_in_both_engines_leaves_the_real_results_byte_for_byte(
     assert (copy / "logs/tiny-smoke/benchmark/run/mlp.tsv").exists()
     for exp in EXPERIMENTS:
         metrics = json.loads((copy / f"results-smoke/{exp}/r0-fold0-seed0/metrics.json").read_text())
-        assert metrics["recipe"]["smoke"] == 1 and metrics["epochs"] == 1
+        assert metrics["recipe"]["smoke"] == 1 and metrics["epochs"] == SMOKE_EPOCHS
     assert tree_bytes(copy, "results", "reports", "logs", "data") == real
     assert "Nothing to be done" in run(["snakemake", "--cores", "1", "--dry-run"], copy).stdout
     # DVC: the same switch, the same directories (its paths append smoke_suffix)
@@ -699,6 +699,9 @@ def test_the_seeds_study_runs_as_a_smoke_run_through_snakemake(tmp_path: Path) -
         assert metrics["input_size"] == study.experiment(name).input_size
         assert metrics["recipe"]["smoke"] == SEEDS_STUDY_SMOKE
     assert {run_.fold for run_ in study.runs()} == {0, 1}
+    for name in study.experiments:  # every run stopped after its first epoch and resumed
+        log = (project / f"logs/fashion_mnist_d2l-smoke/run/{name}.log").read_text()
+        assert log.count("smoke run stopped after epoch 1; resuming from") == len(study.runs()), log
     assert (project / "data/splits/fashion_mnist-k5-s0/repeat0.json").exists()  # the study's own split
     page = (project / "reports/fashion_mnist_d2l-smoke/report.html").read_text(encoding="utf-8")
     body = page[page.index("<body"):]

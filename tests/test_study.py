@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from convbench.cli import main as cli
-from convbench.study import StudyError, load_study, parse_study, plan
+from convbench.study import SMOKE_EPOCHS, StudyError, load_study, parse_study, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -280,7 +280,7 @@ def test_smoke_is_one_switch_for_both_engines_and_moves_every_path(name: str, tm
         r = real.experiment(exp_name)
         assert (e.input_size, e.recipe.batch_size, e.recipe.precision, e.recipe.lr) == \
             (r.input_size, r.recipe.batch_size, r.recipe.precision, r.recipe.lr)
-        assert e.recipe.smoke == 2 and e.recipe.epochs == 1
+        assert e.recipe.smoke == 2 and e.recipe.epochs == SMOKE_EPOCHS == 2
         assert e.recipe.to_dict()["smoke"] == 2 and "smoke" not in r.recipe.to_dict()
 
 

@@ -649,6 +649,38 @@ def test_a_killed_run_resumes_to_the_uninterrupted_model(
     assert timeless(rows) == timeless(read_history(whole_dir / "history.csv"))
 
 
+def test_a_smoke_run_stops_after_its_first_epoch_and_resumes_to_the_uninterrupted_model(
+    digits_npz: Path, digits_split: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every smoke run goes through the checkpoint's save, load and restore (what `--resume`
+    does after a kill) and still writes the model an uninterrupted run writes."""
+    from convbench import train_job
+    from convbench.study import SMOKE_EPOCHS, smoke_recipe
+
+    recipe = smoke_recipe(tiny_recipe(), 3)
+    assert recipe.epochs == SMOKE_EPOCHS == 2
+    job = train_job.TrainJob("lenet", "lenet", {"activation": "relu"}, SIZE, recipe, seed=0, fold=0)
+    loaded: list[Path] = []
+
+    def load_checkpoint_spy(path: Path) -> dict[str, Any]:
+        loaded.append(path)
+        return load_checkpoint(path)
+
+    monkeypatch.setattr(train_job, "load_checkpoint", load_checkpoint_spy)
+    resumed = train_job.run_job(job, digits_npz, digits_split, tmp_path / "resumed")
+    assert loaded == [tmp_path / "resumed" / "checkpoint.pt"]
+    assert (f"lenet repeat 0 fold 0 seed 0: smoke run stopped after epoch 1; resuming from "
+            f"{tmp_path / 'resumed' / 'checkpoint.pt'}") in capsys.readouterr().err
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    assert not (tmp_path / "resumed" / "checkpoint.pt").exists()
+
+    monkeypatch.setattr(train_job, "SMOKE_STOP_AFTER", 0)  # the same run, never stopped
+    train_job.run_job(job, digits_npz, digits_split, tmp_path / "whole")
+    assert len(loaded) == 1
+    assert (tmp_path / "resumed" / "model.pt").read_bytes() == (tmp_path / "whole" / "model.pt").read_bytes()
+
+
 @dataclass(frozen=True)
 class LayerCall:
     """What one forward call of a convolution or linear layer saw."""

@@ -6,7 +6,7 @@ use, and one evaluation batch; the study's step and image counts multiply them:
 
     time = runs x (epochs x (steps x step_s + val_images x eval_s)      # training + per-epoch val
                    + (val_images + test_images) x eval_s)                # convbench evaluate
-           + start-up                           # a fresh process importing torch, measured once
+           + start-up                           # a fresh process importing torch (median of 3)
 
 Peak memory is what the steps held: the CUDA allocator's peak on a GPU; on the CPU the process's
 peak resident memory during them (torch itself included, the data set not). It leaves out what the estimate cannot see:
@@ -17,6 +17,7 @@ autotuning, ``compile``'s first call), and evaluation batches larger than the on
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ NUM_CLASSES = 10
 # A `convbench run` job's fixed cost when it cannot be measured: torch's start-up (README: about 7 s
 # on an idle 2-core machine).
 JOB_START_S = 7.0
+START_UP_SAMPLES = 3  # child processes timed for the start-up (their median)
 EVAL_PROBE_IMAGES = 64  # evaluation's per-image time is measured on a batch of at most this many
 
 
@@ -60,13 +62,22 @@ class ExperimentCost:
     memory_kind: str  # "gpu" (CUDA allocator peak) or "process rss" (the process's resident memory)
 
 
-def measure_start_up() -> float:
+def measure_start_up(times: int = START_UP_SAMPLES) -> float:
     """Seconds a fresh `convbench run` process takes to import what it runs (torch, torch._dynamo,
-    which the optimizers import, and convbench), measured once in a child process."""
-    started = time.perf_counter()
-    child = subprocess.run([sys.executable, "-c", "import torch._dynamo, convbench.run"],
-                           capture_output=True)
-    return time.perf_counter() - started if child.returncode == 0 else JOB_START_S
+    which the optimizers import, and convbench): the median of ``times`` child processes.
+
+    The median, because the first child after a while idle reads torch from disk (a cold cache,
+    measured at 17.5 s against 4 to 5 s warm on a 2-core VM) while a study's jobs, one after
+    another, almost all start warm; JOB_START_S if the import fails."""
+    samples = []
+    for _ in range(times):
+        started = time.perf_counter()
+        child = subprocess.run([sys.executable, "-c", "import torch._dynamo, convbench.run"],
+                               capture_output=True)
+        if child.returncode != 0:
+            return JOB_START_S
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
 
 
 def fold_sizes(study: Study) -> tuple[int, int]:

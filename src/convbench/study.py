@@ -43,10 +43,11 @@ REPORT_FIGURES = ("learning_curves", "pareto", "ablations", "fold_spread", "conf
 RUN_NAME = "r{repeat}-fold{fold}-seed{seed}"  # a run's directory under results/<study>/<experiment>/
 REPEAT_SEED_STRIDE = 1000  # repeat r trains seed s with torch seed s + 1000 * r
 # A smoke run (`smoke: N`): every stage for real at toy scale. Each run trains N batches per epoch
-# for SMOKE_EPOCHS epochs at the study's resolution, batch size, recipe and precision; validation
+# for SMOKE_EPOCHS epochs at the study's resolution, batch size, recipe and precision, stopping after
+# the first epoch's checkpoint and resuming from it (convbench.train_job.SMOKE_STOP_AFTER); validation
 # and test are N batches of at most SMOKE_EVAL_BATCH images; only the first SMOKE_FOLDS folds of the
 # study's own split run. Its files go to results_dir and reports_dir plus SMOKE_SUFFIX.
-SMOKE_EPOCHS = 1
+SMOKE_EPOCHS = 2
 SMOKE_FOLDS = 2
 SMOKE_EVAL_BATCH = 16
 SMOKE_SUFFIX = "-smoke"

@@ -35,6 +35,15 @@ from convbench.study import add_smoke_option
 from convbench.train import TrainingError, TrainResult, train
 
 
+# A smoke run's every run stops after this epoch (of convbench.study.SMOKE_EPOCHS) and resumes from
+# its checkpoint; 0 never stops.
+SMOKE_STOP_AFTER = 1
+
+
+class _SmokeStop(Exception):
+    """A smoke run's planned stop after an epoch's checkpoint (caught in :func:`train_one`)."""
+
+
 @dataclass(frozen=True)
 class TrainJob:
     """Everything that identifies one training run: a checkpoint resumes only the same job."""
@@ -158,6 +167,9 @@ def train_one(
             )
     data = fold_data(dataset, split, job.fold, device)
     done = resume_from["epoch"] if resume_from is not None else 0
+    # A smoke run stops after its first epoch's checkpoint, as a killed job would, and resumes from
+    # it below: the checkpoint's save, load, identity checks and restore run before a real study.
+    stop_after = SMOKE_STOP_AFTER if job.recipe.smoke and resume_from is None else 0
     with tqdm(desc="epochs", initial=done, total=job.recipe.epochs, disable=not progress) as bar:
 
         def on_epoch(record: dict[str, Any]) -> None:
@@ -166,11 +178,22 @@ def train_one(
             last = record["history"][-1]
             bar.set_postfix(loss=f"{last['train_loss']:.3f}", val_acc=f"{last['val_acc']:.3f}", refresh=False)
             bar.update()
+            if record["epoch"] == stop_after and not record["completed"]:
+                raise _SmokeStop
 
-        result = train(
-            model, data, job.recipe, input_size=job.input_size, seed=job.train_seed, meta=meta,
-            resume_from=resume_from, on_epoch=on_epoch,
-        )
+        result: TrainResult | None
+        try:
+            result = train(
+                model, data, job.recipe, input_size=job.input_size, seed=job.train_seed, meta=meta,
+                resume_from=resume_from, on_epoch=on_epoch,
+            )
+        except _SmokeStop:
+            result = None
+    if result is None:
+        print(f"{job.experiment} repeat {job.repeat} fold {job.fold} seed {job.seed}: smoke run stopped "
+              f"after epoch {stop_after}; resuming from {checkpoint_path}", file=sys.stderr, flush=True)
+        return train_one(job, data_path, split_path, out_dir, device_name=device_name, resume=True,
+                         progress=progress)
     final = dict(result.checkpoint)
     final["history"] = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS}
                         for row in final["history"]]

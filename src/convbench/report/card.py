@@ -136,10 +136,10 @@ def smoke_banner_html(study: Study) -> str:
         '<div class="convbench-smoke" style="border: 6px solid #c00; background: #fee; color: #900; '
         'padding: 1em; margin: 1em 0; font-size: 1.4em;">'
         f"<b>{SMOKE_WARNING}.</b> Every run trained {study.smoke} batch(es) per epoch for "
-        f"{SMOKE_EPOCHS} epoch(s), on folds {', '.join(map(str, study.run_folds))} of "
+        f"{SMOKE_EPOCHS} epoch(s), stopping and resuming from its checkpoint after the first, on folds {', '.join(map(str, study.run_folds))} of "
         f"{study.folds}, and was validated and tested on {study.smoke} batch(es) of at most "
         f"{SMOKE_EVAL_BATCH} images (smoke: {study.smoke}). This report shows that the study runs "
-        "end to end (data, every network at its input size, checkpoints, evaluation, aggregation, "
+        "end to end (data, every network at its input size, checkpoints and resume, evaluation, aggregation, "
         f"every section of the report), not how well any network learns. The real study's results "
         f"are in {html.escape(real_dir)}/, never here.</div>"
     )
