@@ -22,11 +22,11 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from convbench.batches import BatchTransform
+from convbench.batches import PRECOMPUTE_BYTES, BatchTransform, Inputs
 from convbench.device import describe_device, pick_device, synchronize
 from convbench.evaluate import peak_process_rss_mb, reset_peak_rss
 from convbench.inference import predict
@@ -42,6 +42,7 @@ NUM_CLASSES = 10
 # on an idle 2-core machine).
 JOB_START_S = 7.0
 START_UP_SAMPLES = 3  # child processes timed for the start-up (their median)
+MIN_MEASURE_S = 0.5  # each timing repeats its call for at least this long
 EVAL_PROBE_IMAGES = 64  # evaluation's per-image time is measured on a batch of at most this many
 
 
@@ -87,9 +88,23 @@ def fold_sizes(study: Study) -> tuple[int, int]:
     return n_train - val, val
 
 
+def seconds_per_call(call: Callable[[], object], device: torch.device, at_least: int) -> float:
+    """Seconds one ``call`` takes: after a warm-up call, the mean of at least ``at_least`` calls and
+    as many more as fit in MIN_MEASURE_S (a small network's step is milliseconds, and two of them
+    vary by half)."""
+    call()  # warm-up: allocations, oneDNN's or cuDNN's first choice of kernels
+    synchronize(device)
+    calls, started = 0, time.perf_counter()
+    while calls < at_least or time.perf_counter() - started < MIN_MEASURE_S:
+        call()
+        calls += 1
+        synchronize(device)
+    return (time.perf_counter() - started) / calls
+
+
 def measure(experiment: Experiment, study: Study, device: torch.device, steps: int) -> dict[str, float]:
-    """Time ``steps`` real training steps (after one warm-up step) and one evaluation batch of
-    ``experiment``'s network on ``device``; peak memory over them."""
+    """Time at least ``steps`` real training steps (after one warm-up step) and an evaluation batch
+    of ``experiment``'s network on ``device`` (seconds_per_call); peak memory over them."""
     channels, size = IMAGE_SHAPES[study.dataset]
     recipe = experiment.recipe
     generator = torch.Generator().manual_seed(0)
@@ -109,20 +124,20 @@ def measure(experiment: Experiment, study: Study, device: torch.device, steps: i
         torch.cuda.reset_peak_memory_stats(device)
     reset_peak_rss()
     model.train()
-    train_step(forward, model, optimizer, scaler, transform(images), labels, recipe)  # warm-up
-    synchronize(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        train_step(forward, model, optimizer, scaler, transform(images), labels, recipe)
-    synchronize(device)
-    step_s = (time.perf_counter() - started) / steps
+    # A batch as the job takes it (batches.Inputs): without augmentation the fold is transformed once
+    # when its floats fit, and a step only gathers; otherwise every step transforms its batch.
+    train_images, _ = fold_sizes(study)
+    fits = train_images * channels * experiment.input_size**2 * 4 <= PRECOMPUTE_BYTES
+    inputs = Inputs(images, transform, augment=recipe.augmentation != "none",
+                    budget_bytes=PRECOMPUTE_BYTES if fits else 0)
+    index = torch.arange(len(images), device=device)
+    step_s = seconds_per_call(
+        lambda: train_step(forward, model, optimizer, scaler, inputs.take(index, generator), labels, recipe),
+        device, steps)
     probe = images[: min(EVAL_PROBE_IMAGES, recipe.eval_batch_size, len(images))]
-    predict(model, probe, transform, batch_size=len(probe), precision=recipe.precision)  # warm-up
-    synchronize(device)
-    started = time.perf_counter()
-    predict(model, probe, transform, batch_size=len(probe), precision=recipe.precision)
-    synchronize(device)
-    eval_image_s = (time.perf_counter() - started) / len(probe)
+    eval_image_s = seconds_per_call(
+        lambda: predict(model, probe, transform, batch_size=len(probe), precision=recipe.precision),
+        device, 1) / len(probe)
     if device.type == "cuda":
         peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "gpu"
     else:
