@@ -160,3 +160,29 @@ def test_the_default_lock_dir_is_per_user_in_the_machines_temp_dir(
         assert theirs.parent == tmp_path and theirs != mine
         with gpu_slot(1, timeout=0) as other_users_slot:
             assert other_users_slot == 0
+
+
+def test_locks_are_per_gpu_not_per_index(tmp_path: Path) -> None:
+    """Two jobs that each see their own GPU as cuda:0 (SLURM's CUDA_VISIBLE_DEVICES) hold their
+    own locks at once; two jobs that see the same GPU still wait for each other."""
+    with gpu_slot(1, lock_dir=tmp_path, names=["gpu-GPU-aaaa"]) as first:
+        with gpu_slot(1, lock_dir=tmp_path, timeout=0, names=["gpu-GPU-bbbb"]) as second:
+            assert first == second == 0
+        with pytest.raises(TimeoutError):
+            with gpu_slot(1, lock_dir=tmp_path, timeout=0.2, poll_seconds=0.05, names=["gpu-GPU-aaaa"]):
+                pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-GPU-aaaa.lock", "gpu-GPU-bbbb.lock"]
+    with pytest.raises(ValueError, match="1 lock names for 2 GPU slots"):
+        with gpu_slot(2, lock_dir=tmp_path, names=["gpu-GPU-aaaa"]):
+            pass
+
+
+def test_gpu_lock_names_come_from_the_gpus_uuids(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from convbench.device import gpu_lock_names
+
+    uuids = ["5a1d2f3e-0000-4000-8000-000000000001", "5a1d2f3e-0000-4000-8000-000000000002"]
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=uuids[i]))
+    assert gpu_lock_names(2) == [f"gpu-{u}" for u in uuids]
+    assert gpu_lock_names(0) == []

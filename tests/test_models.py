@@ -357,3 +357,33 @@ def test_kaiming_init_has_the_he_standard_deviation(name: str) -> None:
 def test_unknown_init_is_refused() -> None:
     with pytest.raises(ValueError, match="init"):
         build("lenet", init="orthogonal")
+
+
+def modules_deterministic_mode_refuses_on_cuda() -> tuple[type[nn.Module], ...]:
+    """The module classes the installed torch documents as raising a RuntimeError in deterministic
+    mode (``torch.use_deterministic_algorithms``: "will throw ... when mode=True"), read from its
+    docstring so a torch upgrade that changes the list changes this test."""
+    doc = torch.use_deterministic_algorithms.__doc__ or ""
+    throws = doc[doc.index("will throw a\n    :class:`RuntimeError` when ``mode=True``"):]
+    names = re.findall(r":class:`torch\.nn\.(\w+)`", throws)
+    assert "AdaptiveAvgPool2d" in names, "torch's docstring changed its form: read it again"
+    return tuple(getattr(nn, name) for name in names)
+
+
+@pytest.mark.parametrize("name", names())
+def test_no_network_uses_a_module_that_deterministic_mode_refuses_on_a_gpu(name: str) -> None:
+    """`deterministic: true` on a GPU would stop at the first backward of such a module (global
+    pooling goes through _layers.GlobalAvgPool instead of AdaptiveAvgPool2d)."""
+    refused = modules_deterministic_mode_refuses_on_cuda()
+    model = meta_build(name)
+    found = sorted({type(m).__name__ for m in model.modules() if isinstance(m, refused)})
+    assert not found, f"{name} uses {found}, which torch's deterministic mode refuses on CUDA"
+
+
+def test_global_average_pooling_is_adaptive_average_pooling_to_one_pixel() -> None:
+    from convbench.models._layers import GlobalAvgPool
+
+    x = torch.randn(4, 8, 5, 5, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    torch.testing.assert_close(GlobalAvgPool()(x), nn.AdaptiveAvgPool2d(1)(x))
+    GlobalAvgPool()(x).sum().backward()
+    torch.testing.assert_close(x.grad, torch.full_like(x, 1 / 25))

@@ -16,7 +16,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -67,6 +67,13 @@ def set_determinism(deterministic: bool) -> None:
     torch.backends.cudnn.deterministic = True
 
 
+def gpu_lock_names(count: int) -> list[str]:
+    """One lock name per visible GPU, from the GPU's UUID, not its index: under SLURM (or any
+    CUDA_VISIBLE_DEVICES) each job sees its own GPU as cuda:0, and a lock per index would make jobs
+    on different GPUs of one node wait for each other."""
+    return [f"gpu-{torch.cuda.get_device_properties(i).uuid}" for i in range(count)]
+
+
 def default_lock_dir() -> Path:
     """Per user and per machine: GPUs are a machine's, and so is /tmp (on SLURM nodes too)."""
     return Path(tempfile.gettempdir()) / f"convbench-gpu-locks-{os.getuid()}"
@@ -79,12 +86,16 @@ def gpu_slot(
     lock_dir: Path | None = None,
     timeout: float | None = None,
     poll_seconds: float = 0.2,
+    names: Sequence[str] | None = None,
 ) -> Iterator[int | None]:
     """Hold one of ``n_slots`` GPU slots for the duration of the ``with`` block.
 
     Yields the slot index (the GPU to use), or None when ``n_slots`` is 0 (use the CPU). Waits for
-    a free slot, up to ``timeout`` seconds (None: forever), then raises TimeoutError.
+    a free slot, up to ``timeout`` seconds (None: forever), then raises TimeoutError. Slot i's
+    lock file is ``names[i]``.lock (gpu_lock_names: the GPU's UUID), or gpu<i>.lock without names.
     """
+    if names is not None and len(names) != n_slots:
+        raise ValueError(f"{len(names)} lock names for {n_slots} GPU slots")
     if n_slots <= 0:
         yield None
         return
@@ -93,7 +104,7 @@ def gpu_slot(
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         for slot in range(n_slots):
-            handle = open(lock_dir / f"gpu{slot}.lock", "a+")
+            handle = open(lock_dir / f"{names[slot] if names else f'gpu{slot}'}.lock", "a+")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -127,7 +138,8 @@ def claim_device(name: str = "auto", *, lock_dir: Path | None = None) -> Iterato
     if name != "auto":
         yield name
         return
-    with gpu_slot(visible_gpu_count(), lock_dir=lock_dir) as slot:
+    count = visible_gpu_count()
+    with gpu_slot(count, lock_dir=lock_dir, names=gpu_lock_names(count)) as slot:
         if slot is None:
             yield "cpu"
         else:

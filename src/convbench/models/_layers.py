@@ -13,7 +13,7 @@ from convbench.recipe import INITS
 ACTIVATIONS: dict[str, type[nn.Module]] = {name: getattr(nn, cls) for name, cls in ACTIVATION_CLASSES.items()}
 POOLS: dict[str, type[nn.Module]] = {name: getattr(nn, cls) for name, cls in POOL_CLASSES.items()}
 
-__all__ = ["ACTIVATIONS", "INITS", "POOLS", "activation", "check_hidden", "check_probability",
+__all__ = ["ACTIVATIONS", "INITS", "POOLS", "GlobalAvgPool", "activation", "check_hidden", "check_probability",
            "flat_features", "initialize", "pool2d", "scaled", "two_hidden_layers"]
 
 
@@ -25,6 +25,17 @@ def activation(name: str) -> nn.Module:
 def pool2d(kind: str, kernel_size: int, stride: int | None = None, padding: int = 0) -> nn.Module:
     """A max or average pooling layer."""
     return POOLS[check_pool(kind)](kernel_size, stride=stride, padding=padding)
+
+
+class GlobalAvgPool(nn.Module):
+    """Each channel's mean over its pixels, N x C x H x W -> N x C x 1 x 1: what
+    ``nn.AdaptiveAvgPool2d(1)`` computes, but with a deterministic CUDA backward. PyTorch's
+    deterministic mode (``recipe.deterministic``) raises a RuntimeError at the first backward of
+    ``AdaptiveAvgPool2d`` on a GPU (``torch.use_deterministic_algorithms``' list); a mean's
+    backward is a broadcast."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
 
 
 def scaled(channels: int, width: float) -> int:

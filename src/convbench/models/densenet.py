@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from convbench.models._layers import activation as make_activation
-from convbench.models._layers import pool2d, scaled
+from convbench.models._layers import GlobalAvgPool, pool2d, scaled
 from convbench.models._registry import register
 
 STEM_CHANNELS = 64
@@ -103,7 +103,7 @@ class DenseNet(nn.Module):
         self.head = nn.Sequential(
             *([nn.BatchNorm2d(channels)] if batch_norm else []),
             make_activation(activation),
-            nn.AdaptiveAvgPool2d(1),
+            GlobalAvgPool(),
             nn.Flatten(),
             nn.Linear(channels, num_classes),
         )

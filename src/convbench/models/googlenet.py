@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convbench.models._layers import activation as make_activation
-from convbench.models._layers import flat_features, pool2d, scaled
+from convbench.models._layers import GlobalAvgPool, flat_features, pool2d, scaled
 from convbench.models._registry import register
 
 # One Inception block: c1, (c2 reduce, c2), (c3 reduce, c3), c4 -- see ``Inception``.
@@ -135,7 +135,7 @@ class GoogLeNet(nn.Module):
             if index < len(GOOGLENET_STAGES) - 1:
                 blocks.append(nn.MaxPool2d(3, stride=2, padding=1))
             else:
-                blocks += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+                blocks += [GlobalAvgPool(), nn.Flatten()]
             stages.append(nn.Sequential(*blocks))
         # b3: N x 480 x 6 x 6, b4: N x 832 x 3 x 3, b5: N x 1024
         self.b3, self.b4, self.b5 = stages

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from convbench.models._layers import activation as make_activation
-from convbench.models._layers import check_probability, pool2d, scaled
+from convbench.models._layers import GlobalAvgPool, check_probability, pool2d, scaled
 from convbench.models._registry import register
 
 
@@ -66,7 +66,7 @@ class NiN(nn.Module):
             pool2d(pool, 3, stride=2),  # N x 384 x 5 x 5
             *([nn.Dropout(dropout)] if dropout > 0 else []),
             nin_block(c3, num_classes, 3, 1, 1, **options),  # N x classes x 5 x 5
-            nn.AdaptiveAvgPool2d(1),
+            GlobalAvgPool(),
             nn.Flatten(),  # N x classes
         )
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from convbench.models._layers import activation as make_activation
-from convbench.models._layers import flat_features, pool2d, scaled
+from convbench.models._layers import GlobalAvgPool, flat_features, pool2d, scaled
 from convbench.models._registry import register
 
 STAGE_CHANNELS = (64, 128, 256, 512)
@@ -100,7 +100,7 @@ class ResNet(nn.Module):
         # N x 64 x 24 x 24, N x 128 x 12 x 12, N x 256 x 6 x 6, N x 512 x 3 x 3
         self.b2, self.b3, self.b4, self.b5 = stages
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)
+            GlobalAvgPool(), nn.Flatten(), nn.Linear(channels, num_classes)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
