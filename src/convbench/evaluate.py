@@ -152,11 +152,12 @@ def evaluate_checkpoint(
     test_labels = torch.from_numpy(dataset.test_labels[:limit].astype(np.int64)).to(device)
     test_logits, images_per_s = timed_predict(model, test_images, transform, recipe.eval_batch_size,
                                               recipe.precision)
-    test = classification_metrics(test_logits.cpu(), test_labels.cpu(), dataset.num_classes)
+    labels = test_labels.cpu()  # once: indexing a GPU tensor per image would sync per image
+    test = classification_metrics(test_logits.cpu(), labels, dataset.num_classes)
     predicted = test_logits.argmax(1).cpu()
-    wrong = (predicted != test_labels.cpu()).nonzero().flatten()[:MISCLASSIFIED_KEPT]
+    wrong = (predicted != labels).nonzero().flatten()[:MISCLASSIFIED_KEPT]
     test["misclassified"] = [
-        {"index": int(i), "true": int(test_labels[i]), "predicted": int(predicted[i])} for i in wrong
+        {"index": int(i), "true": int(labels[i]), "predicted": int(predicted[i])} for i in wrong
     ]
     inference = {
         "images_per_s": images_per_s,
