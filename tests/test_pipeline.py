@@ -674,7 +674,7 @@ def test_a_smoke_run_refuses_to_pass_for_the_real_study(finished: Path, tmp_path
                 "--out", "results/_experiments/mlp.json"], copy, check=False)
     assert proc.returncode == 1
     assert ("results/mlp/r0-fold0-seed0/metrics.json: recipe.smoke is 1, but the study params.yaml asks "
-            "for <not recorded> (and 2 more setting(s)): a smoke run's result, whose numbers mean nothing") \
+            "for <not recorded> (and 1 more setting(s)): a smoke run's result, whose numbers mean nothing") \
         in proc.stderr
 
 

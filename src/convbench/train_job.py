@@ -190,6 +190,7 @@ def train_one(
         except _SmokeStop:
             result = None
     if result is None:
+        del model, data  # free the first leg's network and fold (GPU memory) before the resumed one
         print(f"{job.experiment} repeat {job.repeat} fold {job.fold} seed {job.seed}: smoke run stopped "
               f"after epoch {stop_after}; resuming from {checkpoint_path}", file=sys.stderr, flush=True)
         return train_one(job, data_path, split_path, out_dir, device_name=device_name, resume=True,
