@@ -217,7 +217,10 @@ def test_study_cli_estimates_each_experiments_time_and_memory_on_this_machine(
     """Measured steps times the study's steps: per experiment and in total, naming the device."""
     import json
 
-    from convbench.estimate import TEST_SIZES, cpu_model, fold_sizes
+    from convbench.device import describe_cpu
+    from convbench.estimate import TEST_SIZES, fold_sizes
+
+    cpu_model = describe_cpu()["model"]
 
     config = {**default_config, "experiments": {k: default_config["experiments"][k] for k in ("lenet", "mlp_plain")},
               "ablations": {}}
@@ -225,7 +228,7 @@ def test_study_cli_estimates_each_experiments_time_and_memory_on_this_machine(
     params.write_text(yaml.safe_dump(config))
     assert cli(["study", str(params), "--json", "--steps", "1"]) == 0
     estimate = json.loads(capsys.readouterr().out)["estimate"]
-    assert estimate["device"] == f"cpu:{cpu_model()}:1 threads"
+    assert estimate["device"] == f"cpu:{cpu_model}:1 threads"
     study = load_study(params)
     train_images, val_images = fold_sizes(study)
     assert (train_images, val_images) == (1077, 270)  # 1347 digits in 5 folds
@@ -240,7 +243,7 @@ def test_study_cli_estimates_each_experiments_time_and_memory_on_this_machine(
     assert estimate["total_seconds"] == pytest.approx(sum(c["seconds"] for c in estimate["experiments"].values()))
     assert cli(["study", str(params), "--steps", "1"]) == 0
     out = capsys.readouterr().out
-    assert f"estimated cost on cpu:{cpu_model()}:1 threads" in out
+    assert f"estimated cost on cpu:{cpu_model}:1 threads" in out
     assert "  lenet " in out and "  total " in out and "peak memory" in out
 
 

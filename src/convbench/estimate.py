@@ -27,9 +27,10 @@ from typing import Any, Callable
 import torch
 
 from convbench.batches import PRECOMPUTE_BYTES, BatchTransform, Inputs
-from convbench.device import describe_device, pick_device, synchronize
+from convbench.device import describe_cpu, describe_device, pick_device, synchronize
 from convbench.evaluate import peak_process_rss_mb, reset_peak_rss
 from convbench.inference import predict
+from convbench.recipe import evaluation_limit, steps_in_epoch
 from convbench.models import build
 from convbench.study import TRAIN_SIZES, Experiment, Study
 from convbench.train import make_optimizer, train_step
@@ -150,13 +151,11 @@ def experiment_cost(name: str, study: Study, measured: dict[str, Any],
     """The measured step and evaluation times multiplied by what ``study`` will run."""
     e = study.experiment(name)
     train_images, val_images = fold_sizes(study)
-    steps = max(1, train_images // e.recipe.batch_size)
-    if e.recipe.smoke:
-        steps = min(steps, e.recipe.smoke)
-        val_images = min(val_images, e.recipe.smoke * e.recipe.eval_batch_size)
+    steps = steps_in_epoch(e.recipe, train_images)
     test_images = TEST_SIZES[study.dataset]
-    if e.recipe.smoke:
-        test_images = min(test_images, e.recipe.smoke * e.recipe.eval_batch_size)
+    limit = evaluation_limit(e.recipe)  # a smoke run's few evaluation batches
+    if limit is not None:
+        val_images, test_images = min(val_images, limit), min(test_images, limit)
     runs = len(study.runs())
     per_run = (e.recipe.epochs * (steps * measured["step_s"] + val_images * measured["eval_image_s"])
                + (val_images + test_images) * measured["eval_image_s"])  # convbench evaluate
@@ -185,7 +184,7 @@ def estimate(study: Study, *, device_name: str = "auto", threads: int | None = N
         torch.set_num_threads(previous)
     return {
         "device": describe_device(device) if device.type == "cuda" else
-        f"cpu:{cpu_model()}:{threads} threads",
+        f"cpu:{describe_cpu()['model']}:{threads} threads",
         "steps_measured": steps,
         "experiments": {c.experiment: asdict(c) for c in costs},
         "total_seconds": sum(c.seconds for c in costs),
@@ -194,20 +193,6 @@ def estimate(study: Study, *, device_name: str = "auto", threads: int | None = N
         "assumes": "one job at a time on this device; measured steps x the study's steps, plus "
                    f"evaluation and {start_up_s:.1f} s start-up per job (measured)",
     }
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), or its architecture."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def duration(seconds: float) -> str:

@@ -147,6 +147,13 @@ def resolve_recipe(settings: dict[str, Any] | None, arch: str) -> Recipe:
     return _validate(Recipe(**values))
 
 
+def steps_in_epoch(recipe: Recipe, train_images: int) -> int:
+    """Optimizer steps in one epoch over ``train_images``: whole batches only (the last, incomplete
+    one is dropped), at least one; a smoke run's first ``smoke`` of them."""
+    steps = max(1, train_images // recipe.batch_size)
+    return min(steps, recipe.smoke) if recipe.smoke else steps
+
+
 def evaluation_limit(recipe: Recipe) -> int | None:
     """How many images a smoke run validates and tests on (``smoke`` evaluation batches); None, all
     of them, in a real run."""

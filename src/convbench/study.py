@@ -392,8 +392,8 @@ def add_smoke_option(parser: argparse.ArgumentParser) -> None:
     """``--smoke N``: the commands that read a study run it as a smoke run (what Snakemake's
     ``--config smoke=N`` passes on); without it, the study file's own ``smoke``."""
     parser.add_argument("--smoke", type=int, default=None, metavar="N",
-                        help="a smoke run of the study: N batches per epoch, one epoch, two folds, "
-                             "into its own -smoke directories (0: the real study; default: the "
+                        help="a smoke run of the study: N batches per epoch, two epochs with a resume "
+                             "between them, two folds, into its own -smoke directories (0: the real study; default: the "
                              "study file's smoke)")
 
 

@@ -24,7 +24,7 @@ from convbench.batches import FoldData, Inputs, make_transform
 from convbench.checkpoint import CHECKPOINT_FORMAT, cpu_state, optimizer_state_cpu
 from convbench.device import describe_device, set_determinism, synchronize
 from convbench.inference import autocast, evaluate_loss_acc
-from convbench.recipe import Recipe, evaluation_limit, lr_at
+from convbench.recipe import Recipe, evaluation_limit, lr_at, steps_in_epoch
 
 
 class TrainingError(ValueError):
@@ -207,9 +207,7 @@ def train(
     # The last, incomplete batch is dropped (timm's convention): a batch of a few images makes
     # batch-norm statistics blow up (a 3-fold split of 1347 digits at batch 32 leaves 2 images).
     # Each epoch reshuffles, so every image is still seen.
-    steps_per_epoch = max(1, n // recipe.batch_size)
-    if recipe.smoke:  # a smoke run: the first batches of each epoch
-        steps_per_epoch = min(steps_per_epoch, recipe.smoke)
+    steps_per_epoch = steps_in_epoch(recipe, n)  # a smoke run: the first batches of each epoch
     limit = evaluation_limit(recipe)  # a smoke run's few batches; None: every image
     val_images, val_labels = data.val_images[:limit], data.val_labels[:limit]
     val_inputs = Inputs(val_images, transform)
