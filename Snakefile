@@ -6,7 +6,9 @@
 #   snakemake --cores 4 --config study=fashion_mnist_d2l      # a bundled study (conf/study/)
 #   snakemake --cores 2 --config study=fashion_mnist_d2l smoke=2   # its smoke run (README)
 from convbench._io import hold_dvc_lock
+from convbench.engine_lock import claim_for_snakemake, record_in_dvc, release
 from convbench.provenance import check_own_checkout
+from convbench.split import check_split_files
 from convbench.study import load_study, study_file
 
 
@@ -28,13 +30,30 @@ SMOKE = config.get("smoke") or 0
 # The whole study (src/convbench/study.schema.yaml, then networks, knobs and the data) is checked
 # before any job, with the same messages as `convbench study` and DVC's stages.
 STUDY = load_study(STUDY_FILE, smoke=SMOKE)
+# A damaged split file is refused before any job: Snakemake would delete every run's results before
+# their jobs failed on it.
+check_split_files(STUDY, STUDY_FILE)
 
 
-# Snakemake and DVC must not run at once in one directory (each would delete files under the other's
-# jobs): a run takes DVC's own repository lock and holds it to the end, so `dvc repro` started
-# meanwhile is refused, and this run is refused while DVC holds it. Dry runs take nothing.
+# One engine at a time in a project (each deletes outputs before it reruns a job): this run claims
+# the project (convbench.engine_lock) and DVC's repository lock until it ends, so `dvc repro` and
+# any writing `convbench` command started meanwhile are refused, and this run is refused while DVC
+# (or another Snakemake, or a `convbench run` by hand) works here. Dry runs take nothing.
 onstart:
+    claim_for_snakemake()
     hold_dvc_lock()
+
+
+# A finished run of params.yaml's study is recorded in dvc.lock (`dvc commit`), as DVC's own runs
+# are: `dvc exp run` first resets every output to what dvc.lock records, which would delete results
+# DVC was never told of.
+onsuccess:
+    record_in_dvc(STUDY_FILE, SMOKE, {job.rule.name for job in workflow.dag.targetjobs})
+    release()
+
+
+onerror:
+    release()
 
 
 include: "workflow/rules/common.smk"
@@ -50,6 +69,7 @@ include: "workflow/rules/report.smk"
 # timings, by-products that DVC does not track (workflow/rules/run.smk).
 rule all:
     input:
+        STUDY.stamp_path,
         f"{STUDY.reports_dir}/report.html",
         STUDY.study_results_path,
         STUDY.scores_path,

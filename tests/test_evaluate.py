@@ -347,6 +347,9 @@ def tiny_study(
     study = root / "params.yaml"
     study.write_text(STUDY.format(results=root / "results"))
     common = ["--data", str(digits_npz), "--split", str(digits_split)]
+    layout = root / "data/splits/digits-k3-s0/repeat0.json"  # where the study's later steps read it
+    layout.parent.mkdir(parents=True)
+    shutil.copy(digits_split, layout)
     for fold in range(3):
         run = root / "results" / "lenet" / f"r0-fold{fold}-seed0"
         assert convbench(["train", "--study", str(study), "--experiment", "lenet", *common,
@@ -354,6 +357,14 @@ def tiny_study(
         assert convbench(["evaluate", *common, "--checkpoint", str(run / "model.pt"),
                           "--out", str(run / "metrics.json")]) == 0
     return study
+
+
+@pytest.fixture(autouse=True)
+def _in_the_tiny_studys_directory(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny study's relative paths (its split, data/splits/...) are read from its directory, as
+    the pipeline reads a study's from the project's."""
+    if "tiny_study" in request.fixturenames:
+        monkeypatch.chdir(request.getfixturevalue("tiny_study").parent)
 
 
 def test_aggregate_of_evaluated_folds(tiny_study: Path) -> None:

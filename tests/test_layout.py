@@ -23,22 +23,30 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def top_level_imports(path: Path, known: set[str]) -> set[str]:
-    """The package modules ``path`` imports when it is imported (module level, not inside functions
-    or ``if TYPE_CHECKING``): the imports that can form a cycle at import time."""
+def imports(path: Path, known: set[str]) -> set[str]:
+    """The package modules ``path`` imports, at module level or inside functions (a lazy import
+    hides a cycle, it does not remove it), but not under ``if TYPE_CHECKING``, which never runs."""
     found: set[str] = set()
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+
+    def walk(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                walk(child)
+            return
+        names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
-        else:
-            continue
         for name in names:
             while name and name not in known:
                 name = name.rpartition(".")[0]
             if name and name.split(".")[0] == PACKAGE:
                 found.add(name)
+        for child in ast.iter_child_nodes(node):
+            walk(child)
+
+    walk(ast.parse(path.read_text(encoding="utf-8")))
     return found
 
 
@@ -50,7 +58,7 @@ def test_no_module_is_over_500_lines(name: str) -> None:
 
 def test_no_import_cycles() -> None:
     found = modules()
-    graph = {name: top_level_imports(path, set(found)) - {name} for name, path in found.items()}
+    graph = {name: imports(path, set(found)) - {name} for name, path in found.items()}
     # a package imports its own modules; a module importing its parent package is not a cycle
     graph = {name: {dep for dep in deps if not name.startswith(dep + ".")} for name, deps in graph.items()}
     state: dict[str, str] = {}
@@ -71,12 +79,15 @@ def test_no_import_cycles() -> None:
 
 
 def test_the_cycle_check_can_fail(tmp_path: Path) -> None:
-    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    """It sees imports at module level and inside functions, and skips TYPE_CHECKING-only ones."""
+    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
     a.write_text(f"from {PACKAGE}.b import x\n")
-    b.write_text(f"import {PACKAGE}.a\n")
-    known = {f"{PACKAGE}.a", f"{PACKAGE}.b"}
-    assert top_level_imports(a, known) == {f"{PACKAGE}.b"}
-    assert top_level_imports(b, known) == {f"{PACKAGE}.a"}
+    b.write_text(f"def later():\n    import {PACKAGE}.a\n")
+    c.write_text(f"from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from {PACKAGE}.a import y\n")
+    known = {f"{PACKAGE}.a", f"{PACKAGE}.b", f"{PACKAGE}.c"}
+    assert imports(a, known) == {f"{PACKAGE}.b"}
+    assert imports(b, known) == {f"{PACKAGE}.a"}
+    assert imports(c, known) == set()
 
 
 def test_evaluation_imports_no_training_code() -> None:

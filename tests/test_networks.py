@@ -32,7 +32,7 @@ def test_checking_a_study_imports_no_torch() -> None:
 @pytest.mark.parametrize("command", ["download", "prepare", "split", "aggregate", "study"])
 def test_the_commands_without_a_network_import_no_torch(command: str) -> None:
     """Their jobs start in a fraction of a second, not the seconds torch's import costs."""
-    from convbench.cli import COMMANDS
+    from convbench.commands import COMMANDS
 
     code = (f"import sys, importlib; import convbench.cli; importlib.import_module({COMMANDS[command].module!r}); "
             "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")

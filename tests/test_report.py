@@ -233,7 +233,7 @@ def test_stale_aggregate_is_refused(
     tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     copy = tmp_path / "study"
-    shutil.copytree(tiny_study, copy, ignore=shutil.ignore_patterns("*.pt", "reports"))
+    shutil.copytree(tiny_study, copy, ignore=shutil.ignore_patterns("reports"))
     results = json.loads((copy / "results/study.json").read_text())
     results["experiments"]["mlp"]["per_run"][1]["val_acc"] += 0.01
     (copy / "results/study.json").write_text(json.dumps(results))
@@ -249,7 +249,7 @@ def without_perf(tiny_study: Path, copy: Path, experiments: tuple[str, ...],
     """A copy of the study whose ``experiments`` lost their perf.json and history.csv (as a clone
     that pulled the study through DVC, which neither tracks nor shares them: .dvcignore), its
     results files as they were; the test then runs in it."""
-    shutil.copytree(tiny_study, copy, ignore=shutil.ignore_patterns("*.pt", "reports"))
+    shutil.copytree(tiny_study, copy, ignore=shutil.ignore_patterns("reports"))
     monkeypatch.chdir(copy)
     for name in experiments:
         for path in [*Path(f"results/{name}").glob("*/perf.json"),
@@ -637,24 +637,36 @@ def test_scores_json_holds_only_results(tiny_study: Path) -> None:
         assert not (isinstance(leaf, str) and len(leaf) >= 40 and all(c in "0123456789abcdef" for c in leaf))
 
 
-def test_the_report_reads_the_verdicts_from_ablations_json(
-    tiny_study: Path, tmp_path: Path, convbench: Any
+def test_the_report_shows_ablations_json_and_refuses_an_edited_one(
+    tiny_study: Path, tmp_path: Path, convbench: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The report shows what aggregate decided, and refuses an ablations.json of another study."""
+    """The report shows what aggregate decided (ablations.json's numbers), but only while they
+    follow from the per-run accuracies: a hand-edited verdict or p is refused, naming the key, and
+    so is an ablations.json of another study."""
+    page = (tiny_study / "reports/report.html").read_text(encoding="utf-8")
+    entry = json.loads((tiny_study / "results/ablations.json").read_text())["ablations"]["convolutions"]["val_acc"]
+    assert f"{entry['difference']:+.2f}" in page
     copy = tmp_path / "study"
     shutil.copytree(tiny_study, copy, ignore=shutil.ignore_patterns("reports"))
     path = copy / "results/ablations.json"
-    document = json.loads(path.read_text())
-    entry = document["ablations"]["convolutions"]["val_acc"]
-    entry.update(difference=12.345, ci_low=-1.111, ci_high=25.801, p=0.0625, p_holm=0.125,
-                 verdict="no clear difference")  # numbers no run of this study gives
-    path.write_text(json.dumps(document))
+    original = json.loads(path.read_text())
+    for key, value in (("verdict", "better" if entry["verdict"] != "better" else "worse"), ("p_holm", 0.0001),
+                       ("differences", [0.5] * len(entry["differences"]))):
+        document = json.loads(json.dumps(original))
+        document["ablations"]["convolutions"]["val_acc"][key] = value
+        path.write_text(json.dumps(document))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(copy)
+            assert convbench(["report", "--study", "params.yaml"]) == 1
+        err = capsys.readouterr().err
+        assert f"results/ablations.json: ablations.convolutions.val_acc.{key}" in err, err
+        assert "the per-run accuracies in results/study.json give" in err
+        assert "convbench aggregate --study params.yaml --out results/study.json" in err
+        assert not (copy / "reports/report.html").exists()
+    original["ablations"]["renamed"] = original["ablations"].pop("convolutions")
+    path.write_text(json.dumps(original))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(copy)
-        assert convbench(["report", "--study", "params.yaml"]) == 0
-        page = (copy / "reports/report.html").read_text(encoding="utf-8")
-        assert "95% CI [-1.11, +25.80] points includes zero (mean +12.35, corrected t-test p = 0.062" in page
-        assert "What it would take: at this spread" in page
-        document["ablations"]["renamed"] = document["ablations"].pop("convolutions")
-        path.write_text(json.dumps(document))
         assert convbench(["report", "--study", "params.yaml"]) == 1
+        assert convbench(["aggregate", "--study", "params.yaml", "--out", "results/study.json"]) == 0  # the fix
+        assert convbench(["report", "--study", "params.yaml"]) == 0

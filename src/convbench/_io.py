@@ -196,6 +196,13 @@ def hold_dvc_lock(root: str | os.PathLike[str] = ".") -> bool:
     return True
 
 
+def release_dvc_lock() -> None:
+    """Let go of the DVC locks :func:`hold_dvc_lock` took (so that a ``dvc`` command this process
+    runs can take them)."""
+    while _HELD_LOCKS:
+        _HELD_LOCKS.pop().close()
+
+
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Delete the temporary files that writers of ``path`` killed mid-write left behind.
 

@@ -23,38 +23,12 @@ from convbench.consistency import (
     InconsistentResultsError,
     check_experiment_means,
     check_experiment_settings,
-    check_run_settings,
+    check_run,
     rerun_command,
 )
+from convbench.split import study_split_ids
+from convbench.stats import mean_std, run_key, spread
 from convbench.study import add_smoke_option
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    array = np.asarray(values, dtype=np.float64)
-    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
-    return float(array.mean()), std
-
-
-def run_key(metrics: dict[str, Any]) -> tuple[int, int, int]:
-    """(repeat, fold, seed) of a run's metrics (results from before repeats are repeat 0)."""
-    return (int(metrics.get("repeat", 0)), int(metrics["fold"]), int(metrics["seed"]))
-
-
-def spread(runs: list[dict[str, Any]], values: list[float]) -> dict[str, Any]:
-    """The two sources of spread of one metric over an experiment's runs.
-
-    ``fold_std``: over the (repeat, fold) cells, each first averaged over its seeds: how much the
-    score moves with the data a model trains and is validated on. ``seed_std``: the standard
-    deviation over seeds within a cell, pooled over the cells (the root of the mean within-cell
-    variance): how much it moves with the initialization alone; None with one seed.
-    """
-    cells: dict[tuple[int, int], list[float]] = defaultdict(list)
-    for metrics, value in zip(runs, values):
-        repeat, fold, _ = run_key(metrics)
-        cells[repeat, fold].append(value)
-    _, fold_std = mean_std([float(np.mean(v)) for v in cells.values()])
-    within = [float(np.var(v, ddof=1)) for v in cells.values() if len(v) > 1]
-    return {"fold_std": fold_std, "seed_std": float(np.sqrt(np.mean(within))) if within else None}
 
 
 class AggregateError(ValueError):
@@ -177,6 +151,7 @@ def load_run(metrics_path: Path) -> dict[str, Any]:
 def aggregate_experiment(study: Any, experiment: str, study_path: str | Path = "params.yaml") -> dict[str, Any]:
     """Means and spreads of one experiment, from the metrics of every run the study asks for; a
     run made with other settings than the study's (``study_path``) is refused."""
+    split_ids = study_split_ids(study, study_path)
     runs = []
     for run in study.runs():
         metrics_path = Path(study.run_dir(experiment, run)) / "metrics.json"
@@ -187,7 +162,7 @@ def aggregate_experiment(study: Any, experiment: str, study_path: str | Path = "
                 f"fold {run_key(metrics)[1]} seed {run_key(metrics)[2]}, not the run {run.name} its "
                 "directory names; evaluate it again"
             )
-        check_run_settings(metrics_path, metrics, study, experiment, run, study_path)
+        check_run(metrics_path, metrics, study, experiment, run, study_path, split_ids)
         runs.append(metrics)
     return aggregate(runs)["experiments"][experiment]
 
@@ -245,7 +220,7 @@ def aggregate_study(study: Any, study_path: str | Path = "params.yaml") -> dict[
     for name, results in experiments.items():
         path = study.experiment_results_path(name)
         check_experiment_settings(path, results, study, name, study_path)
-        check_experiment_means(path, results, name, study_path)
+        check_experiment_means(path, results, study, name, study_path)
     first_name, first = next(iter(experiments.items()))
     for name, results in experiments.items():
         if "split_ids" not in results:
@@ -256,6 +231,14 @@ def aggregate_study(study: Any, study_path: str | Path = "params.yaml") -> dict[
                 raise AggregateError(f"experiments {first_name!r} and {name!r} were run on different "
                                      f"{'data' if key == 'data_sha256' else 'splits'}: aggregate them "
                                      "again from runs of this study")
+    split_ids = study_split_ids(study, study_path)  # read again: the study's split may have changed
+    if first["split_ids"] != [split_ids[r] for r in sorted(split_ids)]:
+        raise AggregateError(
+            f"{study.experiment_results_path(first_name)}: its runs were trained on split(s) "
+            f"{', '.join(i[:12] for i in first['split_ids'])}, but the study's split (K={study.folds}, seed "
+            f"{study.seed}) is {', '.join(split_ids[r][:12] for r in sorted(split_ids))}; aggregate each "
+            f"experiment again (convbench aggregate --study {study_path} --experiment NAME), which names "
+            "the runs to retrain")
     versions: dict[str, dict[str, Any]] = {}
     for results in experiments.values():
         for entry in results.get("code_versions", []):
@@ -353,5 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{val['difference']:+.2f} points (validation): {val['verdict']}")
 
     # What a user can cause and fix; a KeyError or any other error is a bug and keeps its traceback.
+    from convbench.datasets import DataError
+
     return run_cli(build_parser(), argv, action, expected=(AggregateError, InconsistentResultsError,
-                                                          StudyError, OSError))
+                                                          StudyError, DataError, OSError))

@@ -8,43 +8,18 @@ that checkout's code (``convbench.provenance.check_own_checkout``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
-from typing import NamedTuple
-
+from convbench.commands import COMMANDS
+from convbench.engine_lock import EngineBusyError, engine_guard
 from convbench.provenance import ForeignInstallError, check_own_checkout
 
 
-class Command(NamedTuple):
-    module: str
-    function: str
-    help: str
-
-
-COMMANDS: dict[str, Command] = {
-    "models": Command("convbench.summary", "models_main",
-                      "list every network with default input size and parameters"),
-    "summary": Command("convbench.summary", "summary_main",
-                       "layer-by-layer table of one network"),
-    "download": Command("convbench.download", "main",
-                        "download a dataset's raw files, verified by checksum"),
-    "prepare": Command("convbench.prepare", "main",
-                       "turn raw files into one compact uint8 array file"),
-    "split": Command("convbench.split", "main",
-                     "write stratified K-fold splits of a prepared dataset"),
-    "train": Command("convbench.train_job", "main",
-                     "train one network on one fold"),
-    "evaluate": Command("convbench.evaluate", "main",
-                        "evaluate a trained checkpoint on its fold and the test set"),
-    "run": Command("convbench.run", "main",
-                   "train and evaluate an experiment's runs of a study, in one process"),
-    "aggregate": Command("convbench.aggregate", "main",
-                         "means and spreads of an experiment's runs, or of the study"),
-    "study": Command("convbench.plan", "main",
-                     "validate a study, print what it plans and estimate its cost on this machine"),
-    "report": Command("convbench.report.cli", "main",
-                      "render the HTML report of a study"),
-}
+# The commands that write into the project: one engine (or person) at a time (convbench.engine_lock).
+# `convbench study --stamp` is DVC's first stage, which claims the project for the whole `dvc repro`.
+WRITING_COMMANDS = frozenset({"download", "prepare", "split", "train", "evaluate", "run", "aggregate",
+                              "report"})
 
 
 def usage() -> str:
@@ -75,7 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     except ForeignInstallError as err:
         print(f"convbench {command}: error: {err}", file=sys.stderr)
         return 1
-    return int(getattr(importlib.import_module(entry.module), entry.function)(rest) or 0)
+    guarded = command in WRITING_COMMANDS or (command == "study" and any(
+        arg == "--stamp" or arg.startswith("--stamp=") for arg in rest))
+    try:
+        with engine_guard(command) if guarded else contextlib.nullcontext():
+            return int(getattr(importlib.import_module(entry.module), entry.function)(rest) or 0)
+    except EngineBusyError as err:
+        print(f"convbench {command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from convbench.stats import mean_std, spread
+
 # A run's settings that must equal the study's (metrics.json's keys; "recipe" is compared key by key).
 RUN_SETTINGS = ("experiment", "arch", "knobs", "input_size", "recipe", "repeat", "fold", "seed",
                 "train_seed", "threads")
@@ -83,9 +85,19 @@ def check_run_settings(metrics_path: str | Path, metrics: dict[str, Any], study:
         )
 
 
+def aggregate_fix(study: Any, experiment: str, results_path: str | Path, study_path: str | Path) -> str:
+    """How to remake ``results_path``: the experiment's own results file, or the study's
+    (study.json, which lists every experiment)."""
+    if str(results_path) == str(study.study_results_path):
+        return f"aggregate the study again: convbench aggregate --study {study_path} --out {results_path}"
+    return (f"aggregate it again: convbench aggregate --study {study_path} --experiment {experiment} "
+            f"--out {results_path}")
+
+
 def check_experiment_settings(results_path: str | Path, results: dict[str, Any], study: Any,
                               experiment: str, study_path: str | Path) -> None:
-    """Refuse an experiment's results file whose settings or runs are not the study's."""
+    """Refuse an experiment's results file (or its entry in study.json) whose settings or runs are
+    not the study's."""
     wanted = expected_experiment_settings(study, experiment)
     found = {key: results.get(key, _NOT_RECORDED) for key in wanted}
     diff = differences(found, wanted)
@@ -101,8 +113,7 @@ def check_experiment_settings(results_path: str | Path, results: dict[str, Any],
     if have_runs != want_runs:
         raise InconsistentResultsError(
             f"{results_path}: lists the runs (repeat, fold, seed) {have_runs}, but the study "
-            f"{study_path} asks for {want_runs}; aggregate the experiment again: convbench aggregate "
-            f"--study {study_path} --experiment {experiment} --out {results_path}"
+            f"{study_path} asks for {want_runs}; {aggregate_fix(study, experiment, results_path, study_path)}"
         )
 
 
@@ -112,15 +123,12 @@ def _close(a: Any, b: Any) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
-def check_experiment_means(results_path: str | Path, results: dict[str, Any], experiment: str,
+def check_experiment_means(results_path: str | Path, results: dict[str, Any], study: Any, experiment: str,
                            study_path: str | Path) -> None:
     """Refuse an experiment's means and spreads that do not follow from the per-run values it
     lists (a hand edit, or a file written half by one aggregation and half by another)."""
-    from convbench.aggregate import mean_std, spread
-
     runs = results.get("per_run") or []
-    fix = (f"aggregate it again: convbench aggregate --study {study_path} --experiment {experiment} "
-           f"--out {results_path}")
+    fix = aggregate_fix(study, experiment, results_path, study_path)
     if results.get("runs") != len(runs):
         raise InconsistentResultsError(f"{results_path}: runs is {results.get('runs')!r}, but it lists "
                                        f"{len(runs)} runs; {fix}")
@@ -156,3 +164,94 @@ def check_listed_runs(results_path: str | Path, results: dict[str, Any], experim
                     f"convbench aggregate --study {study_path} --experiment {experiment}, then "
                     f"convbench aggregate --study {study_path}"
                 )
+
+
+def evaluate_command(study_path: str | Path, experiment: str, run: Any) -> str:
+    return (f"convbench evaluate --study {study_path} --experiment {experiment} --repeat {run.repeat} "
+            f"--fold {run.fold} --seed {run.seed}")
+
+
+def retrain_command(study_path: str | Path, experiment: str, run: Any) -> str:
+    return (f"convbench run --study {study_path} --experiment {experiment} --repeat {run.repeat} "
+            f"--fold {run.fold} --seed {run.seed}")
+
+
+def check_run_numbers(metrics_path: str | Path, metrics: dict[str, Any], fix: str) -> None:
+    """A run's reported numbers against the counts they come from: each accuracy (validation and
+    test) and per-class accuracy against its confusion matrix, the image count against its sum."""
+    for section in ("val", "test"):
+        part = metrics.get(section) or {}
+        matrix = part.get("confusion_matrix")
+        if not (isinstance(matrix, list) and matrix and all(isinstance(row, list) and len(row) == len(matrix)
+                                                             and all(type(v) is int for v in row)
+                                                             for row in matrix)):
+            raise InconsistentResultsError(f"{metrics_path}: no {section} confusion matrix to check its "
+                                           f"accuracy against; {fix}")
+        total = sum(map(sum, matrix))
+        right = sum(matrix[i][i] for i in range(len(matrix)))
+        counted = {"n": total, "accuracy": right / total if total else None}
+        counted["per_class_accuracy"] = [row[i] / sum(row) if sum(row) else None for i, row in enumerate(matrix)]
+        for key, value in counted.items():
+            have = part.get(key)
+            if not _same(have, value):
+                raise InconsistentResultsError(
+                    f"{metrics_path}: {section}.{key} is {have!r}, but its confusion matrix gives "
+                    f"{value!r}: the file was edited or damaged after evaluation; {fix}")
+
+
+def _same(have: Any, want: Any) -> bool:
+    """Equal numbers (to rounding), or equal lists of them."""
+    if isinstance(want, list):
+        return isinstance(have, list) and len(have) == len(want) and all(map(_same, have, want))
+    if have is None or want is None:
+        return have is want
+    return isinstance(have, (int, float)) and not isinstance(have, bool) and _close(have, want)
+
+
+def check_run_model(metrics_path: str | Path, metrics: dict[str, Any], model_path: str | Path,
+                    study_path: str | Path, experiment: str, run: Any) -> None:
+    """A run's metrics against the model beside it: metrics.json records the sha256 of the
+    model.pt it scored, so a model replaced (another fold's), truncated or retrained since is
+    refused rather than reported under numbers that are not its own."""
+    from convbench._io import sha256_file
+
+    recorded = metrics.get("model_sha256")
+    if recorded is None:
+        raise InconsistentResultsError(
+            f"{metrics_path}: does not name the model it scored (no model_sha256: written by an older "
+            f"convbench evaluate); score it again: {evaluate_command(study_path, experiment, run)}")
+    try:
+        actual = sha256_file(model_path)
+    except FileNotFoundError:
+        raise InconsistentResultsError(
+            f"{model_path} does not exist, so the numbers in {metrics_path} cannot be checked against "
+            f"it; train and score the run again: {retrain_command(study_path, experiment, run)}") from None
+    if actual != recorded:
+        raise InconsistentResultsError(
+            f"{model_path}: its sha256 is {actual[:16]}…, but {metrics_path} was computed from the model "
+            f"{recorded[:16]}…: the model was replaced, damaged or retrained after it was scored; train "
+            f"and score the run again: {retrain_command(study_path, experiment, run)} (or, if model.pt is "
+            f"the one you want, score it: {evaluate_command(study_path, experiment, run)})")
+
+
+def check_run_split(metrics_path: str | Path, metrics: dict[str, Any], split_ids: dict[int, str],
+                    study: Any, experiment: str, run: Any, study_path: str | Path) -> None:
+    """A run against the study's split, read again from its file: after an edit of ``folds`` or the
+    split ``seed``, runs trained on the old split are refused, not reported with the new K."""
+    want = split_ids[run.repeat]
+    if metrics.get("split_id") != want:
+        raise InconsistentResultsError(
+            f"{metrics_path}: this run was trained on split {str(metrics.get('split_id'))[:12]}, but the "
+            f"study {study_path} splits with K={study.folds} and seed {study.split_seed(run.repeat)} "
+            f"({study.split_path(run.repeat)}, split {want[:12]}); rerun experiment {experiment!r} on "
+            f"it: {rerun_command(study_path, experiment)}")
+
+
+def check_run(metrics_path: Path, metrics: dict[str, Any], study: Any, experiment: str, run: Any,
+              study_path: str | Path, split_ids: dict[int, str]) -> None:
+    """Everything a run's metrics.json must satisfy to be reported under ``study``: its settings,
+    its split, its numbers against their counts and against the model beside it."""
+    check_run_settings(metrics_path, metrics, study, experiment, run, study_path)
+    check_run_split(metrics_path, metrics, split_ids, study, experiment, run, study_path)
+    check_run_numbers(metrics_path, metrics, f"score it again: {evaluate_command(study_path, experiment, run)}")
+    check_run_model(metrics_path, metrics, metrics_path.parent / "model.pt", study_path, experiment, run)

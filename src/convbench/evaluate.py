@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convbench._io import check_writable, one_writer, positive_int, run_cli, write_json_atomic
+from convbench._io import check_writable, one_writer, positive_int, run_cli, sha256_file, write_json_atomic
 from convbench.batches import BatchTransform, FoldError, fold_data, make_transform
 from convbench.checkpoint import META_KEYS, CheckpointError, load_checkpoint
 from convbench.device import (
@@ -333,6 +333,8 @@ def _evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[st
         )
     except EvaluationError as err:
         raise EvaluationError(f"{job.checkpoint} against {job.data} and {job.split}: {err}") from None
+    # the model these numbers come from, byte for byte: aggregation and the report check it
+    metrics["model_sha256"] = sha256_file(job.checkpoint)
     write_json_atomic(job.out, metrics)
     write_json_atomic(job.perf_out, perf)
     return metrics

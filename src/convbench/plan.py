@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from convbench._io import run_cli
+from convbench._io import atomic_write, run_cli
 from convbench.study import StudyError, add_smoke_option, load_study, plan
 
 
@@ -19,8 +19,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="convbench study",
         description="Validate a study (params.yaml) and print what it would run.",
     )
-    parser.add_argument("params", type=Path, nargs="?", default=Path("params.yaml"))
-    parser.add_argument("--study", default=None, help="select a bundled study by name")
+    parser.add_argument("params", type=Path, nargs="?", default=None,
+                        help="the study file (default params.yaml; the same as --study FILE)")
+    parser.add_argument("--study", default=None,
+                        help="the study: a file, as for every other command, or a bundled study's name "
+                             "(conf/study/NAME.yaml)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     add_smoke_option(parser)
     parser.add_argument("--estimate", action=argparse.BooleanOptionalAction, default=True,
@@ -29,11 +32,23 @@ def main(argv: list[str] | None = None) -> int:
                              "--no-estimate: only validate and list)")
     parser.add_argument("--steps", type=int, default=2, help="training steps timed per network (default 2)")
     parser.add_argument("--device", default="auto", help="the device to estimate for (default: a job's)")
+    parser.add_argument("--stamp", type=Path, default=None, metavar="FILE",
+                        help="once the study is valid, write FILE (DVC's first stage, 'check': every "
+                             "other stage depends on it, so a study that is not valid is refused before "
+                             "DVC deletes any stage's outputs)")
     return run_cli(parser, argv, _print_plan, expected=(StudyError, OSError))
 
 
+STAMP_TEXT = "convbench study: the study is valid\n"  # the same bytes whatever the study: DVC reruns no
+# stage for the stamp's sake, only for what changed in the study itself
+
+
 def _print_plan(args: argparse.Namespace) -> None:
-    study = load_study(args.params, args.study, smoke=args.smoke)
+    if args.params is not None and args.study is not None:
+        raise StudyError("give the study once: as a file (params) or with --study, not both")
+    study = load_study(args.study or args.params or Path("params.yaml"), smoke=args.smoke)
+    if args.stamp is not None:
+        atomic_write(args.stamp, lambda file: file.write(STAMP_TEXT.encode()))
     cost = None
     if args.estimate:  # imported here: validating and listing a study needs no torch
         from convbench.estimate import estimate

@@ -38,7 +38,7 @@ PACKAGE = PACKAGE_DIR.name
 MODELS = f"{PACKAGE}.models"
 SOURCE_SUFFIXES = (".py", ".yaml", ".json")
 # The pipeline's stages: commands of convbench.cli, whose table names the module each one runs.
-STAGES = ("download", "prepare", "split", "run", "aggregate", "report")
+STAGES = ("study", "download", "prepare", "split", "run", "aggregate", "report")
 NETWORK_LINKS = "workflow/networks"  # <arch> -> ../../src/convbench/models/<file>.py, for dvc.yaml
 FOREIGN_INSTALL_ENV = "CONVBENCH_ALLOW_FOREIGN_INSTALL"
 
@@ -198,7 +198,7 @@ def _closure(module: str) -> frozenset[Path]:
 
 def stage_sources(stage: str, arch: str | None = None) -> list[Path]:
     """The package files ``convbench <stage>`` runs, sorted; ``arch`` adds its network's file."""
-    from convbench.cli import COMMANDS
+    from convbench.commands import COMMANDS
 
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")

@@ -181,6 +181,48 @@ def load_split(path: str | Path) -> Split:
     return split
 
 
+def split_command(study: Any, repeat: int) -> str:
+    """The command that writes repeat ``repeat``'s split of ``study`` (the pipeline's own)."""
+    return (f"convbench split --data {study.prepared_path} --folds {study.folds} "
+            f"--seed {study.split_seed(repeat)} --out {study.split_path(repeat)}")
+
+
+def check_split_files(study: Any, study_path: str | Path = "params.yaml") -> None:
+    """Refuse a damaged split file of ``study`` before any job runs (Snakemake's parse): its run
+    jobs would each fail on it, and Snakemake deletes a job's outputs before running it. A missing
+    file is the split rule's to make."""
+    for repeat in range(study.repeats):
+        path = Path(study.split_path(repeat))
+        if not path.exists():
+            continue
+        try:
+            load_split(path)
+        except DataError as err:
+            raise DataError(
+                f"{err}. Nothing was run or deleted. Write it again with '{split_command(study, repeat)}' "
+                f"(the split is a function of the data, K and seed: the same bytes, so no run "
+                f"retrains), then run the pipeline again"
+            ) from None
+
+
+def study_split_ids(study: Any, study_path: str | Path = "params.yaml") -> dict[int, str]:
+    """The split id of each repeat's split file of ``study``, read again from the files (what every
+    run of the study must have been trained on); a missing or damaged file is a DataError naming
+    the file and the command that writes it."""
+    ids = {}
+    for repeat in range(study.repeats):
+        path = Path(study.split_path(repeat))
+        if not path.exists():
+            raise DataError(f"{path} does not exist: the study's split (K={study.folds}, seed "
+                            f"{study.split_seed(repeat)}) was never made; make it: "
+                            f"'{split_command(study, repeat)}', then rerun the experiments on it")
+        try:
+            ids[repeat] = load_split(path).split_id
+        except DataError as err:
+            raise DataError(f"{err}; write it again: '{split_command(study, repeat)}'") from None
+    return ids
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``convbench split --data FILE.npz --folds K --seed S --out FILE.json``, or ``convbench split
     --study params.yaml [--repeat R]`` for the study's split of every repeat (or of one); prints

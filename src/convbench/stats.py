@@ -10,12 +10,41 @@ it saw. The numbers come from the experiments' per-run accuracies; nothing here 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from convbench.study import Study
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=np.float64)
+    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return float(array.mean()), std
+
+
+def run_key(metrics: dict[str, Any]) -> tuple[int, int, int]:
+    """(repeat, fold, seed) of a run's metrics (results from before repeats are repeat 0)."""
+    return (int(metrics.get("repeat", 0)), int(metrics["fold"]), int(metrics["seed"]))
+
+
+def spread(runs: list[dict[str, Any]], values: list[float]) -> dict[str, Any]:
+    """The two sources of spread of one metric over an experiment's runs.
+
+    ``fold_std``: over the (repeat, fold) cells, each first averaged over its seeds: how much the
+    score moves with the data a model trains and is validated on. ``seed_std``: the standard
+    deviation over seeds within a cell, pooled over the cells (the root of the mean within-cell
+    variance): how much it moves with the initialization alone; None with one seed.
+    """
+    cells: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for metrics, value in zip(runs, values):
+        repeat, fold, _ = run_key(metrics)
+        cells[repeat, fold].append(value)
+    _, fold_std = mean_std([float(np.mean(v)) for v in cells.values()])
+    within = [float(np.var(v, ddof=1)) for v in cells.values() if len(v) > 1]
+    return {"fold_std": fold_std, "seed_std": float(np.sqrt(np.mean(within))) if within else None}
 
 CONFIDENCE = 0.95
 POWER = 0.80  # the chance of detecting a real difference of the planned size: the usual 80%

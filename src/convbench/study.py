@@ -189,6 +189,12 @@ class Study:
         return f"{self.results_dir}/_curves/{experiment}"
 
     @property
+    def stamp_path(self) -> str:
+        """Written by ``convbench study --stamp`` once the study is valid: the first stage of both
+        engines, on which DVC's every other stage depends (so nothing is deleted for a bad study)."""
+        return f"{self.results_dir}/_study_checked.txt"
+
+    @property
     def study_results_path(self) -> str:
         """``convbench aggregate``'s file: the study card and every experiment's results."""
         return f"{self.results_dir}/study.json"
@@ -326,6 +332,20 @@ def bundled_study_path(name: str, root: Path = Path(".")) -> Path:
     return path
 
 
+def resolve_study_argument(text: Path | str) -> Path:
+    """What every command's ``--study`` takes: a study file, or the name of a bundled study
+    (``--study fashion_mnist_d2l``: ``conf/study/fashion_mnist_d2l.yaml``), as Snakemake's
+    ``--config study=NAME`` and DVC's ``-S study=NAME`` do. A file of that name comes first."""
+    path = Path(text)
+    if path.exists() or path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        return path
+    bundled = STUDY_DIR / f"{path.name}.yaml"
+    if bundled.exists():
+        return bundled
+    raise StudyError(f"{text}: no such study file, and no bundled study of that name ({bundled} does not "
+                     f"exist); bundled studies: {', '.join(bundled_studies()) or 'none here'}")
+
+
 def study_file(params_path: Path | str, selection: str | None) -> Path:
     """The file that describes the study to run: params.yaml itself, or, when ``selection``
     names another study than params.yaml's, the bundled ``conf/study/<selection>.yaml``.
@@ -374,7 +394,7 @@ def load_study(path: Path | str, selection: str | None = None, smoke: int | None
     """Read and validate a study file (params.yaml), or the bundled study ``selection`` names;
     ``smoke`` (Snakemake's ``--config smoke=N``, the commands' ``--smoke N``) replaces the file's
     own ``smoke`` when given."""
-    path = study_file(path, selection)
+    path = study_file(resolve_study_argument(path) if selection is None else path, selection)
     try:
         config = read_study_file(path)
     except StudyError as err:

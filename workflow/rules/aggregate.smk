@@ -4,7 +4,10 @@
 rule aggregate_experiment:
     input:
         # and each run's history.csv, a by-product of the same job (rule run): its curves
-        runs=lambda wildcards: run_files(wildcards.experiment, ["metrics.json"]),
+        # and model.pt: each run's metrics.json is checked to come from the model beside it
+        runs=lambda wildcards: run_files(wildcards.experiment, ["metrics.json", "model.pt"]),
+        # every run is checked against the study's split, read again
+        splits=[STUDY.split_path(repeat) for repeat in range(STUDY.repeats)],
         code=code("aggregate"),
     output:
         results=STUDY.experiment_results_path("{experiment}"),
@@ -25,6 +28,7 @@ rule aggregate_experiment:
 rule aggregate:
     input:
         experiments=[STUDY.experiment_results_path(name) for name in STUDY.experiments],
+        splits=[STUDY.split_path(repeat) for repeat in range(STUDY.repeats)],
         code=code("aggregate"),
     output:
         results=report(STUDY.study_results_path, caption="../report/study_json.rst", category="Results"),

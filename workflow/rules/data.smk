@@ -1,3 +1,21 @@
+# The study, checked before anything else: DVC's first stage (its stamp is a dependency of every
+# other DVC stage), made here too so that both engines leave the same files.
+rule check:
+    input:
+        code=code("study"),
+    output:
+        STUDY.stamp_path,
+    params:
+        study=STUDY_FILE,
+        smoke=STUDY.smoke,
+        content=study_as_dict(STUDY),
+    log:
+        f"{LOGS}/check.log",
+    shell:
+        "convbench study --study {params.study} --smoke {params.smoke} --no-estimate --stamp {output}"
+        " > {log} 2>&1"
+
+
 rule download:
     input:
         code=code("download"),

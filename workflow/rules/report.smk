@@ -2,10 +2,13 @@ rule report:
     input:
         results=STUDY.study_results_path,
         ablations=STUDY.ablations_path,
+        # checked against study.json: an edited copy is refused (DVC shows it as a metric)
+        scores=STUDY.scores_path,
         runs=[run_files(name, ["metrics.json"]) for name in STUDY.experiments],
         # each run's perf.json is read when there (the measured columns), never waited for
         curves=[f"{STUDY.curves_dir(name)}/{run.name}.csv" for name in STUDY.experiments for run in STUDY.runs()],
         data=STUDY.prepared_path,
+        splits=[STUDY.split_path(repeat) for repeat in range(STUDY.repeats)],
         notebook="workflow/notebooks/report.ipynb",
         code=code("report"),
     output:

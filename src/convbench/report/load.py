@@ -54,29 +54,11 @@ def _read_json(path: Path, made_by: str) -> dict[str, Any]:
         raise ReportError(f"{path}: not valid JSON ({err})") from None
 
 
-def check_study_results(study: Study, results: dict[str, Any]) -> None:
-    """study.json must cover every experiment of the study, run by run."""
-    experiments = results.get("experiments", {})
-    for name in study.experiments:
-        row = experiments.get(name)
-        if row is None:
-            raise ReportError(
-                f"{study.study_results_path} has no experiment {name!r}; "
-                "rerun 'convbench aggregate' for this study"
-            )
-        have = sorted((r["repeat"], r["fold"], r["seed"]) for r in row.get("per_run", []))
-        want = sorted((run.repeat, run.fold, run.seed) for run in study.runs())
-        if have != want:
-            raise ReportError(
-                f"{study.study_results_path}: experiment {name!r} has {len(have)} runs, the study asks "
-                f"for {len(want)} ({study.repeats} repeats x {study.folds} folds x "
-                f"{len(study.seeds)} seeds); rerun the pipeline"
-            )
-
-
-def load_ablations(study: Study) -> list[dict[str, Any]]:
-    """results/ablations.json, checked to compare exactly the study's named pairs on its folds."""
-    from convbench.stats import results_from_document
+def load_ablations(study: Study, results: dict[str, Any], study_path: str | Path) -> list[dict[str, Any]]:
+    """results/ablations.json, checked to compare exactly the study's named pairs on its folds, and
+    every number in it (differences, interval, p, Holm's p, verdict, what it would take) against the
+    same computation from study.json's per-run accuracies: a hand-edited verdict is refused."""
+    from convbench.aggregate import ablations
 
     path = Path(study.ablations_path)
     document = _read_json(path, "convbench aggregate")
@@ -86,7 +68,41 @@ def load_ablations(study: Study) -> list[dict[str, Any]]:
     if found != wanted or (document.get("folds"), document.get("repeats")) != (study.folds, study.repeats):
         raise ReportError(f"{path} does not compare this study's ablations on its {study.repeats} x "
                           f"{study.folds} folds (found {found or 'none'}); rerun 'convbench aggregate'")
+    difference = first_difference(document, ablations(study, results))
+    if difference is not None:
+        key, have, want = difference
+        raise ReportError(
+            f"{path}: {key} is {have!r}, but the per-run accuracies in {study.study_results_path} give "
+            f"{want!r}: the file was edited or is stale; write it again: convbench aggregate --study "
+            f"{study_path} --out {study.study_results_path}")
+    from convbench.stats import results_from_document
+
     return results_from_document(study, document)
+
+
+def first_difference(have: Any, want: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """The first place where two JSON documents differ (numbers to rounding), as (key, have, want)."""
+    import math
+
+    if isinstance(want, dict):
+        if not isinstance(have, dict) or set(have) != set(want):
+            return key or "(top)", have if not isinstance(have, dict) else sorted(have), sorted(want)
+        for k in want:
+            found = first_difference(have[k], want[k], f"{key}.{k}" if key else k)
+            if found:
+                return found
+        return None
+    if isinstance(want, list):
+        if not isinstance(have, list) or len(have) != len(want):
+            return key, have, want
+        for i, (a, b) in enumerate(zip(have, want)):
+            found = first_difference(a, b, f"{key}[{i}]")
+            if found:
+                return found
+        return None
+    if isinstance(want, float) and isinstance(have, (int, float)) and not isinstance(have, bool):
+        return None if math.isclose(have, want, rel_tol=1e-9, abs_tol=1e-12) else (key, have, want)
+    return None if have == want else (key, have, want)
 
 
 def load_study_results(
@@ -103,40 +119,54 @@ def load_study_results(
     if results_dir is not None:
         study = replace(study, results_dir=str(results_dir).rstrip("/"))
     results = _read_json(Path(study.study_results_path), "convbench aggregate")
-    check_study_results(study, results)
     check_results_belong_to_study(study, results, study_path)
     return study, results
 
 
 def check_results_belong_to_study(study: Study, results: dict[str, Any], study_path: str | Path) -> None:
-    """Every experiment of study.json made with the study's settings, its means following from the
-    runs it lists, those equal to the runs' own metrics.json, and every run recorded with the
-    study's settings (convbench.consistency); a ReportError naming the file otherwise."""
+    """study.json's card (K, repeats, seeds, split) against the study and its split file, every
+    experiment of it made with the study's settings, its means following from the runs it lists,
+    those equal to the runs' own metrics.json, and every run recorded with the study's settings and
+    split, its numbers following from its confusion matrices and scored from the model beside it
+    (convbench.consistency); a ReportError naming the file and the fix otherwise."""
     from convbench.aggregate import ResultFileError, read_json_file
     from convbench.consistency import (
         InconsistentResultsError,
         check_experiment_means,
         check_experiment_settings,
         check_listed_runs,
-        check_run_settings,
+        check_run,
     )
+    from convbench.datasets import DataError
+    from convbench.split import study_split_ids
 
     where = study.study_results_path
+    fix = f"aggregate the study again: convbench aggregate --study {study_path} --out {where}"
     try:
+        split_ids = study_split_ids(study, study_path)
+        card = results.get("study") or {}
+        wanted = {"folds": study.folds, "repeats": study.repeats, "seed": study.seed,
+                  "seeds": list(study.seeds), "split_id": split_ids[0]}
+        for key, want in wanted.items():
+            if card.get(key) != want:
+                raise ReportError(f"{where}: study.{key} is {card.get(key)!r}, but the study {study_path} "
+                                  f"(and its split file {study.split_path(0)}) gives {want!r}; {fix}")
         for name in study.experiments:
-            row = results["experiments"][name]
+            row = results.get("experiments", {}).get(name)
+            if row is None:
+                raise ReportError(f"{where} has no experiment {name!r}; {fix}")
             check_experiment_settings(where, row, study, name, study_path)
-            check_experiment_means(where, row, name, study_path)
+            check_experiment_means(where, row, study, name, study_path)
             runs = {}
             for run in study.runs():
                 path = Path(study.run_dir(name, run)) / "metrics.json"
                 if not path.exists():
                     raise ReportError(f"{path} does not exist; make it with 'convbench evaluate'")
                 metrics = read_json_file(path, "convbench evaluate")
-                check_run_settings(path, metrics, study, name, run, study_path)
+                check_run(path, metrics, study, name, run, study_path, split_ids)
                 runs[run.repeat, run.fold, run.seed] = (path, metrics)
             check_listed_runs(where, row, name, runs, study_path)
-    except (InconsistentResultsError, ResultFileError) as err:
+    except (InconsistentResultsError, ResultFileError, DataError) as err:
         raise ReportError(str(err)) from None
 
 
@@ -173,14 +203,50 @@ def load_report_data(
                 )
             run_metrics[name, run] = metrics
             if (run_dir / "perf.json").exists():
-                perf[name, run] = _read_json(run_dir / "perf.json", "convbench evaluate")
+                perf[name, run] = read_perf(run_dir / "perf.json", f"convbench run --study {study_path} "
+                                                                   f"--experiment {name}")
             curve = Path(study.curves_dir(name)) / f"{run.name}.csv"
             made_by = f"convbench aggregate --experiment {name} --curves-out {study.curves_dir(name)}"
             histories.append(read_history(curve, made_by).assign(
                 experiment=name, repeat=run.repeat, fold=run.fold, seed=run.seed))
+    check_scores(study, results, study_path)
     dataset = load_prepared(data_path if data_path is not None else study.prepared_path)
     return ReportData(study, results, run_metrics, perf, pd.concat(histories, ignore_index=True), dataset,
-                      load_ablations(study))
+                      load_ablations(study, results, study_path))
+
+
+def check_scores(study: Study, results: dict[str, Any], study_path: str | Path) -> None:
+    """results/scores.json (what DVC shows as metrics) against study.json, from which it is written:
+    an edited copy is refused, not left for ``dvc metrics`` to show."""
+    from convbench.aggregate import scores
+
+    path = Path(study.scores_path)
+    difference = first_difference(_read_json(path, "convbench aggregate"), scores(results))
+    if difference is not None:
+        key, have, want = difference
+        raise ReportError(f"{path}: {key} is {have!r}, but {study.study_results_path} gives {want!r}: the "
+                          f"file was edited or is stale; write it again: convbench aggregate --study "
+                          f"{study_path} --out {study.study_results_path}")
+
+
+# What the report reads from a run's perf.json ("a.b": key b inside a), and the types it needs.
+PERF_KEYS = {"training.seconds": (int, float), "training.devices": (list,), "inference.device": (str,),
+             "inference.images_per_s": (int, float, type(None))}
+
+
+def read_perf(path: Path, rerun: str) -> dict[str, Any]:
+    """A run's perf.json, checked to hold what the report reads; otherwise a ReportError naming the
+    file and both fixes (it holds timings only, so deleting it loses no result)."""
+    perf = _read_json(path, rerun)
+    for key, types in PERF_KEYS.items():
+        node: Any = perf
+        for part in key.split("."):
+            node = node.get(part, ReportError) if isinstance(node, dict) else ReportError
+        if node is ReportError or not isinstance(node, types) or isinstance(node, bool):
+            raise ReportError(f"{path}: {'no ' + key if node is ReportError else key + ' is ' + repr(node)}: not "
+                              f"a perf.json written by convbench evaluate; delete it (it holds timings only: "
+                              f"the report then shows n/a for this run) or remake it: {rerun}")
+    return perf
 
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from convbench._io import atomic_write
-from convbench.report.load import ReportError, load_study_results
+from convbench.report.load import ReportError, load_report_data
 
 TEMPLATE = Path("workflow/notebooks/report.ipynb")  # in the pipeline's directory (the repo root)
 
@@ -134,7 +134,9 @@ def render(
     """
     import papermill
 
-    study, _ = load_study_results(study_path, selection, results_dir, smoke)  # fail here, not in a kernel
+    # every file and check the notebook will read, read here first: a fault fails here, naming its
+    # file, not in a notebook cell
+    study = load_report_data(study_path, selection, results_dir, data_path, smoke).study
     template = Path(template) if template is not None else default_template()
     kernel = kernel_name or default_kernel()
     out_dir = Path(out_dir)

@@ -1,0 +1,41 @@
+"""The ``convbench`` subcommands: each a function ``(argv) -> int`` in the module named here.
+
+A table of its own, so that ``convbench.cli`` (which dispatches) and ``convbench.provenance``
+(which lists the files each stage runs) both read it without importing each other.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Command(NamedTuple):
+    module: str
+    function: str
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "models": Command("convbench.summary", "models_main",
+                      "list every network with default input size and parameters"),
+    "summary": Command("convbench.summary", "summary_main",
+                       "layer-by-layer table of one network"),
+    "download": Command("convbench.download", "main",
+                        "download a dataset's raw files, verified by checksum"),
+    "prepare": Command("convbench.prepare", "main",
+                       "turn raw files into one compact uint8 array file"),
+    "split": Command("convbench.split", "main",
+                     "write stratified K-fold splits of a prepared dataset"),
+    "train": Command("convbench.train_job", "main",
+                     "train one network on one fold"),
+    "evaluate": Command("convbench.evaluate", "main",
+                        "evaluate a trained checkpoint on its fold and the test set"),
+    "run": Command("convbench.run", "main",
+                   "train and evaluate an experiment's runs of a study, in one process"),
+    "aggregate": Command("convbench.aggregate", "main",
+                         "means and spreads of an experiment's runs, or of the study"),
+    "study": Command("convbench.plan", "main",
+                     "validate a study, print what it plans and estimate its cost on this machine"),
+    "report": Command("convbench.report.cli", "main",
+                      "render the HTML report of a study"),
+}
