@@ -86,6 +86,7 @@ def make_project(path: Path, study: dict) -> Path:
     for name in ("Snakefile", "dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, path / name)
     shutil.copytree(ROOT / "workflow", path / "workflow", symlinks=True)  # workflow/networks: links
+    shutil.copytree(ROOT / "profiles", path / "profiles")  # profiles/default: picked up by itself
     shutil.copytree(ROOT / "src/convbench", path / "src/convbench", ignore=shutil.ignore_patterns("__pycache__"))
     write_study(path, study)
     run(["git", "init", "-q"], path)

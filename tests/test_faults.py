@@ -1,0 +1,294 @@
+"""Faults a user makes, tried on a finished tiny study, as a user would make them: no finished result
+is lost, no hand-edited number reaches a report, and each ends in an error that names the file and
+a fix that works (the test runs the fix), or in a correct rerun.
+
+The study is run once by Snakemake (which records it in dvc.lock, as DVC's own runs are recorded);
+every test changes its own copy (``copy_of``: mtimes kept).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from test_pipeline import TINY_STUDY, copy_of, make_project, planned_jobs, run, run_files
+
+pytestmark = pytest.mark.slow
+
+RUN = "results/mlp/r0-fold1-seed0"
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny study, run by Snakemake. Read only: a test that changes it works on ``copy_of``."""
+    project = make_project(tmp_path_factory.mktemp("faults") / "project", TINY_STUDY)
+    out = run(["snakemake", "--cores", "2", "--resources", "gpu=1"], project).stdout
+    assert "recorded the finished study in dvc.lock" in out
+    return project
+
+
+def results_of(project: Path) -> dict[str, bytes]:
+    """Every finished result: the runs' files and the study's, byte for byte."""
+    files = run_files(project)
+    for name in ("study.json", "scores.json", "ablations.json"):
+        files[name] = (project / "results" / name).read_bytes()
+    return files
+
+
+def fails(args: list[str], project: Path) -> str:
+    proc = run(args, project, check=False)
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    return proc.stdout + proc.stderr
+
+
+def fix_from(message: str, prefix: str) -> list[str]:
+    """The command a message gives as its fix (``prefix`` ... up to the end of the clause)."""
+    start = message.index(prefix)
+    end = min(i for i in (message.find(c, start) for c in (" (", ";", "'", "\n", ", then")) if i != -1)
+    return shlex.split(message[start:end])
+
+
+# -------------------------------------------------------------------- DVC: check before deleting
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+experiments.mlp.knobs.dropot=0.5", "network 'mlp' does not accept knob(s) dropot"),
+    ("recipe.epochs=0", "recipe.epochs"),
+])
+def test_dvc_exp_run_with_a_bad_setting_keeps_every_result(
+    done: Path, tmp_path: Path, override: str, message: str
+) -> None:
+    """`dvc exp run` first resets every output to dvc.lock (a forced checkout), then runs the stages:
+    the study Snakemake finished is in dvc.lock, and DVC's first stage refuses the bad study before
+    any stage's outputs are removed."""
+    copy = copy_of(done, tmp_path)
+    before = results_of(copy)
+    out = fails(["dvc", "exp", "run", "-S", override], copy)
+    assert message in out and "failed to reproduce 'check'" in out
+    assert results_of(copy) == before
+    assert (copy / "data/raw/digits").is_dir() and (copy / "data/prepared/digits.npz").exists()
+
+
+def test_smoke_set_by_hand_then_dvc_repro_deletes_nothing(done: Path, tmp_path: Path) -> None:
+    copy = copy_of(done, tmp_path)
+    before = results_of(copy)
+    raw = sorted(p.name for p in (copy / "data/raw/digits").iterdir())
+    params = copy / "params.yaml"
+    text = params.read_text()
+    assert text.startswith("smoke: 0\n")  # as Hydra composes it
+    params.write_text("smoke: 1\n" + text[len("smoke: 0\n"):])
+    out = fails(["dvc", "repro"], copy)
+    assert "compose params.yaml again (dvc exp run -S smoke=N)" in out
+    assert "Running stage 'download'" not in out
+    assert results_of(copy) == before and sorted(p.name for p in (copy / "data/raw/digits").iterdir()) == raw
+
+
+# ------------------------------------------------------------------ Snakemake: a damaged split
+
+
+def test_a_truncated_split_is_refused_before_any_job_and_its_fix_reruns_nothing(
+    done: Path, tmp_path: Path
+) -> None:
+    copy = copy_of(done, tmp_path)
+    before = results_of(copy)
+    split = copy / "data/splits/digits-k2-s0/repeat0.json"
+    split.write_bytes(split.read_bytes()[:100])
+    out = fails(["snakemake", "--cores", "1"], copy)
+    assert "data/splits/digits-k2-s0/repeat0.json: not a valid split file" in out
+    assert "Nothing was run or deleted" in out
+    assert results_of(copy) == before
+    run(fix_from(out, "convbench split "), copy)
+    assert planned_jobs(copy) == {}  # the same bytes: nothing to retrain
+    assert results_of(copy) == before
+
+
+# ------------------------------------------------------- split settings edited, stages by hand
+
+
+@pytest.mark.parametrize("change", [{"folds": 3}, {"seed": 1}])
+def test_runs_of_another_split_are_refused_by_aggregate_and_report(
+    done: Path, tmp_path: Path, change: dict
+) -> None:
+    copy = copy_of(done, tmp_path)
+    params = copy / "params.yaml"
+    study = __import__("yaml").safe_load(params.read_text())
+    params.write_text(__import__("yaml").safe_dump({**study, **change}, sort_keys=False))
+    run(["convbench", "split", "--study", "params.yaml"], copy)
+    split_dir = f"data/splits/digits-k{change.get('folds', 2)}-s{change.get('seed', 0)}"
+    out = fails(["convbench", "aggregate", "--study", "params.yaml", "--experiment", "mlp",
+                 "--out", "results/_experiments/mlp.json"], copy)
+    assert "results/mlp/r0-fold0-seed0/metrics.json: this run was trained on split" in out
+    assert split_dir in out and "convbench run --study params.yaml --experiment mlp" in out
+    # the later steps, by hand over the old aggregates, refuse them too (each names what to redo)
+    out = fails(["convbench", "aggregate", "--study", "params.yaml", "--out", "results/study.json"], copy)
+    assert "results/_experiments/" in out and ("runs were trained on split" in out or "lists the runs" in out)
+    out = fails(["convbench", "report", "--study", "params.yaml"], copy)
+    assert "results/study.json: study." in out and "aggregate the study again" in out
+
+
+# --------------------------------------------------------------------- hand-edited numbers
+
+
+def test_an_edited_accuracy_in_a_runs_metrics_is_refused_and_its_fix_works(done: Path, tmp_path: Path) -> None:
+    copy = copy_of(done, tmp_path)
+    before = results_of(copy)
+    path = copy / RUN / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["val"]["accuracy"] = 0.9999
+    path.write_text(json.dumps(metrics, indent=2))
+    out = fails(["snakemake", "--cores", "1"], copy)
+    assert f"{RUN}/metrics.json: val.accuracy is 0.9999, but its confusion matrix gives" in out
+    assert not (copy / "results/_experiments/mlp.json").exists() or "0.9999" not in (
+        copy / "results/_experiments/mlp.json").read_text()
+    run(fix_from(out, "convbench evaluate "), copy)
+    run(["snakemake", "--cores", "1"], copy)
+    assert results_of(copy) == before
+    assert "99.99" not in (copy / "reports/report.html").read_text()
+
+
+@pytest.mark.parametrize("key", ["verdict", "p_holm"])
+def test_an_edited_ablation_is_refused_and_its_fix_works(done: Path, tmp_path: Path, key: str) -> None:
+    copy = copy_of(done, tmp_path)
+    path = copy / "results/ablations.json"
+    document = json.loads(path.read_text())
+    entry = document["ablations"]["convolutions"]["val_acc"]
+    entry[key] = ("better" if entry["verdict"] != "better" else "worse") if key == "verdict" else entry[key] / 100
+    path.write_text(json.dumps(document, indent=2))
+    out = fails(["snakemake", "--cores", "1"], copy)
+    assert f"results/ablations.json: ablations.convolutions.val_acc.{key} is" in out
+    run(fix_from(out, "convbench aggregate "), copy)
+    run(["snakemake", "--cores", "1"], copy)
+    assert results_of(copy) == results_of(done)
+
+
+def test_an_edited_scores_json_is_refused_and_its_fix_works(done: Path, tmp_path: Path) -> None:
+    copy = copy_of(done, tmp_path)
+    path = copy / "results/scores.json"
+    document = json.loads(path.read_text())
+    document["experiments"]["mlp"]["val_acc_mean"] = 0.99
+    path.write_text(json.dumps(document, indent=2))
+    out = fails(["snakemake", "--cores", "1"], copy)
+    assert "results/scores.json: experiments.mlp.val_acc_mean is 0.99, but results/study.json gives" in out
+    run(fix_from(out, "convbench aggregate "), copy)
+    run(["snakemake", "--cores", "1"], copy)
+    assert results_of(copy) == results_of(done)
+
+
+def test_a_hand_edited_study_json_gets_a_fix_that_works(done: Path, tmp_path: Path) -> None:
+    copy = copy_of(done, tmp_path)
+    path = copy / "results/study.json"
+    document = json.loads(path.read_text())
+    document["experiments"]["mlp"]["val_acc_mean"] += 0.05
+    path.write_text(json.dumps(document, indent=2))
+    out = fails(["convbench", "report", "--study", "params.yaml"], copy)
+    assert "results/study.json: val_acc_mean is" in out
+    fix = fix_from(out, "convbench aggregate ")
+    assert "--experiment" not in fix  # the study's step, not an experiment's file written over it
+    run(fix, copy)
+    run(["snakemake", "--cores", "1"], copy)
+    assert results_of(copy) == results_of(done)
+
+
+# ---------------------------------------------------------------------------- damaged models
+
+
+@pytest.mark.parametrize("damage", ["truncate", "another fold's"])
+def test_a_damaged_model_is_refused_and_its_fix_retrains_it(done: Path, tmp_path: Path, damage: str) -> None:
+    copy = copy_of(done, tmp_path)
+    before = results_of(copy)
+    model = copy / RUN / "model.pt"
+    if damage == "truncate":
+        model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    else:
+        model.write_bytes((copy / "results/mlp/r0-fold0-seed0/model.pt").read_bytes())
+    out = fails(["snakemake", "--cores", "1"], copy)
+    assert f"{RUN}/model.pt: its sha256 is" in out and "was computed from the model" in out
+    run(fix_from(out, "convbench run "), copy)
+    run(["snakemake", "--cores", "1"], copy)
+    assert results_of(copy) == before
+
+
+# ------------------------------------------------------------------------ perf.json and --study
+
+
+def test_an_empty_perf_json_is_named_before_the_notebook_runs(done: Path, tmp_path: Path) -> None:
+    copy = copy_of(done, tmp_path)
+    (copy / RUN / "perf.json").write_text("{}")
+    out = fails(["convbench", "report", "--study", "params.yaml"], copy)
+    assert f"{RUN}/perf.json: no training.seconds" in out and "delete it" in out
+    assert "papermill" not in out.lower() and "Traceback" not in out
+    (copy / RUN / "perf.json").unlink()  # the fix it gives
+    run(["convbench", "report", "--study", "params.yaml"], copy)
+
+
+def test_study_takes_a_file_and_every_command_a_bundled_name(done: Path, tmp_path: Path) -> None:
+    copy = copy_of(done, tmp_path)
+    other = copy / "elsewhere.yaml"
+    other.write_text((copy / "params.yaml").read_text().replace("study: tiny", "study: elsewhere"))
+    out = run(["convbench", "study", "--study", "elsewhere.yaml", "--no-estimate"], copy).stdout
+    assert out.startswith("study elsewhere:")
+    out = run(["convbench", "study", "--study", "tiny", "--no-estimate"], copy).stdout  # conf/study/tiny.yaml
+    assert out.startswith("study tiny:")
+    run(["convbench", "aggregate", "--study", "tiny", "--out", str(tmp_path / "study.json")], copy)
+    assert "no such study file, and no bundled study" in fails(
+        ["convbench", "split", "--study", "nonesuch"], copy)
+
+
+# ------------------------------------------------------------------------- one engine at a time
+
+
+def fake_dvc(tmp_path: Path, project: Path) -> subprocess.Popen:
+    """A process named ``dvc`` that runs one stage's command (DVC's first stage) and stays, as
+    ``dvc repro`` does between and during its stages."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    script = bin_dir / "dvc"
+    script.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import subprocess, sys, time
+        cmd = "convbench study --study params.yaml --no-estimate --stamp results/_study_checked.txt"
+        print("stage", subprocess.run(cmd, shell=True, stdout=subprocess.DEVNULL).returncode, flush=True)
+        time.sleep(120)
+    """))
+    script.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(project / "src"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([str(script), "repro"], cwd=project, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "stage 0"
+    return proc
+
+
+def test_snakemake_is_refused_while_dvc_is_between_or_inside_stages(done: Path, tmp_path: Path) -> None:
+    """DVC lets go of its own lock while a stage's command runs; the project's claim stays with the
+    dvc process until it ends."""
+    copy = copy_of(done, tmp_path)
+    dvc = fake_dvc(tmp_path, copy)
+    try:
+        out = fails(["snakemake", "--cores", "1", "--forcerun", "report"], copy)
+        assert f"DVC (pid {dvc.pid}: " in out and "is running in this project" in out
+        out = fails(["convbench", "aggregate", "--study", "params.yaml", "--out", "results/study.json"], copy)
+        assert f"DVC (pid {dvc.pid}: " in out
+    finally:
+        dvc.kill()
+        dvc.wait()
+    run(["snakemake", "--cores", "1", "--forcerun", "report"], copy)  # a dead claim is no claim
+
+
+def test_a_second_snakemake_is_refused_naming_the_first(done: Path, tmp_path: Path) -> None:
+    copy = copy_of(done, tmp_path)
+    code = ("import sys, time; sys.path.insert(0, 'src'); from convbench.engine_lock import claim_for_snakemake; "
+            "claim_for_snakemake(); print('claimed', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=copy, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        out = fails(["snakemake", "--cores", "1", "--forcerun", "report"], copy)
+        assert f"Snakemake (pid {holder.pid}: " in out and "DVC is running" not in out
+    finally:
+        holder.kill()
+        holder.wait()
