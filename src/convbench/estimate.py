@@ -8,6 +8,12 @@ use, and one evaluation batch; the study's step and image counts multiply them:
                    + (val_images + test_images) x eval_s)                # convbench evaluate
            + start-up                           # a fresh process importing torch (median of 3)
 
+and the study's other jobs, each timed as a fresh process doing its fixed work: the study's check,
+download and prepare (when the prepared data is not there yet), one split per repeat, one
+aggregation per experiment and the study's, and the report (a kernel started by papermill that
+imports the report's code and draws a figure, then the page written), so that the total is the
+whole study's wall time.
+
 Peak memory is what the steps held: the CUDA allocator's peak on a GPU; on the CPU the process's
 peak resident memory during them (torch itself included, the data set not). It leaves out what the estimate cannot see:
 other jobs sharing the machine, the data loading, a slower first epoch on a cold GPU (cuDNN
@@ -80,6 +86,64 @@ def measure_start_up(times: int = START_UP_SAMPLES) -> float:
             return JOB_START_S
         samples.append(time.perf_counter() - started)
     return statistics.median(samples)
+
+
+def _median_seconds(argv: list[str], times: int, fallback: float) -> float:
+    samples = []
+    for _ in range(times):
+        started = time.perf_counter()
+        if subprocess.run(argv, capture_output=True).returncode != 0:
+            return fallback
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+# What a job without training imports (convbench check, split, aggregate; none imports torch).
+LIGHT_JOB_CODE = "import convbench.cli, convbench.plan, convbench.split, convbench.aggregate"
+LIGHT_JOB_S = 1.5  # when it cannot be measured
+REPORT_S = 30.0  # when it cannot be measured (README: the default study's report)
+
+
+def measure_light_job(times: int = START_UP_SAMPLES) -> float:
+    """Seconds a job that trains nothing takes to start (the median of ``times`` fresh processes)."""
+    return _median_seconds([sys.executable, "-c", LIGHT_JOB_CODE], times, LIGHT_JOB_S)
+
+
+def measure_report() -> float:
+    """Seconds ``convbench report``'s fixed work takes: papermill starting the report's kernel, which
+    imports the report's code and draws and saves one figure, and the executed notebook written as
+    HTML (convbench.report.render)."""
+    return _median_seconds([sys.executable, "-m", "convbench.estimate", "--report-probe"], 1, REPORT_S)
+
+
+def _report_probe() -> None:
+    import tempfile
+    from pathlib import Path
+
+    import nbformat
+    import papermill
+
+    from convbench.report.render import default_kernel, notebook_to_html
+
+    with tempfile.TemporaryDirectory() as tmp:
+        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+            "import matplotlib.pyplot as plt\nimport convbench.report\n"
+            f"fig, ax = plt.subplots()\nax.plot([0, 1], [0, 1])\nfig.savefig({tmp + '/probe.png'!r})")])
+        source, executed = Path(tmp, "probe.ipynb"), Path(tmp, "executed.ipynb")
+        nbformat.write(notebook, source)
+        papermill.execute_notebook(str(source), str(executed), kernel_name=default_kernel(), progress_bar=False,
+                                   log_output=False, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        notebook_to_html(executed, "probe")
+
+
+def other_jobs(study: Study, light_s: float, report_s: float) -> dict[str, float]:
+    """Seconds of the study's jobs that train nothing, by stage."""
+    from pathlib import Path
+
+    data_jobs = 0 if Path(study.prepared_path).exists() else 2  # download, prepare
+    return {"check": light_s, "download and prepare": data_jobs * light_s,
+            "split": study.repeats * light_s, "aggregate": (len(study.experiments) + 1) * light_s,
+            "report": report_s}
 
 
 def fold_sizes(study: Study) -> tuple[int, int]:
@@ -182,16 +246,20 @@ def estimate(study: Study, *, device_name: str = "auto", threads: int | None = N
                  for name, e in study.experiments.items()]
     finally:
         torch.set_num_threads(previous)
+    stages = other_jobs(study, measure_light_job(), measure_report())
     return {
         "device": describe_device(device) if device.type == "cuda" else
         f"cpu:{describe_cpu()['model']}:{threads} threads",
         "steps_measured": steps,
         "experiments": {c.experiment: asdict(c) for c in costs},
-        "total_seconds": sum(c.seconds for c in costs),
+        "training_seconds": sum(c.seconds for c in costs),
+        "other_jobs_seconds": stages,
+        "total_seconds": sum(c.seconds for c in costs) + sum(stages.values()),
         "peak_memory_mb": max(c.peak_memory_mb for c in costs),
         "start_up_s": start_up_s,
         "assumes": "one job at a time on this device; measured steps x the study's steps, plus "
-                   f"evaluation and {start_up_s:.1f} s start-up per job (measured)",
+                   f"evaluation and {start_up_s:.1f} s start-up per job (measured), and every other "
+                   "job of the study, each timed as a fresh process",
     }
 
 
@@ -214,6 +282,15 @@ def format_estimate(result: dict[str, Any]) -> list[str]:
             f"  {name:<28} {c['runs']} runs x {c['epochs']} epochs x {c['steps_per_epoch']} steps of "
             f"{c['step_s']:.3g} s  ->  {duration(c['seconds']):>9}, peak {c['peak_memory_mb']:,.0f} MiB "
             f"({c['memory_kind']})")
+    others = result.get("other_jobs_seconds", {})
+    if others:
+        lines.append("  the other jobs: " + ", ".join(f"{stage} {duration(seconds)}"
+                                                       for stage, seconds in others.items() if seconds))
     lines.append(f"  total {duration(result['total_seconds'])} ({result['total_seconds']:,.0f} s), "
                  f"peak memory {result['peak_memory_mb']:,.0f} MiB")
     return lines
+
+
+if __name__ == "__main__":  # the report's probe, run as a fresh process by measure_report
+    if sys.argv[1:] == ["--report-probe"]:
+        _report_probe()
