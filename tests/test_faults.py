@@ -292,3 +292,24 @@ def test_a_second_snakemake_is_refused_naming_the_first(done: Path, tmp_path: Pa
     finally:
         holder.kill()
         holder.wait()
+
+
+# ------------------------------------------------------------------ timings after a DVC checkout
+
+
+def test_timings_survive_a_dvc_checkout_of_the_runs(done: Path, tmp_path: Path) -> None:
+    """DVC restores a run's directory without its perf.json (a by-product it neither tracks nor
+    caches); the report finds the timings of the very model it reports in the study's store."""
+    copy = copy_of(done, tmp_path)
+    import shutil
+
+    shutil.rmtree(copy / "results/mlp")
+    run(["dvc", "checkout"], copy)
+    assert not (copy / RUN / "perf.json").exists() and (copy / RUN / "model.pt").exists()
+    code = ("from convbench.report.load import load_report_data; d = load_report_data('params.yaml'); "
+            "print(len(d.perf), len(d.run_metrics))")
+    assert run([sys.executable, "-c", code], copy).stdout.split() == ["8", "8"]
+    shutil.rmtree(copy / "results/_timings")  # a clone that pulled the study: never measured here
+    assert run([sys.executable, "-c", code], copy).stdout.split() == ["4", "8"]
+    run(["convbench", "report", "--study", "params.yaml"], copy)
+    assert "n/a" in (copy / "reports/report.html").read_text()

@@ -254,6 +254,8 @@ def without_perf(tiny_study: Path, copy: Path, experiments: tuple[str, ...],
     for name in experiments:
         for path in [*Path(f"results/{name}").glob("*/perf.json"),
                      *Path(f"results/{name}").glob("*/history.csv")]:
+            model = json.loads((path.parent / "metrics.json").read_text())["model_sha256"]
+            Path(f"results/_timings/{model}.json").unlink(missing_ok=True)  # nor the store of them
             path.unlink()
 
 

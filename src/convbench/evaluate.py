@@ -259,6 +259,8 @@ class EvaluationJob:
     out: Path
     perf_out: Path
     run: dict[str, int] | None = None  # the (repeat, fold, seed) the study expects in the checkpoint
+    # a study's store of timings by model (convbench.study.Study.timings_dir), which DVC never touches
+    timings_dir: Path | None = None
 
 
 def jobs_from_args(args: argparse.Namespace) -> list[EvaluationJob]:
@@ -293,7 +295,7 @@ def study_jobs(
         jobs.append(EvaluationJob(
             run_dir / "model.pt", run_dir / "history.csv", data or Path(study.prepared_path),
             Path(study.split_path(run.repeat)), run_dir / "metrics.json", run_dir / "perf.json",
-            {"repeat": run.repeat, "fold": run.fold, "seed": run.seed},
+            {"repeat": run.repeat, "fold": run.fold, "seed": run.seed}, Path(study.timings_dir),
         ))
     return jobs
 
@@ -334,9 +336,11 @@ def _evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[st
     except EvaluationError as err:
         raise EvaluationError(f"{job.checkpoint} against {job.data} and {job.split}: {err}") from None
     # the model these numbers come from, byte for byte: aggregation and the report check it
-    metrics["model_sha256"] = sha256_file(job.checkpoint)
+    metrics["model_sha256"] = perf["model_sha256"] = sha256_file(job.checkpoint)
     write_json_atomic(job.out, metrics)
     write_json_atomic(job.perf_out, perf)
+    if job.timings_dir is not None:  # kept by model: a DVC checkout of the run's directory drops perf.json
+        write_json_atomic(job.timings_dir / f"{perf['model_sha256']}.json", perf)
     return metrics
 
 

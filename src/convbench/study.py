@@ -189,6 +189,13 @@ class Study:
         return f"{self.results_dir}/_curves/{experiment}"
 
     @property
+    def timings_dir(self) -> str:
+        """Each scored model's perf.json, named by the model's sha256: a run's own perf.json is a
+        by-product DVC neither tracks nor restores, so after a checkout the report finds the
+        timings of the very model it reports here (.dvcignore'd, as perf.json is)."""
+        return f"{self.results_dir}/_timings"
+
+    @property
     def stamp_path(self) -> str:
         """Written by ``convbench study --stamp`` once the study is valid: the first stage of both
         engines, on which DVC's every other stage depends (so nothing is deleted for a bad study)."""

@@ -202,9 +202,9 @@ def load_report_data(
                     "rerun 'convbench aggregate'"
                 )
             run_metrics[name, run] = metrics
-            if (run_dir / "perf.json").exists():
-                perf[name, run] = read_perf(run_dir / "perf.json", f"convbench run --study {study_path} "
-                                                                   f"--experiment {name}")
+            timings = find_perf(run_dir, metrics, study, f"convbench run --study {study_path} --experiment {name}")
+            if timings is not None:
+                perf[name, run] = timings
             curve = Path(study.curves_dir(name)) / f"{run.name}.csv"
             made_by = f"convbench aggregate --experiment {name} --curves-out {study.curves_dir(name)}"
             histories.append(read_history(curve, made_by).assign(
@@ -247,6 +247,19 @@ def read_perf(path: Path, rerun: str) -> dict[str, Any]:
                               f"a perf.json written by convbench evaluate; delete it (it holds timings only: "
                               f"the report then shows n/a for this run) or remake it: {rerun}")
     return perf
+
+
+def find_perf(run_dir: Path, metrics: dict[str, Any], study: Study, rerun: str) -> dict[str, Any] | None:
+    """The timings of the model a run's metrics.json reports: its perf.json when that measured this
+    model, else the study's store of timings by model (which a DVC checkout leaves alone), else
+    None (never measured here: a clone that pulled the study)."""
+    model = metrics.get("model_sha256")
+    for path in (run_dir / "perf.json", Path(study.timings_dir) / f"{model}.json"):
+        if path.exists():
+            timings = read_perf(path, rerun)
+            if timings.get("model_sha256") in (None, model):  # None: written before it was recorded
+                return timings
+    return None
 
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
