@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                              "timing a few real training steps of its network (default; "
                              "--no-estimate: only validate and list)")
     parser.add_argument("--steps", type=int, default=2, help="training steps timed per network (default 2)")
-    parser.add_argument("--device", default="auto", help="the device to estimate for (default: a job's)")
+    parser.add_argument("--device", default=None,
+                        help="the device to estimate for (default: the study's device, auto without one)")
     return run_cli(parser, argv, _print_plan, expected=(StudyError, OSError))
 
 
@@ -38,7 +39,7 @@ def _print_plan(args: argparse.Namespace) -> None:
     if args.estimate:  # imported here: validating and listing a study needs no torch
         from convbench.estimate import estimate
 
-        cost = estimate(study, device_name=args.device, steps=args.steps)
+        cost = estimate(study, device_name=args.device or study.device, steps=args.steps)
     if args.json:
         print(json.dumps({**plan(study), **({"estimate": cost} if cost else {})}, indent=2))
         return
