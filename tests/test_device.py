@@ -154,7 +154,9 @@ def test_explicit_devices_pass_through_without_a_lock(tmp_path: Path, monkeypatc
     assert not (tmp_path / "locks").exists()
 
 
-def test_cuda_takes_a_free_gpu_through_the_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cuda_takes_a_free_gpu_through_the_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     set_to = fake_cuda(monkeypatch, gpus=2)
     with claim_device("cuda", lock_dir=tmp_path / "locks") as first, \
             claim_device("cuda", lock_dir=tmp_path / "locks") as second:
@@ -162,6 +164,8 @@ def test_cuda_takes_a_free_gpu_through_the_locks(tmp_path: Path, monkeypatch: py
         assert first.fallback is second.fallback is None
         assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == ["gpu-GPU-fake-0.lock", "gpu-GPU-fake-1.lock"]
     assert set_to == [0, 1]
+    assert capsys.readouterr().err.splitlines() == [
+        f"convbench: device cuda: cuda:{i}, held with the lock gpu-GPU-fake-{i}.lock" for i in (0, 1)]
 
 
 TOO_OLD = ("CUDA initialization: The NVIDIA driver on your system is too old (found version 12020). "
@@ -224,7 +228,7 @@ def test_auto_with_a_gpu_does_not_fall_back(tmp_path: Path, monkeypatch: pytest.
         assert (choice.name, choice.fallback) == ("cuda:0", None)
         assert choice.record(torch.device(choice.name), tf32=True) == {
             "asked": "auto", "used": "cuda:NVIDIA H100 80GB HBM3", "fallback": None, "tf32": True}
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err == "convbench: device auto: cuda:0, held with the lock gpu-GPU-fake-0.lock\n"
 
 
 def test_set_tf32_sets_cudnn_and_matmul_alike() -> None:

@@ -251,8 +251,12 @@ def claim_device(name: str = "auto", *, lock_dir: Path | None = None) -> Iterato
         yield choice
         return
     count = visible_gpu_count()
-    with gpu_slot(count, lock_dir=lock_dir, names=gpu_lock_names(count)) as slot:
+    names = gpu_lock_names(count)
+    with gpu_slot(count, lock_dir=lock_dir, names=names) as slot:
         torch.cuda.set_device(slot)
+        # which GPU each job had, in its log (the lock is named by the GPU's UUID)
+        print(f"convbench: device {name}: cuda:{slot}, held with the lock {names[slot]}.lock",
+              file=sys.stderr, flush=True)
         yield DeviceChoice(name, f"cuda:{slot}")
 
 
