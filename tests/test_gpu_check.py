@@ -67,8 +67,8 @@ def test_quick_check_on_the_cpu_runs_every_section(tmp_path: Path) -> None:
             assert modes[mode]["examples_per_s"] > 0 and modes[mode]["peak_memory_mib"] > 0
             assert modes[mode]["examples_per_s"] == pytest.approx(row["batch_size"] / modes[mode]["step_s"])
         assert modes["tf32"] == modes["fp16"] == {"status": "skipped", "reason": "needs CUDA"}
-        assert modes["compile"]["status"] == ("passed" if name == "lenet" else "skipped")
-    assert lenet["modes"]["compile"]["examples_per_s"] > 0
+        assert modes["compile"]["status"] == ("passed" if name == "mlp_dropout" else "skipped")
+    assert speed["networks"]["mlp_dropout"]["modes"]["compile"]["examples_per_s"] > 0
 
     est = sections["estimate"]
     assert est["status"] == "passed" and est["experiments_estimated"] == 3 and est["experiments_in_study"] == 16
