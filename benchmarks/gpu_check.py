@@ -182,7 +182,8 @@ def determinism(out: Path, device: str, quick: bool, threads: int) -> dict[str, 
         passes[name] = {"returncode": done.returncode, "seconds": round(time.perf_counter() - started, 1),
                         "stderr_tail": done.stderr.strip().splitlines()[-6:]}
         if done.returncode != 0:
-            return {"status": "failed", "error": f"{name} failed", "passes": passes,
+            said = passes[name]["stderr_tail"][-1:] or ["no output"]
+            return {"status": "failed", "error": f"{name} failed: {said[0]}", "passes": passes,
                     "experiments": experiments}
     smoke_dir = "-smoke"  # the smoke run's results_dir suffix
     compared = compare_passes(work / f"results/pass1{smoke_dir}", work / f"results/pass2{smoke_dir}")
@@ -387,8 +388,10 @@ def main(argv: list[str] | None = None) -> int:
     section("environment", results, lambda: environment(device))
     section("determinism", results, lambda: determinism(args.out, device, args.quick, threads))
     section("speed", results, lambda: speed(device, args.quick, steps, deadline, modes))
-    if results["sections"]["speed"]["status"] != "failed" or "networks" in results["sections"]["speed"]:
+    if "networks" in results["sections"]["speed"]:
         section("estimate", results, lambda: study_estimate(results["sections"]["speed"], args.quick))
+    else:
+        results["sections"]["estimate"] = {"status": "skipped", "reason": "no speed measured", "seconds": 0.0}
     section("two_gpus", results, lambda: two_gpus(args.out, threads))
     # the networks that cost the study most first: compile matters most there
     cost = {n: c["seconds"] for n, c in results["sections"].get("estimate", {}).get("experiments", {}).items()}

@@ -123,3 +123,24 @@ def test_the_passes_are_compared_byte_for_byte(tmp_path: Path) -> None:
     (tmp_path / "a/lenet/r0-fold0-seed0/metrics.json").unlink()
     compared = check.compare_passes(tmp_path / "a", tmp_path / "b")
     assert compared["files_differing"] == ["lenet/r0-fold0-seed0/metrics.json", "lenet/r0-fold1-seed0/model.pt"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_without_cuda_the_full_check_fails_instead_of_measuring_the_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check asks for cuda by default: on a machine without it, every section that needs the
+    GPU fails with the reason, none silently measures the CPU, and the exit code is 1."""
+    check = load_check()
+    asked = []
+    monkeypatch.setattr(check, "determinism", lambda out, device, quick, threads: asked.append(device) or {
+        "status": "skipped", "reason": "not under test"})
+    assert check.main(["--out", str(tmp_path)]) == 1
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert result["device"] == "cuda" and asked == ["cuda"]
+    assert result["failed"] == ["environment", "speed", "compile"]
+    for name in result["failed"]:
+        assert result["sections"][name]["error"].startswith(
+            "DeviceError: device 'cuda' was asked for, but CUDA is not usable: "), name
+    assert result["sections"]["estimate"] == {"status": "skipped", "reason": "no speed measured", "seconds": 0.0}
+    assert result["sections"]["two_gpus"]["status"] == "skipped"
