@@ -222,7 +222,6 @@ def measure_mode(study: Any, name: str, mode: str, device: torch.device, steps: 
     experiment = study.experiment(name)
     recipe = dataclasses.replace(experiment.recipe, **MODES[mode])
     if device.type == "cuda":
-        devices.set_tf32(recipe.tf32)
         torch.cuda.empty_cache()
     if recipe.compile:
         torch._dynamo.reset()
@@ -233,7 +232,7 @@ def measure_mode(study: Any, name: str, mode: str, device: torch.device, steps: 
         return {"status": "failed", "error": f"{type(err).__name__}: {err}"[:500]}
     finally:
         if device.type == "cuda":
-            devices.set_tf32(False)
+            devices.set_tf32(False)  # measure set the mode's; the next section starts from off
     return {"status": "passed", "examples_per_s": recipe.batch_size / measured["step_s"],
             "step_s": measured["step_s"], "eval_image_s": measured["eval_image_s"], "peak_memory_mib": measured["peak_memory_mb"],
             "memory_kind": measured["memory_kind"], "seconds": round(time.perf_counter() - started, 1)}

@@ -299,3 +299,40 @@ def test_gpu_lock_names_come_from_the_gpus_uuids(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=uuids[i]))
     assert gpu_lock_names(2) == [f"gpu-{u}" for u in uuids]
     assert gpu_lock_names(0) == []
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_training_and_the_estimate_set_the_recipes_tf32_before_any_gpu_work(
+    monkeypatch: pytest.MonkeyPatch, tf32: bool
+) -> None:
+    """At the seam where a GPU run starts (no GPU here): the trainer and the estimate's timed steps
+    set the recipe's TF32 choice before anything runs on the device."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from convbench import estimate, train
+    from convbench.models import build
+    from convbench.recipe import resolve_recipe
+    from convbench.study import load_study
+
+    class Started(Exception):
+        pass
+
+    calls: list[bool] = []
+
+    def set_tf32(enabled: bool) -> None:
+        calls.append(enabled)
+        raise Started
+
+    monkeypatch.setattr(train, "set_tf32", set_tf32)
+    monkeypatch.setattr(estimate, "set_tf32", set_tf32)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "NVIDIA H100 80GB HBM3")
+    recipe = resolve_recipe({"tf32": tf32}, "lenet")
+    on_a_gpu = SimpleNamespace(train_images=SimpleNamespace(device=torch.device("cuda")))
+    with pytest.raises(Started):
+        train.train(build("lenet", input_size=28), on_a_gpu, recipe, input_size=28, seed=0)
+    study = load_study(Path(__file__).resolve().parents[1] / "conf/study/fashion_mnist_d2l.yaml")
+    lenet = dataclasses.replace(study.experiment("lenet"), recipe=recipe)
+    with pytest.raises(Started):
+        estimate.measure(lenet, study, torch.device("cuda"), 1)
+    assert calls == [tf32, tf32]
