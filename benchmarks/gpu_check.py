@@ -344,7 +344,7 @@ def markdown(results: dict[str, Any]) -> str:
     if "networks" in sp:
         modes = list(MODES)
         lines += ["", f"Speed on `{sp['device']}`: examples/s of the trainer's step (convbench.estimate.measure, "
-                  f"{sp['steps']}+ steps after a warm-up) and, in brackets, peak memory in MiB (the "
+                  f"{sp.get('steps', '?')}+ steps after a warm-up) and, in brackets, peak memory in MiB (the "
                   "process's RSS on a CPU, the CUDA allocator's peak on a GPU); d2l's V100 figure beside it:", "",
                   "| network | px | batch | d2l V100 ex/s | " + " | ".join(modes) + " |",
                   "|---|---|---|---|" + "---|" * len(modes)]
