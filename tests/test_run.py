@@ -179,3 +179,14 @@ def test_auto_records_its_fallback_to_the_cpu_and_an_explicit_cpu_none(
     assert no_cuda in records["auto"]["fallback"]
     assert {k: v for k, v in records["auto"].items() if k != "fallback"} == {"asked": "auto", "used": used, "tf32": False}
     assert records["cpu"] == {"asked": "cpu", "used": used, "fallback": None, "tf32": False}
+
+
+def test_the_estimate_of_a_study_for_cuda_stops_in_one_line_without_one(
+    tmp_path: Path, convbench: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str], no_cuda: str,
+) -> None:
+    study = tmp_path / "cuda.yaml"
+    study.write_text(STUDY.format(results=tmp_path / "results") + "device: cuda\n")
+    assert convbench(["study", str(study), "--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and no_cuda in err
+    assert err.startswith("convbench study: error: device 'cuda' was asked for, but CUDA is not usable")

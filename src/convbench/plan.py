@@ -37,9 +37,13 @@ def _print_plan(args: argparse.Namespace) -> None:
     study = load_study(args.params, args.study, smoke=args.smoke)
     cost = None
     if args.estimate:  # imported here: validating and listing a study needs no torch
+        from convbench.device import DeviceError
         from convbench.estimate import estimate
 
-        cost = estimate(study, device_name=args.device or study.device, steps=args.steps)
+        try:
+            cost = estimate(study, device_name=args.device or study.device, steps=args.steps)
+        except DeviceError as err:  # `device: cuda` (or --device cuda) where CUDA is not usable
+            raise StudyError(str(err)) from None
     if args.json:
         print(json.dumps({**plan(study), **({"estimate": cost} if cost else {})}, indent=2))
         return
