@@ -117,6 +117,9 @@ def environment(asked: str) -> dict[str, Any]:
         "driver": smi[0]["driver_version"] if smi else None, "python": platform.python_version(),
         "cpu": devices.describe_cpu(), "cuda_usable": reason is None, "cuda_unusable_reason": reason,
         "gpus": gpus, "nvidia_smi": smi, "asked": asked,
+        # torch's own TF32 settings before convbench sets any (cuDNN's convolutions: tf32)
+        "fp32_precision_defaults": {"cuda_matmul": torch.backends.cuda.matmul.fp32_precision,
+                                    "cudnn_conv": torch.backends.cudnn.conv.fp32_precision},
     }
     if reason is not None:  # what a job told to use CUDA does here: stop, saying why
         try:

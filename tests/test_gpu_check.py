@@ -39,6 +39,7 @@ def test_quick_check_on_the_cpu_runs_every_section(tmp_path: Path) -> None:
     assert env["status"] == "passed" and env["asked"] == "cpu" and env["used_device"] == "cpu"
     assert env["torch"] == torch.__version__ and env["cuda_built"] == torch.version.cuda
     assert env["gpus"] == [] and env["cuda_usable"] is False
+    assert set(env["fp32_precision_defaults"]) == {"cuda_matmul", "cudnn_conv"}
     # no silent fallback: what a job told to use CUDA does on this machine
     assert env["cuda_refusal"].startswith("device 'cuda' was asked for, but CUDA is not usable: ")
 
