@@ -21,7 +21,8 @@ from typing import Iterator
 import pytest
 import torch
 
-from convbench.device import claim_device, default_lock_dir, gpu_slot
+from convbench import device
+from convbench.device import DeviceError, claim_device, default_lock_dir, gpu_slot
 
 HOLDER = """
 import sys
@@ -124,19 +125,131 @@ def test_a_killed_holders_slot_goes_to_a_waiting_job(
     assert victim.wait(timeout=30) == -9
 
 
-def test_explicit_devices_pass_through_without_a_lock(tmp_path: Path) -> None:
+def fake_cuda(monkeypatch: pytest.MonkeyPatch, gpus: int, warning: str | None = None) -> list[int]:
+    """CUDA as this process would see it with ``gpus`` GPUs (0: is_available() False, warning as
+    torch does when the driver is too old); device.py's once-per-process answer is reset. Returns
+    the GPU indices set_device was called with."""
+    import warnings
+
+    def is_available() -> bool:
+        if warning:
+            warnings.warn(warning, UserWarning)
+        return gpus > 0
+
+    set_to: list[int] = []
+    monkeypatch.setattr(device, "_CUDA_STATE", [])
+    monkeypatch.setattr(device, "_FALLBACK_SAID", [])
+    monkeypatch.setattr(torch.cuda, "is_available", is_available)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", set_to.append)
+    monkeypatch.setattr(device, "gpu_lock_names", lambda count: [f"gpu-GPU-fake-{i}" for i in range(count)])
+    return set_to
+
+
+def test_explicit_devices_pass_through_without_a_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_cuda(monkeypatch, gpus=2)
     for name in ("cpu", "cuda:1"):
-        with claim_device(name, lock_dir=tmp_path / "locks") as device:
-            assert device == name
+        with claim_device(name, lock_dir=tmp_path / "locks") as choice:
+            assert (choice.asked, choice.name, choice.fallback) == (name, name, None)
     assert not (tmp_path / "locks").exists()
+
+
+def test_cuda_takes_a_free_gpu_through_the_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    set_to = fake_cuda(monkeypatch, gpus=2)
+    with claim_device("cuda", lock_dir=tmp_path / "locks") as first, \
+            claim_device("cuda", lock_dir=tmp_path / "locks") as second:
+        assert (first.name, second.name) == ("cuda:0", "cuda:1")
+        assert first.fallback is second.fallback is None
+        assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == ["gpu-GPU-fake-0.lock", "gpu-GPU-fake-1.lock"]
+    assert set_to == [0, 1]
+    assert capsys.readouterr().err.splitlines() == [
+        f"convbench: device cuda: cuda:{i}, held with the lock gpu-GPU-fake-{i}.lock" for i in (0, 1)]
+
+
+TOO_OLD = ("CUDA initialization: The NVIDIA driver on your system is too old (found version 12020). "
+           "Please update your GPU driver")
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:0"])
+def test_cuda_without_a_usable_gpu_stops_naming_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A driver too old for the wheel makes torch.cuda.is_available() False with only a warning:
+    a job asked for CUDA stops, quoting it, instead of training on the CPU."""
+    fake_cuda(monkeypatch, gpus=0, warning=TOO_OLD)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    for attempt in (lambda: claim_device(name, lock_dir=tmp_path / "locks").__enter__(),
+                    lambda: device.pick_device(name)):
+        with pytest.raises(DeviceError) as refused:
+            attempt()
+        message = str(refused.value)
+        assert f"device {name!r} was asked for, but CUDA is not usable" in message
+        assert "built for CUDA 13.0" in message and TOO_OLD in message  # warned once, kept
+        assert "--device auto" in message
+    assert not (tmp_path / "locks").exists()
+
+
+def test_cuda_without_a_gpu_or_a_warning_says_where_to_look(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_cuda(monkeypatch, gpus=0)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    with pytest.raises(DeviceError, match=r"no GPU is visible \(see nvidia-smi and CUDA_VISIBLE_DEVICES\), "
+                                          r"or the NVIDIA driver is too old for CUDA 13\.0"):
+        device.pick_device("cuda")
+    monkeypatch.setattr(device, "_CUDA_STATE", [])
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(DeviceError, match="is a CPU-only build: install a CUDA build of torch"):
+        device.pick_device("cuda")
+
+
+def test_auto_falls_back_to_the_cpu_saying_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_cuda(monkeypatch, gpus=0, warning=TOO_OLD)
+    for _ in range(2):
+        with claim_device("auto", lock_dir=tmp_path / "locks") as choice:
+            assert (choice.asked, choice.name) == ("auto", "cpu")
+            assert choice.fallback is not None and TOO_OLD in choice.fallback
+    assert not (tmp_path / "locks").exists()
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 1 and said[0].startswith("convbench: device auto: running on the CPU, as ")
+    assert TOO_OLD in said[0]
+    record = choice.record(torch.device("cpu"), tf32=True)
+    assert record == {"asked": "auto", "used": device.describe_device(torch.device("cpu")),
+                      "fallback": choice.fallback, "tf32": False}  # TF32 never applies on a CPU
+
+
+def test_auto_with_a_gpu_does_not_fall_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    fake_cuda(monkeypatch, gpus=1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "NVIDIA H100 80GB HBM3")
+    with claim_device("auto", lock_dir=tmp_path / "locks") as choice:
+        assert (choice.name, choice.fallback) == ("cuda:0", None)
+        assert choice.record(torch.device(choice.name), tf32=True) == {
+            "asked": "auto", "used": "cuda:NVIDIA H100 80GB HBM3", "fallback": None, "tf32": True}
+    assert capsys.readouterr().err == "convbench: device auto: cuda:0, held with the lock gpu-GPU-fake-0.lock\n"
+
+
+def test_set_tf32_sets_cudnn_and_matmul_alike() -> None:
+    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+              torch.backends.cudnn.rnn.fp32_precision)
+    try:
+        for enabled, value in ((True, "tf32"), (False, "ieee")):
+            device.set_tf32(enabled)
+            assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+                    torch.backends.cudnn.rnn.fp32_precision) == (value,) * 3
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision, \
+            torch.backends.cudnn.rnn.fp32_precision = before
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_auto_is_the_cpu_without_gpus(tmp_path: Path) -> None:
-    with claim_device("auto", lock_dir=tmp_path / "locks") as device:
-        assert device == "cpu"
-    with claim_device(lock_dir=tmp_path / "locks") as device:  # auto is the default
-        assert device == "cpu"
+    with claim_device("auto", lock_dir=tmp_path / "locks") as choice:
+        assert choice.name == "cpu" and choice.fallback
+    with claim_device(lock_dir=tmp_path / "locks") as choice:  # auto is the default
+        assert choice.name == "cpu"
 
 
 def test_the_default_lock_dir_is_per_user_in_the_machines_temp_dir(
@@ -186,3 +299,40 @@ def test_gpu_lock_names_come_from_the_gpus_uuids(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=uuids[i]))
     assert gpu_lock_names(2) == [f"gpu-{u}" for u in uuids]
     assert gpu_lock_names(0) == []
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_training_and_the_estimate_set_the_recipes_tf32_before_any_gpu_work(
+    monkeypatch: pytest.MonkeyPatch, tf32: bool
+) -> None:
+    """At the seam where a GPU run starts (no GPU here): the trainer and the estimate's timed steps
+    set the recipe's TF32 choice before anything runs on the device."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from convbench import estimate, train
+    from convbench.models import build
+    from convbench.recipe import resolve_recipe
+    from convbench.study import load_study
+
+    class Started(Exception):
+        pass
+
+    calls: list[bool] = []
+
+    def set_tf32(enabled: bool) -> None:
+        calls.append(enabled)
+        raise Started
+
+    monkeypatch.setattr(train, "set_tf32", set_tf32)
+    monkeypatch.setattr(estimate, "set_tf32", set_tf32)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "NVIDIA H100 80GB HBM3")
+    recipe = resolve_recipe({"tf32": tf32}, "lenet")
+    on_a_gpu = SimpleNamespace(train_images=SimpleNamespace(device=torch.device("cuda")))
+    with pytest.raises(Started):
+        train.train(build("lenet", input_size=28), on_a_gpu, recipe, input_size=28, seed=0)
+    study = load_study(Path(__file__).resolve().parents[1] / "conf/study/fashion_mnist_d2l.yaml")
+    lenet = dataclasses.replace(study.experiment("lenet"), recipe=recipe)
+    with pytest.raises(Started):
+        estimate.measure(lenet, study, torch.device("cuda"), 1)
+    assert calls == [tf32, tf32]

@@ -382,6 +382,41 @@ def test_the_study_card_says_when_runs_came_from_different_cpu_types(
     assert "bit-identical only on one CPU type with one thread count" in line
 
 
+def test_the_study_card_shows_each_runs_device_its_fallback_and_tf32(
+    tiny_study: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every run records the device it asked for and used, why `auto` fell back to the CPU, and
+    whether TF32 was on; the card counts them, a fallback first."""
+    from dataclasses import replace
+
+    monkeypatch.chdir(tiny_study)
+    data = load.load_report_data("params.yaml")
+    recorded = [m["device"] for m in data.run_metrics.values()]
+    assert all(d["used"].startswith("cpu:") and d["tf32"] is False for d in recorded)
+    rows = dict(card.study_card(data).values.tolist())
+    total = len(data.run_metrics)
+    if recorded[0]["fallback"]:  # no usable GPU here: auto fell back, and the card leads with it
+        assert rows["device per run"].startswith(f"{total} of {total} runs fell back to the CPU (device auto). ")
+        assert f"(asked auto; fell back to the CPU: {recorded[0]['fallback']}): {total} runs" in rows["device per run"]
+    assert rows["TF32"] == (f"off in all {total} runs that record it: fp32 convolutions and matrix "
+                            "products in full fp32 (recipe tf32: false, or a CPU)")
+    gpu = {"asked": "cuda", "used": "cuda:NVIDIA H100 80GB HBM3", "fallback": None, "tf32": True}
+    mixed = {key: {**metrics, "device": gpu} if key[0] == "mlp" else
+             {**metrics, "device": {**metrics["device"], "fallback": "no GPU"}}
+             for key, metrics in data.run_metrics.items()}
+    rows = dict(card.study_card(replace(data, run_metrics=mixed)).values.tolist())
+    lenet_runs = total - RUNS
+    assert rows["device per run"] == (
+        f"{lenet_runs} of {total} runs fell back to the CPU (device auto). "
+        f"{recorded[0]['used']} (asked auto; fell back to the CPU: no GPU): {lenet_runs} runs; "
+        f"cuda:NVIDIA H100 80GB HBM3 (asked cuda): {RUNS} runs")
+    assert rows["TF32"] == f"on in {RUNS} of {total} runs (recipe tf32: true, on a GPU): not full fp32"
+    old = {key: {k: v for k, v in metrics.items() if k != "device"} for key, metrics in data.run_metrics.items()}
+    rows = dict(card.study_card(replace(data, run_metrics=old)).values.tolist())
+    assert rows["device per run"] == f"not recorded: {total} runs"
+    assert rows["TF32"].endswith(f"; not recorded in {total} runs")
+
+
 # ------------------------------------------------------------------------------------------- CLI
 
 

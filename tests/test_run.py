@@ -108,3 +108,85 @@ def test_a_bug_inside_run_keeps_its_traceback(
         convbench(["run", "--study", str(study), "--experiment", "lenet", "--fold", "0"])
     assert raised.value is bug
     assert not (tmp_path / "results/lenet/r0-fold0-seed0/metrics.json").exists()
+
+
+@pytest.fixture
+def no_cuda(monkeypatch: pytest.MonkeyPatch) -> str:
+    """This process without a usable GPU, as with a driver too old for the wheel (torch warns and
+    answers False); returns the warning."""
+    import warnings
+
+    import torch
+
+    from convbench import device
+
+    warning = "CUDA initialization: The NVIDIA driver on your system is too old (found version 11040)."
+
+    def is_available() -> bool:
+        warnings.warn(warning, UserWarning)
+        return False
+
+    monkeypatch.setattr(device, "_CUDA_STATE", [])
+    monkeypatch.setattr(device, "_FALLBACK_SAID", [])
+    monkeypatch.setattr(torch.cuda, "is_available", is_available)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    return warning
+
+
+@pytest.mark.parametrize("how", ["study", "option"])
+def test_a_job_told_to_use_cuda_stops_before_any_work_without_one(
+    project: Path, convbench: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, no_cuda: str, how: str,
+) -> None:
+    """`device: cuda` in the study, or `--device cuda`: no silent fallback to the CPU."""
+    study = tmp_path / "cuda.yaml"
+    study.write_text(STUDY.format(results=tmp_path / "results") + ("device: cuda\n" if how == "study" else ""))
+    with chdir(project):
+        argv = ["run", "--study", str(study), "--experiment", "lenet"]
+        assert convbench(argv + (["--device", "cuda"] if how == "option" else [])) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "convbench run: error: device 'cuda' was asked for, but CUDA is not usable" in err
+    assert "built for CUDA 13.0" in err and no_cuda in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_auto_records_its_fallback_to_the_cpu_and_an_explicit_cpu_none(
+    project: Path, convbench: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, no_cuda: str,
+) -> None:
+    import platform
+
+    from convbench.checkpoint import load_checkpoint
+
+    records = {}
+    for device in ("auto", "cpu"):
+        study = tmp_path / f"{device}.yaml"
+        study.write_text(STUDY.format(results=tmp_path / device))
+        with chdir(project):
+            assert convbench(["run", "--study", str(study), "--experiment", "lenet", "--fold", "0",
+                              "--device", device]) == 0
+        run_dir = tmp_path / device / "lenet/r0-fold0-seed0"
+        meta = load_checkpoint(run_dir / "model.pt")["meta"]
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["device"] == meta["device"]
+        assert metrics["recipe"]["tf32"] is False
+        records[device] = meta["device"]
+    err = capsys.readouterr().err
+    assert err.count("convbench: device auto: running on the CPU, as torch.cuda.is_available() is False") == 1
+    used = f"cpu:{platform.machine()}:1 threads"  # the study's threads
+    assert records["auto"]["fallback"].startswith("torch.cuda.is_available() is False (torch ")
+    assert no_cuda in records["auto"]["fallback"]
+    assert {k: v for k, v in records["auto"].items() if k != "fallback"} == {"asked": "auto", "used": used, "tf32": False}
+    assert records["cpu"] == {"asked": "cpu", "used": used, "fallback": None, "tf32": False}
+
+
+def test_the_estimate_of_a_study_for_cuda_stops_in_one_line_without_one(
+    tmp_path: Path, convbench: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str], no_cuda: str,
+) -> None:
+    study = tmp_path / "cuda.yaml"
+    study.write_text(STUDY.format(results=tmp_path / "results") + "device: cuda\n")
+    assert convbench(["study", str(study), "--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and no_cuda in err
+    assert err.startswith("convbench study: error: device 'cuda' was asked for, but CUDA is not usable")

@@ -4,17 +4,26 @@ One GPU per job, on file locks: ``snakemake --resources gpu=N`` only caps how ma
 once; it never tells a job *which* GPU to use (snakemake issue #281), so N concurrent jobs would all
 land on cuda:0. Each training or evaluation job therefore takes an exclusive ``flock`` on one lock
 file per visible GPU and uses that device; the kernel drops the lock when the process ends, however
-it ends, so a killed job never leaves a GPU reserved. With no GPU the job runs on the CPU.
+it ends, so a killed job never leaves a GPU reserved.
+
+No silent fallback: ``cuda`` (or ``cuda:N``) is a promise, so a job asked for it stops before any
+work, saying why, when CUDA is not usable (no GPU, a CPU-only torch, or a driver too old for the
+wheel, which torch itself only warns about). Only ``auto`` falls back to the CPU, and then it says
+so on stderr and in the run's provenance (:class:`DeviceChoice`).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import os
 import platform
+import sys
 import tempfile
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -25,22 +34,107 @@ class DeviceError(ValueError):
     """A ``--device`` this machine does not have, or that the trainer does not run on."""
 
 
-def pick_device(name: str = "auto") -> torch.device:
+_CUDA_STATE: list[str | None] = []  # cuda_unusable_reason's answer, once per process
+_FALLBACK_SAID: list[bool] = []  # choose_device said auto's fallback on stderr
+
+
+def cuda_unusable_reason() -> str | None:
+    """Why CUDA cannot be used in this process, in words a person can act on; None when it can.
+
+    torch.cuda.is_available() answers False with only a warning when the driver is too old for the
+    wheel's CUDA, and warns once per process: the first answer, with what torch said, is kept.
+    """
+    if not _CUDA_STATE:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            available = torch.cuda.is_available()
+        said = " ".join(" ".join(str(w.message).split()) for w in caught)
+        if available:
+            reason = None
+        elif torch.version.cuda is None:
+            reason = (f"this torch ({torch.__version__}) is a CPU-only build: install a CUDA build "
+                      "of torch (constraints.txt pins the version)")
+        else:
+            reason = (f"torch.cuda.is_available() is False (torch {torch.__version__}, built for "
+                      f"CUDA {torch.version.cuda}); "
+                      + (f"torch warned: {said}" if said else
+                         "no GPU is visible (see nvidia-smi and CUDA_VISIBLE_DEVICES), or the NVIDIA "
+                         f"driver is too old for CUDA {torch.version.cuda} (nvidia-smi's 'CUDA "
+                         "Version' is the newest the driver supports)"))
+        _CUDA_STATE.append(reason)
+    return _CUDA_STATE[0]
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """The device a job asked for and the one it runs on; ``fallback`` says why ``auto`` ran on
+    the CPU (None when it did not fall back)."""
+
+    asked: str
+    name: str  # what torch.device takes: cpu, cuda:N
+    fallback: str | None = None
+
+    def record(self, device: torch.device, tf32: bool) -> dict[str, object]:
+        """What a run's provenance says about its device: asked, used, any fallback, and whether
+        fp32 convolutions and matrix products ran in TF32 (only ever on a GPU)."""
+        return {"asked": self.asked, "used": describe_device(device), "fallback": self.fallback,
+                "tf32": bool(tf32 and device.type == "cuda")}
+
+
+def choose_device(name: str | DeviceChoice = "auto") -> DeviceChoice:
+    """``auto`` is the CPU when CUDA is not usable (the fallback, with its reason, said on stderr);
+    anything else is checked by :func:`pick_device`."""
+    if isinstance(name, DeviceChoice):
+        return name
+    if name != "auto":
+        return DeviceChoice(name, str(pick_device(name)))
+    reason = cuda_unusable_reason()
+    if reason is None:
+        return DeviceChoice(name, "cuda")
+    if not _FALLBACK_SAID:  # once per process, not once per run
+        _FALLBACK_SAID.append(True)
+        print(f"convbench: device auto: running on the CPU, as {reason}", file=sys.stderr, flush=True)
+    return DeviceChoice(name, "cpu", fallback=reason)
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device``, shared by the commands that train or score; see :func:`device_of`."""
+    parser.add_argument("--device", default=None,
+                        help="auto (a free GPU, held with a lock, else the CPU, which the log and the "
+                             "results then say), cuda (a free GPU, held with a lock; stops when CUDA is "
+                             "not usable), cuda:N or cpu; default: the study's device (auto without one)")
+
+
+def device_of(args: argparse.Namespace) -> str:
+    """The device a command's jobs ask for: --device, else the study's ``device``, else auto."""
+    if args.device is not None:
+        return args.device
+    if getattr(args, "study", None) is not None:
+        from convbench.study import load_study
+
+        return load_study(args.study, smoke=args.smoke).device
+    return "auto"
+
+
+def pick_device(name: str | DeviceChoice = "auto") -> torch.device:
     """``auto`` takes the GPU the job was given (CUDA_VISIBLE_DEVICES) and falls back to the CPU.
 
     An explicit name is checked here, so a device the machine lacks is a one-line error before any
-    work instead of a CUDA error in the middle of it.
+    work instead of a CUDA error in the middle of it, or a silent run on the CPU.
     """
+    if isinstance(name, DeviceChoice):
+        return torch.device(name.name)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(choose_device(name).name)
     try:
         device = torch.device(name)
     except RuntimeError:  # torch's own message lists two dozen device types we do not run on
         raise DeviceError(f"unknown device {name!r}: give auto, cpu, cuda or cuda:N") from None
     if device.type not in ("cpu", "cuda"):
         raise DeviceError(f"device {name!r}: convbench runs on cpu or cuda[:N] only")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {name!r} was asked for, but no CUDA device is visible")
+    if device.type == "cuda" and (reason := cuda_unusable_reason()) is not None:
+        raise DeviceError(f"device {name!r} was asked for, but CUDA is not usable: {reason}. "
+                          "Use --device auto (or device: auto) to allow running on the CPU")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise DeviceError(f"device {name!r} was asked for, but only {torch.cuda.device_count()} "
                           "CUDA device(s) are visible")
@@ -51,6 +145,19 @@ def synchronize(device: torch.device) -> None:
     """Wait for the GPU's queued work, so a wall-clock timing measures the work, not its launch."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def set_tf32(enabled: bool) -> None:
+    """fp32 convolutions and matrix products in TF32 (10-bit mantissa) or in full fp32, on CUDA.
+
+    cuDNN runs fp32 convolutions in TF32 on Ampere and newer unless told otherwise, which changes
+    results against fp32: the recipe's ``tf32`` decides (off by default), and runs record it.
+    torch's newer per-backend settings only (mixing them with ``allow_tf32`` is an error).
+    """
+    precision = "tf32" if enabled else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+    torch.backends.cudnn.rnn.fp32_precision = precision
 
 
 def set_determinism(deterministic: bool) -> None:
@@ -126,25 +233,31 @@ def gpu_slot(
 
 
 def visible_gpu_count() -> int:
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return torch.cuda.device_count() if cuda_unusable_reason() is None else 0
 
 
 @contextlib.contextmanager
-def claim_device(name: str = "auto", *, lock_dir: Path | None = None) -> Iterator[str]:
-    """Resolve ``auto`` to a free ``cuda:N`` (held until the block ends) or ``cpu``.
+def claim_device(name: str = "auto", *, lock_dir: Path | None = None) -> Iterator[DeviceChoice]:
+    """Resolve ``auto`` or ``cuda`` to a free ``cuda:N`` (held until the block ends); ``auto``
+    falls back to ``cpu`` (saying why), ``cuda`` stops with the reason (DeviceError).
 
-    An explicit device (``cpu``, ``cuda:1``) is used as given, without a lock.
+    ``cpu`` and ``cuda:N`` are used as given, without a lock (``cuda:N`` checked first).
     """
-    if name != "auto":
-        yield name
+    if name not in ("auto", "cuda"):
+        yield DeviceChoice(name, str(pick_device(name)))
+        return
+    choice = choose_device(name)  # cuda without a usable GPU stops here
+    if choice.fallback is not None:
+        yield choice
         return
     count = visible_gpu_count()
-    with gpu_slot(count, lock_dir=lock_dir, names=gpu_lock_names(count)) as slot:
-        if slot is None:
-            yield "cpu"
-        else:
-            torch.cuda.set_device(slot)
-            yield f"cuda:{slot}"
+    names = gpu_lock_names(count)
+    with gpu_slot(count, lock_dir=lock_dir, names=names) as slot:
+        torch.cuda.set_device(slot)
+        # which GPU each job had, in its log (the lock is named by the GPU's UUID)
+        print(f"convbench: device {name}: cuda:{slot}, held with the lock {names[slot]}.lock",
+              file=sys.stderr, flush=True)
+        yield DeviceChoice(name, f"cuda:{slot}")
 
 
 def describe_device(device: torch.device) -> str:

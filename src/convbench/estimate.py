@@ -33,7 +33,7 @@ from typing import Any, Callable
 import torch
 
 from convbench.batches import PRECOMPUTE_BYTES, BatchTransform, Inputs
-from convbench.device import describe_cpu, describe_device, pick_device, synchronize
+from convbench.device import describe_cpu, describe_device, pick_device, set_tf32, synchronize
 from convbench.evaluate import peak_process_rss_mb, reset_peak_rss
 from convbench.inference import predict
 from convbench.recipe import evaluation_limit, steps_in_epoch
@@ -174,6 +174,8 @@ def measure(experiment: Experiment, study: Study, device: torch.device, steps: i
     recipe = experiment.recipe
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
+    if device.type == "cuda":
+        set_tf32(recipe.tf32)  # as the job will run (cuDNN's own default is TF32 on)
     model = build(experiment.arch, in_channels=channels, num_classes=NUM_CLASSES,
                   input_size=experiment.input_size, init=recipe.init, **experiment.knobs).to(device)
     if recipe.channels_last:

@@ -23,10 +23,14 @@ from convbench._io import check_writable, one_writer, positive_int, run_cli, sha
 from convbench.batches import BatchTransform, FoldError, fold_data, make_transform
 from convbench.checkpoint import META_KEYS, CheckpointError, load_checkpoint
 from convbench.device import (
+    DeviceChoice,
     DeviceError,
+    add_device_option,
     claim_device,
     describe_device,
+    device_of,
     pick_device,
+    set_tf32,
     synchronize,
 )
 from convbench.inference import predict
@@ -139,6 +143,8 @@ def evaluate_checkpoint(
     state = checkpoint["best_model"] if weights == "best" else checkpoint["model"]
     model.load_state_dict(state)
     model.to(device)
+    if device.type == "cuda":
+        set_tf32(recipe.tf32)  # as trained
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
     data = fold_data(dataset, split, meta["fold"], device)
@@ -193,6 +199,8 @@ def evaluate_checkpoint(
         "code_version": meta["code_version"],
         "packages": meta["packages"],
         "cpu": meta.get("cpu"),  # the training's CPU; None in checkpoints from before it was recorded
+        # the training's device (asked, used, auto's fallback, TF32); None in older checkpoints
+        "device": meta.get("device"),
     }
     return metrics, inference
 
@@ -244,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="measured speed and memory JSON to write (default: perf.json next to --out)")
     parser.add_argument("--weights", choices=("best", "last"), default="best",
                         help="best epoch by validation accuracy (default) or the last epoch")
-    parser.add_argument("--device", default="auto")
+    add_device_option(parser)
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads for torch (default 1, as for training)")
     return parser
@@ -300,14 +308,14 @@ def study_jobs(
     return jobs
 
 
-def evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str, Any]:
+def evaluate_job(job: EvaluationJob, device_name: str | DeviceChoice, weights: str) -> dict[str, Any]:
     """Score one checkpoint and write its metrics.json and perf.json; returns the metrics. The
     directory of metrics.json is held against other writers while it runs."""
     with one_writer(job.out.parent):
         return _evaluate_job(job, device_name, weights)
 
 
-def _evaluate_job(job: EvaluationJob, device_name: str, weights: str) -> dict[str, Any]:
+def _evaluate_job(job: EvaluationJob, device_name: str | DeviceChoice, weights: str) -> dict[str, Any]:
     from convbench.prepare import load_prepared
     from convbench.split import check_matches, load_split
 
@@ -357,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def action(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
+        device = device_of(args)
         for job in jobs_from_args(args):
-            with claim_device(args.device) as device_name:
+            with claim_device(device) as device_name:
                 metrics = evaluate_job(job, device_name, args.weights)
             print(scored_line(metrics, job.out))
 

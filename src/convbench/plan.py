@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                              "timing a few real training steps of its network (default; "
                              "--no-estimate: only validate and list)")
     parser.add_argument("--steps", type=int, default=2, help="training steps timed per network (default 2)")
-    parser.add_argument("--device", default="auto", help="the device to estimate for (default: a job's)")
+    parser.add_argument("--device", default=None,
+                        help="the device to estimate for (default: the study's device, auto without one)")
     parser.add_argument("--stamp", type=Path, default=None, metavar="FILE",
                         help="once the study is valid, write FILE (DVC's first stage, 'check': every "
                              "other stage depends on it, so a study that is not valid is refused before "
@@ -51,9 +52,13 @@ def _print_plan(args: argparse.Namespace) -> None:
         atomic_write(args.stamp, lambda file: file.write(STAMP_TEXT.encode()))
     cost = None
     if args.estimate:  # imported here: validating and listing a study needs no torch
+        from convbench.device import DeviceError
         from convbench.estimate import estimate
 
-        cost = estimate(study, device_name=args.device, steps=args.steps)
+        try:
+            cost = estimate(study, device_name=args.device or study.device, steps=args.steps)
+        except DeviceError as err:  # `device: cuda` (or --device cuda) where CUDA is not usable
+            raise StudyError(str(err)) from None
     if args.json:
         print(json.dumps({**plan(study), **({"estimate": cost} if cost else {})}, indent=2))
         return

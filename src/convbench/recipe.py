@@ -46,6 +46,9 @@ class Recipe:
     compile: bool = False
     grad_clip: float = 0.0
     deterministic: bool = False
+    # fp32 convolutions and matrix products in TF32 on Ampere and newer GPUs (cuDNN's own default is
+    # on): off, so fp32 means fp32 and a GPU result is comparable with the CPU's; no effect on a CPU.
+    tf32: bool = False
     eval_batch_size: int = 1024
     # A smoke run (the study's `smoke: N`): at most N batches per epoch, training and evaluation
     # alike; 0 is a real run. convbench.study sets it, with the smoke run's epochs.

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         scorings = evaluate.study_jobs(study, *selection)
         for (job, paths), scoring in zip(trainings, scorings, strict=True):
             # one writer per run: held from training through scoring
-            with claim_device(args.device) as device_name, one_writer(paths.out_dir):
+            with claim_device(args.device or study.device) as device_name, one_writer(paths.out_dir):
                 try:
                     result = train_job.run_job(job, paths.data, paths.split, paths.out_dir,
                                                device_name=device_name, resume=args.resume, progress=progress)

@@ -109,6 +109,7 @@ class Study:
     repeats: int = 1
     seeds: tuple[int, ...] = ()  # empty: (seed,)
     smoke: int = 0  # N > 0: a smoke run, N batches per epoch (SMOKE_EPOCHS, SMOKE_FOLDS)
+    device: str = "auto"  # where jobs run unless --device says otherwise (convbench.device)
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -314,6 +315,7 @@ def parse_study(config: dict[str, Any]) -> Study:
         reports_dir=config.get("reports_dir", f"reports/{name}").rstrip("/") + suffix,
         experiments=experiments, ablations=ablations, mirror=config.get("mirror"),
         description=config.get("description", ""), repeats=repeats, seeds=seeds, smoke=smoke,
+        device=config.get("device", "auto"),
     )
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from convbench.batches import FoldData, Inputs, make_transform
 from convbench.checkpoint import CHECKPOINT_FORMAT, cpu_state, optimizer_state_cpu
-from convbench.device import describe_device, set_determinism, synchronize
+from convbench.device import describe_device, set_determinism, set_tf32, synchronize
 from convbench.inference import autocast, evaluate_loss_acc
 from convbench.recipe import Recipe, evaluation_limit, lr_at, steps_in_epoch
 
@@ -192,6 +192,8 @@ def train(
     device = data.train_images.device
     device_label = describe_device(device)
     set_determinism(recipe.deterministic and device.type == "cuda")
+    if device.type == "cuda":
+        set_tf32(recipe.tf32)
     model.to(device)
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -27,7 +27,16 @@ from convbench.checkpoint import (
     save_checkpoint,
     write_history,
 )
-from convbench.device import DeviceError, claim_device, describe_cpu, pick_device
+from convbench.device import (
+    DeviceChoice,
+    DeviceError,
+    add_device_option,
+    choose_device,
+    claim_device,
+    describe_cpu,
+    device_of,
+    pick_device,
+)
 from convbench.models import build, check_knobs, resolve_input_size
 from convbench.provenance import code_version, package_versions
 from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
@@ -80,7 +89,7 @@ def run_job(
     split_path: Path,
     out_dir: Path,
     *,
-    device_name: str = "auto",
+    device_name: str | DeviceChoice = "auto",
     resume: bool = False,
     progress: bool = False,
 ) -> TrainResult:
@@ -96,7 +105,7 @@ def train_one(
     split_path: Path,
     out_dir: Path,
     *,
-    device_name: str = "auto",
+    device_name: str | DeviceChoice = "auto",
     resume: bool = False,
     progress: bool = False,
 ) -> TrainResult:
@@ -121,7 +130,8 @@ def train_one(
             f"for {wanted[0]} folds with seed {wanted[1]} (repeat {job.repeat}); make it again with "
             f"'convbench split --folds {wanted[0]} --seed {wanted[1]}'"
         )
-    device = pick_device(device_name)
+    choice = choose_device(device_name)
+    device = pick_device(choice)
     torch.manual_seed(job.train_seed)
     model = build(
         job.arch, in_channels=dataset.in_channels, num_classes=dataset.num_classes,
@@ -145,6 +155,8 @@ def train_one(
         "packages": package_versions(),
         # where bit-identity ends: another CPU type may round differently (convbench.device)
         "cpu": describe_cpu(),
+        # the device asked for and used, why `auto` fell back to the CPU, and TF32 in effect
+        "device": choice.record(device, job.recipe.tf32),
     }
     for name in ("model.pt", "history.csv", "checkpoint.pt"):  # fail before the work, not after
         check_writable(out_dir / name)
@@ -193,7 +205,7 @@ def train_one(
         del model, data  # free the first leg's network and fold (GPU memory) before the resumed one
         print(f"{job.experiment} repeat {job.repeat} fold {job.fold} seed {job.seed}: smoke run stopped "
               f"after epoch {stop_after}; resuming from {checkpoint_path}", file=sys.stderr, flush=True)
-        return train_one(job, data_path, split_path, out_dir, device_name=device_name, resume=True,
+        return train_one(job, data_path, split_path, out_dir, device_name=choice, resume=True,
                          progress=progress)
     final = dict(result.checkpoint)
     final["history"] = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS}
@@ -233,8 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     """Where and how a training runs: the options ``convbench train`` and ``convbench run`` share."""
-    parser.add_argument("--device", default="auto",
-                        help="auto (default: a free GPU, held with a lock, else the CPU), cpu, cuda:N")
+    add_device_option(parser)
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads for torch (default 1). CPU results are bit-identical only "
                              "for the same thread count; parallel jobs scale better than threads")
@@ -320,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     def action(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
         progress = sys.stderr.isatty() if args.progress is None else args.progress
+        device = device_of(args)
         for job, paths in jobs_from_args(args):
-            with claim_device(args.device) as device_name:
+            with claim_device(device) as device_name:
                 result = run_job(job, paths.data, paths.split, paths.out_dir, device_name=device_name,
                                  resume=args.resume, progress=progress)
             print(trained_line(job, result, paths.out_dir))

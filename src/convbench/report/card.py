@@ -72,6 +72,8 @@ def study_card(data: ReportData) -> pd.DataFrame:
         ) or str(card.get("code_version", "?"))),
         ("packages", _settings(card.get("packages", {}))),
         ("CPU type(s)", cpu_types(data)),
+        ("device per run", run_devices(data)),
+        ("TF32", tf32_text(data)),
         ("training device(s)", ", ".join(training_devices) or MISSING),
         ("inference device(s)", ", ".join(inference_devices) or MISSING),
         ("compute time", compute_time(data)),
@@ -93,6 +95,42 @@ def cpu_types(data: ReportData) -> str:
     return (f"WARNING: the runs came from {len(counts)} CPU types ({listed}). CPU results are "
             "bit-identical only on one CPU type with one thread count, so a rerun on one machine "
             "may differ from these numbers")
+
+
+def run_devices(data: ReportData) -> str:
+    """Each run's training device as its metrics.json records it (asked, used, auto's fallback to
+    the CPU with its reason), counted; a fallback leads, so a study meant for a GPU cannot pass a
+    CPU run off as a GPU one."""
+    counts: dict[str, int] = {}
+    fell_back = 0
+    for metrics in data.run_metrics.values():
+        device = metrics.get("device")
+        if not isinstance(device, dict):
+            name = "not recorded"
+        elif device.get("fallback"):
+            fell_back += 1
+            name = f"{device['used']} (asked {device['asked']}; fell back to the CPU: {device['fallback']})"
+        else:
+            name = f"{device['used']} (asked {device['asked']})"
+        counts[name] = counts.get(name, 0) + 1
+    listed = "; ".join(f"{name}: {runs} run{'s' if runs != 1 else ''}"
+                       for name, runs in sorted(counts.items(), key=lambda c: -c[1]))
+    if fell_back:
+        return f"{fell_back} of {len(data.run_metrics)} runs fell back to the CPU (device auto). {listed}"
+    return listed or MISSING
+
+
+def tf32_text(data: ReportData) -> str:
+    """Whether fp32 convolutions and matrix products ran in TF32 (recipe ``tf32``; GPU runs only)."""
+    recorded = [m["device"] for m in data.run_metrics.values() if isinstance(m.get("device"), dict)]
+    on = sum(bool(d.get("tf32")) for d in recorded)
+    unknown = len(data.run_metrics) - len(recorded)
+    if on:
+        text = f"on in {on} of {len(data.run_metrics)} runs (recipe tf32: true, on a GPU): not full fp32"
+    else:
+        text = (f"off in all {len(recorded)} runs that record it: fp32 convolutions and matrix products "
+                "in full fp32 (recipe tf32: false, or a CPU)")
+    return text + (f"; not recorded in {unknown} runs" if unknown else "")
 
 
 def compute_time(data: ReportData) -> str:
