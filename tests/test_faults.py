@@ -252,7 +252,7 @@ def fake_dvc(tmp_path: Path, project: Path) -> subprocess.Popen:
     script.write_text(textwrap.dedent(f"""\
         #!{sys.executable}
         import subprocess, sys, time
-        cmd = "convbench study --study params.yaml --no-estimate --stamp results/_study_checked.txt"
+        cmd = "convbench check --study params.yaml --stamp results/_study_checked.txt"
         print("stage", subprocess.run(cmd, shell=True, stdout=subprocess.DEVNULL).returncode, flush=True)
         time.sleep(120)
     """))

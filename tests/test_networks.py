@@ -29,7 +29,7 @@ def test_checking_a_study_imports_no_torch() -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("command", ["download", "prepare", "split", "aggregate", "study"])
+@pytest.mark.parametrize("command", ["check", "download", "prepare", "split", "aggregate", "study"])
 def test_the_commands_without_a_network_import_no_torch(command: str) -> None:
     """Their jobs start in a fraction of a second, not the seconds torch's import costs."""
     from convbench.commands import COMMANDS

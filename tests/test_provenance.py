@@ -35,7 +35,7 @@ def dvc_code_deps(stage: str) -> set[str]:
     return {dep for dep in body["deps"] if dep.startswith("src/")}
 
 
-@pytest.mark.parametrize("stage", ["download", "prepare", "split", "aggregate", "report"])
+@pytest.mark.parametrize("stage", ["check", "download", "prepare", "split", "aggregate", "report"])
 def test_dvc_stages_list_exactly_the_code_they_run(stage: str) -> None:
     assert dvc_code_deps(stage) == repo_paths(stage_sources(stage))
 

@@ -17,8 +17,8 @@ from convbench.provenance import ForeignInstallError, check_own_checkout
 
 
 # The commands that write into the project: one engine (or person) at a time (convbench.engine_lock).
-# `convbench study --stamp` is DVC's first stage, which claims the project for the whole `dvc repro`.
-WRITING_COMMANDS = frozenset({"download", "prepare", "split", "train", "evaluate", "run", "aggregate",
+# `convbench check` is DVC's first stage, which claims the project for the whole `dvc repro`.
+WRITING_COMMANDS = frozenset({"check", "download", "prepare", "split", "train", "evaluate", "run", "aggregate",
                               "report"})
 
 
@@ -50,10 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     except ForeignInstallError as err:
         print(f"convbench {command}: error: {err}", file=sys.stderr)
         return 1
-    guarded = command in WRITING_COMMANDS or (command == "study" and any(
-        arg == "--stamp" or arg.startswith("--stamp=") for arg in rest))
     try:
-        with engine_guard(command) if guarded else contextlib.nullcontext():
+        with engine_guard(command) if command in WRITING_COMMANDS else contextlib.nullcontext():
             return int(getattr(importlib.import_module(entry.module), entry.function)(rest) or 0)
     except EngineBusyError as err:
         print(f"convbench {command}: error: {err}", file=sys.stderr)

@@ -34,6 +34,8 @@ COMMANDS: dict[str, Command] = {
                    "train and evaluate an experiment's runs of a study, in one process"),
     "aggregate": Command("convbench.aggregate", "main",
                          "means and spreads of an experiment's runs, or of the study"),
+    "check": Command("convbench.check", "main",
+                     "check a study and write its stamp (the pipeline's first stage)"),
     "study": Command("convbench.plan", "main",
                      "validate a study, print what it plans and estimate its cost on this machine"),
     "report": Command("convbench.report.cli", "main",

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from convbench._io import atomic_write, run_cli
+from convbench._io import run_cli
 from convbench.study import StudyError, add_smoke_option, load_study, plan
 
 
@@ -33,23 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="training steps timed per network (default 2)")
     parser.add_argument("--device", default=None,
                         help="the device to estimate for (default: the study's device, auto without one)")
-    parser.add_argument("--stamp", type=Path, default=None, metavar="FILE",
-                        help="once the study is valid, write FILE (DVC's first stage, 'check': every "
-                             "other stage depends on it, so a study that is not valid is refused before "
-                             "DVC deletes any stage's outputs)")
     return run_cli(parser, argv, _print_plan, expected=(StudyError, OSError))
-
-
-STAMP_TEXT = "convbench study: the study is valid\n"  # the same bytes whatever the study: DVC reruns no
-# stage for the stamp's sake, only for what changed in the study itself
 
 
 def _print_plan(args: argparse.Namespace) -> None:
     if args.params is not None and args.study is not None:
         raise StudyError("give the study once: as a file (params) or with --study, not both")
     study = load_study(args.study or args.params or Path("params.yaml"), smoke=args.smoke)
-    if args.stamp is not None:
-        atomic_write(args.stamp, lambda file: file.write(STAMP_TEXT.encode()))
     cost = None
     if args.estimate:  # imported here: validating and listing a study needs no torch
         from convbench.device import DeviceError

@@ -38,7 +38,7 @@ PACKAGE = PACKAGE_DIR.name
 MODELS = f"{PACKAGE}.models"
 SOURCE_SUFFIXES = (".py", ".yaml", ".json")
 # The pipeline's stages: commands of convbench.cli, whose table names the module each one runs.
-STAGES = ("study", "download", "prepare", "split", "run", "aggregate", "report")
+STAGES = ("check", "download", "prepare", "split", "run", "aggregate", "report")
 NETWORK_LINKS = "workflow/networks"  # <arch> -> ../../src/convbench/models/<file>.py, for dvc.yaml
 FOREIGN_INSTALL_ENV = "CONVBENCH_ALLOW_FOREIGN_INSTALL"
 

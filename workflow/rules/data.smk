@@ -2,7 +2,7 @@
 # other DVC stage), made here too so that both engines leave the same files.
 rule check:
     input:
-        code=code("study"),
+        code=code("check"),
     output:
         STUDY.stamp_path,
     params:
@@ -12,7 +12,7 @@ rule check:
     log:
         f"{LOGS}/check.log",
     shell:
-        "convbench study --study {params.study} --smoke {params.smoke} --no-estimate --stamp {output}"
+        "convbench check --study {params.study} --smoke {params.smoke} --stamp {output}"
         " > {log} 2>&1"
 
 

@@ -1,0 +1,36 @@
+"""``convbench check``: the pipeline's first stage in both engines. It validates the study (the
+schema, then what only the code knows: networks, knobs, folds against the data) and writes a stamp.
+
+DVC deletes a stage's outputs before it runs the stage's command, and every ``convbench`` command
+checks the study only once it runs: a study that is not valid would cost the outputs of the first
+stage DVC reruns. So every other DVC stage depends on this stage's stamp, and a bad study stops
+here. The stamp has the same bytes for every valid study, so it reruns nothing by itself. It imports
+only the study's checks, so that only they (and the study) rerun it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from convbench._io import atomic_write, run_cli
+from convbench.study import StudyError, add_smoke_option, load_study
+
+STAMP_TEXT = "convbench check: the study is valid\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="convbench check",
+        description="Validate a study and, once it is valid, write its stamp (the pipeline's first "
+                    "stage: DVC's every other stage depends on it).")
+    parser.add_argument("--study", default="params.yaml", help="the study: a file or a bundled study's name")
+    add_smoke_option(parser)
+    parser.add_argument("--stamp", type=Path, required=True, metavar="FILE", help="the stamp to write")
+
+    def action(args: argparse.Namespace) -> None:
+        study = load_study(args.study, smoke=args.smoke)
+        atomic_write(args.stamp, lambda file: file.write(STAMP_TEXT.encode()))
+        print(f"study {study.name}: valid")
+
+    return run_cli(parser, argv, action, expected=(StudyError, OSError))
