@@ -8,7 +8,6 @@ rule check:
     params:
         study=STUDY_FILE,
         smoke=STUDY.smoke,
-        content=study_as_dict(STUDY),
     log:
         f"{LOGS}/check.log",
     shell:
