@@ -338,21 +338,29 @@ def test_runs_without_perf_json_are_left_out_of_the_timings(
                               f"{len(EXPERIMENTS) * RUNS} jobs with a perf.json) + ")
 
 
-def test_curves_without_a_history_are_refused_with_the_rerun_command(
+def test_curves_are_remade_without_a_history_and_an_edited_curve_is_refused(
     tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     convbench: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A clone that pulled the study has no history.csv (DVC does not share it): its results and
-    report stand, and remaking the curves names the missing file and the job that writes it."""
+    report stand, and the curves are remade from what each run's metrics.json carries (the curve
+    its checkpoint recorded), byte for byte. A hand-edited curve is refused by the report."""
     without_perf(tiny_study, tmp_path / "study", ("mlp",), monkeypatch)
     assert cli.main(["--study", "params.yaml"]) == 0  # the report: curves from results/_curves
-    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in Path("results/_curves/mlp").iterdir()}
     assert convbench(["aggregate", "--study", "params.yaml", "--experiment", "mlp",
-                      "--out", "results/_experiments/mlp.json", "--curves-out", "results/_curves/mlp"]) == 1
+                      "--out", "results/_experiments/mlp.json", "--curves-out", "results/_curves/mlp"]) == 0
+    assert {p.name: p.read_bytes() for p in Path("results/_curves/mlp").iterdir()} == before
+    curve = Path("results/_curves/mlp/r0-fold0-seed0.csv")
+    lines = curve.read_text().splitlines()
+    fields = lines[1].split(",")
+    fields[4] = "0.999"  # val_acc of epoch 1
+    curve.write_text("\n".join([lines[0], ",".join(fields), *lines[2:]]) + "\n")
+    capsys.readouterr()
+    assert cli.main(["--study", "params.yaml"]) == 1
     message = " ".join(capsys.readouterr().err.split())
-    assert "Traceback" not in message
-    assert ("results/mlp/r0-fold0-seed0/history.csv does not exist" in message
-            and "convbench run --study params.yaml --experiment mlp" in message), message
+    assert "results/_curves/mlp/r0-fold0-seed0.csv: epoch 1 val_acc is 0.999, but the run's checkpoint recorded" in message
+    assert "--curves-out results/_curves/mlp" in message
 
 
 def test_the_study_card_says_when_runs_came_from_different_cpu_types(

@@ -173,30 +173,30 @@ CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"
 def write_curves(
     study: Any, experiment: str, out_dir: Path, study_path: str | Path = "params.yaml"
 ) -> list[Path]:
-    """Each run's learning curve, ``<run>.csv`` in ``out_dir``: its history.csv less the timings.
+    """Each run's learning curve, ``<run>.csv`` in ``out_dir``: the per-epoch losses, accuracies and
+    learning rate its checkpoint recorded, as its metrics.json carries them (checked against the
+    model by aggregation), spelled as history.csv spells them, without history.csv's timings.
 
     A directory that holds only plottable, bit-identical files is what ``dvc plots`` reads (a run's
-    directory also holds model.pt, and its history.csv wall-clock columns); the values are copied
-    as history.csv spells them. Files of runs the study no longer has are removed.
+    directory also holds model.pt, and its history.csv wall-clock columns). It needs no history.csv,
+    a by-product DVC does not share. Files of runs the study no longer has are removed.
     """
+    from convbench.consistency import evaluate_command
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for run in study.runs():
-        history = Path(study.run_dir(experiment, run)) / "history.csv"
-        if not history.exists():  # a by-product DVC does not share: absent in a clone that pulled
-            raise ResultFileError(f"{history} does not exist (convbench run writes it beside model.pt; "
-                                  "DVC does not track it); rerun the experiment: "
-                                  f"{rerun_command(study_path, experiment)}")
-        try:
-            with open(history, newline="", encoding="utf-8") as file:
-                rows = [{column: row[column] for column in CURVE_COLUMNS} for row in csv.DictReader(file)]
-        except (KeyError, UnicodeDecodeError, csv.Error) as err:
-            raise ResultFileError(f"{history}: not a history written by convbench train ({err}); "
-                                  "train the run again") from None
+        metrics_path = Path(study.run_dir(experiment, run)) / "metrics.json"
+        curve = load_run(metrics_path).get("curve")
+        if not isinstance(curve, list) or not all(isinstance(row, dict) and set(CURVE_COLUMNS) <= set(row)
+                                                  for row in curve):
+            raise ResultFileError(f"{metrics_path}: no learning curve (written by an older convbench "
+                                  f"evaluate); score it again: {evaluate_command(study_path, experiment, run)}")
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        for row in curve:
+            writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CURVE_COLUMNS})
         path = out_dir / f"{run.name}.csv"
         written.append(atomic_write(path, lambda file, text=buffer.getvalue(): file.write(text.encode())))
     for stale in set(out_dir.glob("*.csv")) - set(written):
@@ -296,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--experiment", default=None, help="aggregate this experiment's runs")
     parser.add_argument("--out", type=Path, required=True, help="JSON to write")
     parser.add_argument("--curves-out", type=Path, default=None,
-                        help="with --experiment: also write each run's learning curve (history.csv "
-                             "less the timings) as <run>.csv in this directory, for DVC's plots")
+                        help="with --experiment: also write each run's learning curve (from its metrics.json; "
+                             "no timings) as <run>.csv in this directory, for DVC's plots")
     parser.add_argument("--scores-out", type=Path, default=None,
                         help="without --experiment: the scores to write (default: scores.json beside --out)")
     parser.add_argument("--ablations-out", type=Path, default=None,

@@ -255,3 +255,26 @@ def check_run(metrics_path: Path, metrics: dict[str, Any], study: Any, experimen
     check_run_split(metrics_path, metrics, split_ids, study, experiment, run, study_path)
     check_run_numbers(metrics_path, metrics, f"score it again: {evaluate_command(study_path, experiment, run)}")
     check_run_model(metrics_path, metrics, metrics_path.parent / "model.pt", study_path, experiment, run)
+
+
+def check_curve(curve_path: str | Path, rows: list[dict[str, Any]], metrics_path: str | Path,
+                metrics: dict[str, Any], fix: str) -> None:
+    """A run's learning curve (history.csv, or the curve written from it) against the curve its
+    metrics.json took from the checkpoint: to the 6 significant digits history.csv keeps."""
+    want = metrics.get("curve")
+    if not isinstance(want, list):
+        raise InconsistentResultsError(f"{metrics_path}: no learning curve to check {curve_path} against "
+                                       f"(written by an older convbench evaluate); {fix}")
+    if len(rows) != len(want):
+        raise InconsistentResultsError(f"{curve_path}: {len(rows)} epochs, but {metrics_path} records "
+                                       f"{len(want)}; {fix}")
+    for have, expected in zip(rows, want):
+        for key, value in expected.items():
+            try:
+                found = float(have[key])
+            except (KeyError, TypeError, ValueError):
+                found = None
+            if found is None or not math.isclose(found, value, rel_tol=1e-5, abs_tol=1e-9):
+                raise InconsistentResultsError(
+                    f"{curve_path}: epoch {expected['epoch']} {key} is {have.get(key)!r}, but the run's "
+                    f"checkpoint recorded {value!r} ({metrics_path}): the file was edited or damaged; {fix}")

@@ -41,6 +41,9 @@ from convbench.study import add_smoke_option
 MISCLASSIFIED_KEPT = 64
 
 
+CURVE_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+
+
 class EvaluationError(ValueError):
     """A checkpoint, history or command line that evaluation cannot score as asked.
 
@@ -192,6 +195,9 @@ def evaluate_checkpoint(
         "macs": meta["macs"],
         "val": classification_metrics(val_logits.cpu(), val_labels.cpu(), dataset.num_classes),
         "test": test,
+        # the learning curve the trainer recorded in the checkpoint: what the curves the report draws
+        # (history.csv less its timings) are checked against
+        "curve": [{key: row[key] for key in CURVE_KEYS} for row in history],
         "final_train_loss": history[-1]["train_loss"],
         "final_train_acc": history[-1]["train_acc"],
         "recipe": meta["recipe"],

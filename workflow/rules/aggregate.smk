@@ -3,8 +3,8 @@
 # results/scores.json and results/ablations.json, the files DVC shows as metrics).
 rule aggregate_experiment:
     input:
-        # and each run's history.csv, a by-product of the same job (rule run): its curves
-        # and model.pt: each run's metrics.json is checked to come from the model beside it
+        # each run's metrics.json (its numbers and its learning curve: no history.csv, a by-product, is
+        # read) and model.pt, which the metrics are checked to come from
         runs=lambda wildcards: run_files(wildcards.experiment, ["metrics.json", "model.pt"]),
         # every run is checked against the study's split, read again
         splits=[STUDY.split_path(repeat) for repeat in range(STUDY.repeats)],

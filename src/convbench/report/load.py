@@ -129,7 +129,7 @@ def check_results_belong_to_study(study: Study, results: dict[str, Any], study_p
     those equal to the runs' own metrics.json, and every run recorded with the study's settings and
     split, its numbers following from its confusion matrices and scored from the model beside it
     (convbench.consistency); a ReportError naming the file and the fix otherwise."""
-    from convbench.aggregate import ResultFileError, read_json_file
+    from convbench.aggregate import ResultFileError, aggregate, read_json_file
     from convbench.consistency import (
         InconsistentResultsError,
         check_experiment_means,
@@ -166,6 +166,12 @@ def check_results_belong_to_study(study: Study, results: dict[str, Any], study_p
                 check_run(path, metrics, study, name, run, study_path, split_ids)
                 runs[run.repeat, run.fold, run.seed] = (path, metrics)
             check_listed_runs(where, row, name, runs, study_path)
+            recomputed = aggregate([metrics for _, metrics in runs.values()])["experiments"][name]
+            difference = first_difference(row, recomputed)
+            if difference is not None:
+                key, have, want = difference
+                raise ReportError(f"{where}: experiments.{name}.{key} is {have!r}, but its runs' metrics.json "
+                                  f"give {want!r}: the file was edited or is stale; {fix}")
     except (InconsistentResultsError, ResultFileError, DataError) as err:
         raise ReportError(str(err)) from None
 
@@ -182,6 +188,7 @@ def load_report_data(
     ``results_dir`` and ``data_path`` default to the study's own paths. A run file that disagrees
     with study.json (a stale aggregate) is refused rather than reported.
     """
+    from convbench.consistency import InconsistentResultsError, check_curve
     from convbench.prepare import load_prepared
 
     study, results = load_study_results(study_path, selection, results_dir, smoke)
@@ -206,9 +213,15 @@ def load_report_data(
             if timings is not None:
                 perf[name, run] = timings
             curve = Path(study.curves_dir(name)) / f"{run.name}.csv"
-            made_by = f"convbench aggregate --experiment {name} --curves-out {study.curves_dir(name)}"
-            histories.append(read_history(curve, made_by).assign(
-                experiment=name, repeat=run.repeat, fold=run.fold, seed=run.seed))
+            made_by = f"convbench aggregate --study {study_path} --experiment {name} --out " \
+                      f"{study.experiment_results_path(name)} --curves-out {study.curves_dir(name)}"
+            history = read_history(curve, made_by)
+            try:
+                check_curve(curve, history.to_dict("records"), run_dir / "metrics.json", metrics,
+                            f"write it again: {made_by}")
+            except InconsistentResultsError as err:
+                raise ReportError(str(err)) from None
+            histories.append(history.assign(experiment=name, repeat=run.repeat, fold=run.fold, seed=run.seed))
     check_scores(study, results, study_path)
     dataset = load_prepared(data_path if data_path is not None else study.prepared_path)
     return ReportData(study, results, run_metrics, perf, pd.concat(histories, ignore_index=True), dataset,
