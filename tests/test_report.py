@@ -715,3 +715,86 @@ def test_the_report_shows_ablations_json_and_refuses_an_edited_one(
         assert convbench(["report", "--study", "params.yaml"]) == 1
         assert convbench(["aggregate", "--study", "params.yaml", "--out", "results/study.json"]) == 0  # the fix
         assert convbench(["report", "--study", "params.yaml"]) == 0
+
+
+# ------------------------------------------------------------------------------------ findings
+
+
+def test_the_report_opens_with_the_findings_from_ablations_json(
+    page: str, metrics: dict[str, Any], tiny_study: Path
+) -> None:
+    """Before the leaderboard: the winner by validation accuracy, then each ablation's validation
+    verdict with its effect and interval, as ablations.json holds them."""
+    findings = page.index('id="Findings"')
+    assert findings < page.index('id="Leaderboard"')
+    opening = page[findings:page.index('id="Leaderboard"')]
+    best = max(metrics["experiments"], key=lambda n: metrics["experiments"][n]["val_acc_mean"])
+    row = metrics["experiments"][best]
+    assert (f"Winner: {best}, {100 * row['val_acc_mean']:.2f} ± {100 * row['val_acc_std']:.2f} % "
+            f"validation accuracy") in opening
+    document = json.loads((tiny_study / "results/ablations.json").read_text())
+    for name, entry in document["ablations"].items():
+        numbers = entry["val_acc"]
+        line = next(li for li in re.findall(r"<li>(.*?)</li>", opening) if li.startswith(f"{name}:"))
+        assert f"{numbers['difference']:+.2f} points" in line
+        if numbers["ci_low"] is not None:
+            assert f"95% CI [{numbers['ci_low']:+.2f}, {numbers['ci_high']:+.2f}]" in line
+        assert stats.p_text(numbers["p_holm"] if numbers["p_holm"] is not None else math.nan) in line
+        assert numbers["verdict"] in line
+        if numbers["verdict"] not in ("better", "worse"):
+            assert "(not a finding)" in line
+
+
+def test_a_finding_is_stated_only_for_better_or_worse() -> None:
+    comparison = stats.paired_comparison([0.90, 0.91, 0.92, 0.90, 0.91], [0.95, 0.96, 0.96, 0.95, 0.97],
+                                         test_train_ratio=0.25)
+    results = {"experiments": {
+        "big": {"val_acc_mean": 0.96, "val_acc_std": 0.01, "test_acc_mean": 0.95, "macs": 10},
+        "small": {"val_acc_mean": 0.91, "val_acc_std": 0.01, "test_acc_mean": 0.90, "macs": 1}}}
+    from convbench.study import parse_study
+
+    study = parse_study({"study": "s", "dataset": "digits", "folds": 5, "experiments": {
+        "big": {"arch": "mlp", "input_size": 8}, "small": {"arch": "mlp", "input_size": 8}}})
+    row = {"ablation": "size", "baseline": "small", "treatment": "big", "metric": tables.FINDING_METRIC,
+           "comparison": comparison}
+    clear = tables.finding_lines(results, [{**row, "p_holm": 0.004, "verdict_code": "better"}], study)
+    assert clear[0].startswith("Winner: big, 96.00 ± 1.00 % validation accuracy")
+    assert clear[0].endswith("ahead of small (91.00 %)")
+    assert clear[1] == (f"size: big better than small, {comparison.mean:+.2f} points, 95% CI "
+                        f"[{comparison.ci_low:+.2f}, {comparison.ci_high:+.2f}], Holm-adjusted p = 0.004 (5 folds)")
+    unclear = tables.finding_lines(results, [{**row, "p_holm": 0.2, "verdict_code": "no clear difference"}], study)
+    assert unclear[1].startswith("size: no clear difference between big and small (not a finding)")
+
+
+# ------------------------------------------------------------------------------ accuracy and cost
+
+
+def test_the_pareto_figures_labels_overlap_nothing_and_stay_inside() -> None:
+    """The default study's crowd: five LeNets of one size within a few points, three MLPs of one
+    size, a ResNet-18 pair; every label is placed where it overlaps no other label."""
+    import pandas as pd
+    from matplotlib.text import Text
+
+    rows = {
+        "lenet": (0.919, 6e4, 6e3), "lenet_relu_max": (0.952, 6e4, 6e3), "lenet_bn": (0.978, 6.1e4, 6.2e3),
+        "lenet_bn_off": (0.917, 6e4, 6e3), "lenet_relu_max_default_init": (0.950, 6e4, 6e3),
+        "mlp_plain": (0.975, 3e4, 3e4), "mlp_dropout": (0.974, 3e4, 3e4), "mlp_weight_decay": (0.973, 3e4, 3e4),
+        "resnet18": (0.985, 3e6, 7e5), "resnet18_plain": (0.952, 3e6, 7e5), "densenet": (0.986, 4e6, 2e5),
+        "vgg11_bn": (0.981, 2.4e6, 6e5), "alexnet": (0.941, 5e6, 2e6), "nin_bn": (0.975, 4e6, 1.2e5),
+        "googlenet_bn": (0.961, 3e6, 3e5), "mini_inception": (0.977, 2e6, 3e5), "mini_resnet": (0.984, 9e5, 2e5),
+    }
+    board = pd.DataFrame({"val_acc_mean": [v[0] for v in rows.values()],
+                          "val_acc_std": [0.01] * len(rows), "macs": [v[1] for v in rows.values()],
+                          "params": [v[2] for v in rows.values()]}, index=list(rows))
+    fig = figures.pareto_figure(board)
+    figures.figure_png(fig)  # drawn as the report draws it
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        labels = [t for t in ax.texts if t.get_text() in rows]
+        assert sorted(t.get_text() for t in labels) == sorted(rows)
+        boxes = [Text.get_window_extent(t, renderer) for t in labels]
+        frame = ax.get_window_extent(renderer)
+        for i, box in enumerate(boxes):
+            assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            for j in range(i):
+                assert not box.overlaps(boxes[j]), (labels[i].get_text(), labels[j].get_text())

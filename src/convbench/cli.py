@@ -19,7 +19,7 @@ from convbench.provenance import ForeignInstallError, check_own_checkout
 # The commands that write into the project: one engine (or person) at a time (convbench.engine_lock).
 # `convbench check` is DVC's first stage, which claims the project for the whole `dvc repro`.
 WRITING_COMMANDS = frozenset({"check", "download", "prepare", "split", "train", "evaluate", "run", "aggregate",
-                              "report"})
+                              "report", "stability"})
 
 
 def usage() -> str:

@@ -38,6 +38,8 @@ COMMANDS: dict[str, Command] = {
                      "check a study and write its stamp (the pipeline's first stage)"),
     "study": Command("convbench.plan", "main",
                      "validate a study, print what it plans and estimate its cost on this machine"),
+    "stability": Command("convbench.stability", "main",
+                         "rerun the study's ablations under other training seeds: verdicts per seed set"),
     "report": Command("convbench.report.cli", "main",
                       "render the HTML report of a study"),
 }

@@ -11,7 +11,8 @@ while a stage's command runs. So the project keeps one record of who runs in it,
   token (``CONVBENCH_ENGINE_TOKEN``, inherited by local jobs and by ``sbatch``'s), so they pass.
 - Under DVC the first stage's command claims the project for the ``dvc`` process that runs it (an
   ancestor of the command), so the claim lasts from stage to stage until ``dvc`` exits.
-- A command run by hand claims it for itself, while it runs.
+- A command run by hand claims it for itself, while it runs; the commands it runs (``convbench
+  stability``'s) pass as its own.
 
 A claim whose process is gone (its pid ended, or was reused by another process) is stale and is
 taken over; anything else is refused, naming the holder. Only directories with a ``.dvc``
@@ -87,6 +88,15 @@ def dvc_ancestor(pid: int | None = None) -> int | None:
             return current
         current = _parent(current)
     return None
+
+
+def _ancestors(pid: int | None = None) -> set[int]:
+    """This process and the processes it runs under."""
+    found, current = set(), pid or os.getpid()
+    while current and current > 1 and current not in found:
+        found.add(current)
+        current = _parent(current)
+    return found
 
 
 def _alive(record: dict[str, Any]) -> bool:
@@ -189,8 +199,9 @@ def engine_guard(command: str, root: str | os.PathLike[str] = ".") -> Iterator[N
         token = os.environ.get(TOKEN_VARIABLE)
         if holder is not None and token and holder.get("token") == token:
             pass  # a job of the engine that holds the project
-        elif holder is not None and _alive(holder) and holder.get("pid") not in (os.getpid(), dvc_ancestor()):
-            raise _refusal(holder, f"convbench {command}", path)
+        elif holder is not None and _alive(holder) and not (
+                holder.get("host") == socket.gethostname() and holder.get("pid") in _ancestors()):
+            raise _refusal(holder, f"convbench {command}", path)  # not a job of the holder's
         elif (dvc := dvc_ancestor()) is not None:
             if holder is None or holder.get("pid") != dvc:
                 _claim(path, "DVC", dvc)

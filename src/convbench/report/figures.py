@@ -14,7 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 
 from convbench._io import atomic_write
 from convbench.prepare import Dataset
@@ -136,19 +139,78 @@ def pareto_figure(board: pd.DataFrame) -> Figure:
         ax.scatter(cost[front], accuracy[front], s=60, color="tab:red", zorder=3, label="Pareto front")
         steps = np.argsort(cost[front], kind="stable")
         ax.step(cost[front][steps], accuracy[front][steps], where="post", color="tab:red", alpha=0.6)
-        for i, (name, x, y, on_front) in enumerate(zip(board.index, cost, accuracy, front)):
-            # experiments of equal cost (one network, other training) alternate right and left
-            left = int(np.sum((cost[:i] == x) & (accuracy[:i] >= y))) % 2 == 1
-            ax.annotate(name, (x, y), xytext=(-4 if left else 4, 3), textcoords="offset points",
-                        ha="right" if left else "left", fontsize=7,
-                        color="tab:red" if on_front else "0.3")
         if (cost > 0).all():
             ax.set_xscale("log")
         ax.set_xlabel(f"{label} (log scale)")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("validation accuracy (%), mean over folds")
     axes[0].legend(loc="lower right", fontsize=8)
+    # Labels last, on the final layout: each goes to the first place near its point where it
+    # overlaps no other label, no point and not the legend (experiments of one network often sit
+    # within a point of each other).
+    FigureCanvasAgg(fig).draw()
+    fig.set_layout_engine("none")
+    for ax, column in zip(axes, ("macs", "params")):
+        cost = board[column].to_numpy(dtype=np.float64)
+        front = pareto_front(cost, accuracy)
+        place_labels(ax, list(board.index), cost, accuracy,
+                     ["tab:red" if on_front else "0.3" for on_front in front])
     return fig
+
+
+# Where a label may go, in points from its point: beside it first, then above or below, then
+# further out (with a leader line).
+_LABEL_OFFSETS = [(dx, dy) for ring in (1, 2, 3, 4, 6, 8)
+                  for dx, dy in ((5, -3), (-5, -3), (5, 3 + 4 * ring), (-5, 3 + 4 * ring),
+                                 (5, -9 - 4 * ring), (-5, -9 - 4 * ring),
+                                 (5 + 12 * ring, -3), (-5 - 12 * ring, -3))]
+
+
+def place_labels(ax: Any, names: Sequence[str], xs: np.ndarray, ys: np.ndarray,
+                 colors: Sequence[str], fontsize: float = 7) -> list[Any]:
+    """Annotate each point (x, y) of ``ax`` with its name where the label's box overlaps no other
+    label, no marker and not the legend, trying the offsets of ``_LABEL_OFFSETS`` in turn (from the
+    highest point down, so the crowded top of a leaderboard is placed first); a label set away from
+    its point gets a thin leader line. Deterministic: the same figure every time."""
+    renderer = ax.figure.canvas.get_renderer()
+    taken = []  # display-space boxes: markers, the legend, then every placed label
+    for x, y in zip(xs, ys):
+        if np.isfinite(x) and np.isfinite(y):
+            px, py = ax.transData.transform((x, y))
+            taken.append(Bbox.from_extents(px - 3, py - 3, px + 3, py + 3))
+    if ax.get_legend() is not None:
+        taken.append(ax.get_legend().get_window_extent(renderer))
+    frame = ax.get_window_extent(renderer)
+    points = ax.figure.dpi / 72
+    labels = []
+    for i in sorted(range(len(names)), key=lambda i: (-ys[i], xs[i])):
+        if not (np.isfinite(xs[i]) and np.isfinite(ys[i])):
+            continue
+        for dx, dy in _LABEL_OFFSETS:
+            label = ax.annotate(names[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points",
+                                ha="left" if dx > 0 else "right", va="bottom", fontsize=fontsize,
+                                color=colors[i])
+            label.update_positions(renderer)  # an offset label's place is worked out when drawn
+            box = Text.get_window_extent(label, renderer)
+            inside = (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0
+                      and box.y1 <= frame.y1)
+            if inside and not any(box.overlaps(other) for other in taken):
+                break
+            label.remove()
+        else:  # nowhere free: beside the point, as before
+            dx, dy = _LABEL_OFFSETS[0]
+            label = ax.annotate(names[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points",
+                                ha="left", va="bottom", fontsize=fontsize, color=colors[i])
+        if abs(dx) > 6 or abs(dy) > 8:
+            label.remove()
+            label = ax.annotate(names[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points",
+                                ha="left" if dx > 0 else "right", va="bottom", fontsize=fontsize,
+                                color=colors[i], arrowprops={"arrowstyle": "-", "color": "0.7",
+                                                             "lw": 0.5, "shrinkA": 0, "shrinkB": 2 * points})
+        label.update_positions(renderer)
+        taken.append(Text.get_window_extent(label, renderer))
+        labels.append(label)
+    return labels
 
 
 # ------------------------------------------------------------------------------------ ablations

@@ -17,7 +17,7 @@ import pandas as pd
 
 from convbench import reference
 from convbench.report.load import ReportData
-from convbench.stats import PairedComparison, format_p
+from convbench.stats import PairedComparison, format_p, p_text
 from convbench.study import Study
 
 
@@ -222,6 +222,44 @@ def ablations_html(results: list[dict[str, Any]]) -> str:
         question = html.escape(rows[0]["question"] or f"{rows[0]['treatment']} vs {rows[0]['baseline']}")
         items.append(f"<li><b>{html.escape(name)}</b>: {question}{verdicts}</li>")
     return f"<ul class='verdicts'>{''.join(items)}</ul>" + table_html(format_ablations(results))
+
+
+# ------------------------------------------------------------------------------------- findings
+
+
+FINDING_METRIC = "validation (cross-validated)"  # the accuracy the findings state, as they rank
+
+
+def finding_lines(results: dict[str, Any], ablations: list[dict[str, Any]], study: Study) -> list[str]:
+    """The report's answers in plain text, before any table: the winner (best cross-validated
+    accuracy), then each ablation's verdict on validation accuracy with its effect and interval.
+    Only "better" and "worse" are findings; the rest says so."""
+    board = leaderboard(results)
+    best = str(board.index[0])
+    row = board.loc[best]
+    lines = [f"Winner: {best}, {percent(row['val_acc_mean'])} ± {percent(row['val_acc_std'])} % "
+             f"validation accuracy over {runs_phrase(study)} (test {percent(row['test_acc_mean'])} %)"
+             + (f", ahead of {board.index[1]} ({percent(board.iloc[1]['val_acc_mean'])} %)" if len(board) > 1 else "")]
+    for r in ablations:
+        if r["metric"] != FINDING_METRIC:
+            continue
+        c: PairedComparison = r["comparison"]
+        code = r["verdict_code"]
+        if code in ("better", "worse"):
+            what = f"{r['treatment']} {code} than {r['baseline']}"
+        else:
+            what = f"{code} between {r['treatment']} and {r['baseline']} (not a finding)"
+        interval = (f", {100 * c.confidence:g}% CI [{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
+                    if math.isfinite(c.ci_low) and math.isfinite(c.ci_high) else "")
+        lines.append(f"{r['ablation']}: {what}, {c.mean:+.2f} points{interval}, Holm-adjusted "
+                     f"{p_text(r['p_holm'])} ({c.n} folds)")
+    return lines
+
+
+def findings_html(results: dict[str, Any], ablations: list[dict[str, Any]], study: Study) -> str:
+    """:func:`finding_lines` as the report's opening list, the winner first."""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in finding_lines(results, ablations, study))
+    return f"<ul class='findings'>{items}</ul>"
 
 
 # ------------------------------------------------------------------------------- network tables
