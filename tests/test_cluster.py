@@ -102,7 +102,7 @@ def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny study's project with the repository's profiles, committed, nothing run yet: every
     test runs a clone of it (`git clone`: the same commit, so the same code_version in results)."""
     project = make_project(tmp_path_factory.mktemp("cluster") / "origin", TINY_STUDY)
-    shutil.copytree(ROOT / "profiles", project / "profiles")
+    shutil.copytree(ROOT / "profiles", project / "profiles", dirs_exist_ok=True)
     run(["git", "add", "profiles"], project)
     run(["git", "commit", "-qm", "profiles"], project)
     return project

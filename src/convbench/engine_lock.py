@@ -11,8 +11,9 @@ while a stage's command runs. So the project keeps one record of who runs in it,
   token (``CONVBENCH_ENGINE_TOKEN``, inherited by local jobs and by ``sbatch``'s), so they pass.
 - Under DVC the first stage's command claims the project for the ``dvc`` process that runs it (an
   ancestor of the command), so the claim lasts from stage to stage until ``dvc`` exits.
-- A command run by hand claims it for itself, while it runs; the commands it runs (``convbench
-  stability``'s) pass as its own.
+- A command run by hand claims nothing (runs of one project by hand may go side by side; each run's
+  directory has its own lock, ``convbench._io.one_writer``), but is refused while an engine holds
+  the project.
 
 A claim whose process is gone (its pid ended, or was reused by another process) is stale and is
 taken over; anything else is refused, naming the holder. Only directories with a ``.dvc``
@@ -55,7 +56,8 @@ def _start_ticks(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat[stat.rindex(")") + 2 :].split()[19]
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else fields[19]  # a killed process not yet reaped is gone
 
 
 def _command_line(pid: int) -> list[str]:
@@ -187,13 +189,12 @@ def release(root: str | os.PathLike[str] = ".") -> None:
 @contextlib.contextmanager
 def engine_guard(command: str, root: str | os.PathLike[str] = ".") -> Iterator[None]:
     """Around a writing ``convbench`` command: pass as a job of the engine that holds the project,
-    else claim it (for the ``dvc`` process this runs under, or for this command while it runs),
-    else refuse naming the holder."""
+    else refuse naming the holder while another engine holds it; under DVC claim the project for
+    the ``dvc`` process this runs under; by hand, claim nothing."""
     tmp = _tmp_dir(root)
     if tmp is None:
         yield
         return
-    own = False
     with _record_file(tmp) as path:
         holder = _read(path)
         token = os.environ.get(TOKEN_VARIABLE)
@@ -205,14 +206,7 @@ def engine_guard(command: str, root: str | os.PathLike[str] = ".") -> Iterator[N
         elif (dvc := dvc_ancestor()) is not None:
             if holder is None or holder.get("pid") != dvc:
                 _claim(path, "DVC", dvc)
-        else:
-            _claim(path, f"convbench {command}", os.getpid())
-            own = True
-    try:
-        yield
-    finally:
-        if own:
-            release(root)
+    yield
 
 
 def record_in_dvc(study_file: str | os.PathLike[str], smoke: int, targets: set[str],
