@@ -33,7 +33,7 @@ TEST_CLUSTER_OVERRIDES = [
 ]
 SLURM_RUN = ["snakemake", "--profile", "profiles/slurm", "--workflow-profile", "none"]
 # The tiny study's jobs, rule by rule (its `all` rule runs on the submitting machine)
-JOBS_PER_RULE = {"download": 1, "prepare": 1, "split": 2, "run": len(EXPERIMENTS),
+JOBS_PER_RULE = {"check": 1, "download": 1, "prepare": 1, "split": 2, "run": len(EXPERIMENTS),
                  "aggregate_experiment": len(EXPERIMENTS), "aggregate": 1, "report": 1}
 
 
@@ -101,10 +101,9 @@ def job_details(job_id: str) -> str:
 def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny study's project with the repository's profiles, committed, nothing run yet: every
     test runs a clone of it (`git clone`: the same commit, so the same code_version in results)."""
-    project = make_project(tmp_path_factory.mktemp("cluster") / "origin", TINY_STUDY)
-    shutil.copytree(ROOT / "profiles", project / "profiles", dirs_exist_ok=True)
-    run(["git", "add", "profiles"], project)
-    run(["git", "commit", "-qm", "profiles"], project)
+    project = make_project(tmp_path_factory.mktemp("cluster") / "origin", TINY_STUDY)  # profiles included
+    assert (project / "profiles/slurm/config.yaml").exists()
+    assert not run(["git", "status", "--porcelain"], project).stdout  # committed
     return project
 
 
@@ -197,8 +196,8 @@ def test_a_second_clone_pulls_the_results_instead_of_training(local_run: Path, t
     # hold wall-clock timings (.dvcignore: DVC neither tracks nor shares them)
     made = {path.relative_to(first) for top in ("data", "results", "reports")
             for path in (first / top).rglob("*") if path.is_file()}
-    timings = {path for path in made if path.name in ("history.csv", "perf.json")}
-    assert len(timings) == 2 * len(EXPERIMENTS) * len(RUNS)
+    timings = {path for path in made if path.name in ("history.csv", "perf.json") or "_timings" in path.parts}
+    assert len(timings) == 3 * len(EXPERIMENTS) * len(RUNS)  # and each model's perf.json in results/_timings
     assert {Path("reports/report.html"), Path("results/study.json"),
             Path(f"results/_curves/mlp/{RUNS[0]}.csv")} <= made
     assert all((second / path).read_bytes() == (first / path).read_bytes() for path in made - timings)
