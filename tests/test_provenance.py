@@ -206,6 +206,7 @@ def run_in(clone: Path, args: list[str], **env: str) -> subprocess.CompletedProc
     return subprocess.run(args, cwd=clone, env={**environment, **env}, capture_output=True, text=True)
 
 
+@pytest.mark.slow  # it installs a second clone into a virtual environment (about 100 s)
 def test_a_checkout_refuses_to_run_another_checkouts_code(second_clone: Path) -> None:
     """Run from a checkout, a command stops, naming both paths and the fix, when the convbench that
     Python imports is not the checkout's src/: Snakemake would track one and run the other."""
