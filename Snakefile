@@ -75,6 +75,6 @@ rule all:
         STUDY.scores_path,
         STUDY.ablations_path,
         [STUDY.experiment_results_path(name) for name in STUDY.experiments],
-        [f"{STUDY.curves_dir(name)}/{run.name}.csv" for name in STUDY.experiments for run in STUDY.runs()],
+        [f"{STUDY.curves_dir(name)}/{run.name}.csv" for name in STUDY.experiments for run in STUDY.runs(name)],
         [run_files(name, ["model.pt", "metrics.json"])
          for name in STUDY.experiments],

@@ -712,10 +712,10 @@ def test_the_seeds_study_runs_as_a_smoke_run_through_snakemake(tmp_path: Path) -
         metrics = json.loads((project / study.run_dir(name, run_) / "metrics.json").read_text())
         assert metrics["input_size"] == study.experiment(name).input_size
         assert metrics["recipe"]["smoke"] == SEEDS_STUDY_SMOKE
-    assert {run_.fold for run_ in study.runs()} == {0, 1}
+    assert {run_.fold for _, run_ in study.all_runs()} == {0, 1}
     for name in study.experiments:  # every run stopped after its first epoch and resumed
         log = (project / f"logs/fashion_mnist_d2l-smoke/run/{name}.log").read_text()
-        assert log.count("smoke run stopped after epoch 1; resuming from") == len(study.runs()), log
+        assert log.count("smoke run stopped after epoch 1; resuming from") == len(study.runs(name)), log
     assert (project / "data/splits/fashion_mnist-k5-s0/repeat0.json").exists()  # the study's own split
     page = (project / "reports/fashion_mnist_d2l-smoke/report.html").read_text(encoding="utf-8")
     body = page[page.index("<body"):]
@@ -723,3 +723,29 @@ def test_the_seeds_study_runs_as_a_smoke_run_through_snakemake(tmp_path: Path) -
     assert "alexnet" in page and "densenet" in page
     assert not (project / "results/fashion_mnist_d2l").exists()
     assert not (project / "reports/fashion_mnist_d2l").exists()
+
+
+def test_experiments_with_their_own_seeds_run_in_both_engines(tmp_path: Path) -> None:
+    """An ablation's pair trains seeds [0, 1] and another experiment the study's seed: Snakemake
+    declares one rule per set of seeds (`run` and `run_seeds_0_1`), every run is trained once, the
+    report counts a fold's seeds, and DVC then finds the study Snakemake recorded up to date."""
+    study = {**TINY_STUDY, "recipe": {**TINY_STUDY["recipe"], "epochs": 1},
+             "experiments": {name: {**raw, "seeds": [0, 1]} for name, raw in TINY_STUDY["experiments"].items()}}
+    study["experiments"]["mlp_narrow"] = {"arch": "mlp", "input_size": 8, "knobs": {"width": 0.5}}
+    project = make_project(tmp_path / "project", study)
+    proc = run(["snakemake", "--cores", "2", "--resources", "gpu=1"], project)
+    out = proc.stdout + proc.stderr
+    stats = out[out.index("Job stats:"):]
+    assert re.search(r"^run_seeds_0_1\s+2$", stats, re.M) and re.search(r"^run\s+1$", stats, re.M), stats
+    assert re.search(r"^aggregate_experiment_seeds_0_1\s+2$", stats, re.M), stats
+    for name, seeds in (("mlp", (0, 1)), ("lenet_relu", (0, 1)), ("mlp_narrow", (0,))):
+        trained = sorted(p.parent.name for p in (project / "results" / name).glob("*/model.pt"))
+        assert trained == sorted(f"r{r}-fold{k}-seed{s}" for r in range(REPEATS) for k in range(FOLDS)
+                                 for s in seeds), (name, trained)
+        curves = sorted(p.stem for p in (project / "results/_curves" / name).glob("*.csv"))
+        assert curves == trained
+    ablation = json.loads((project / "results/ablations.json").read_text())["ablations"]["convolutions"]
+    assert len(ablation["val_acc"]["differences"]) == REPEATS * FOLDS  # a fold's two seeds averaged first
+    assert "training seed 0; lenet_relu, mlp with seeds 0, 1" in (project / "reports/report.html").read_text(encoding="utf-8")
+    assert "Nothing to be done" in run(["snakemake", "--cores", "1", "--dry-run"], project).stdout
+    assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."

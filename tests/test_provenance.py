@@ -127,7 +127,7 @@ def test_dvc_yaml_spells_the_layout_convbench_study_defines() -> None:
     assert outputs("prepare") == {study.prepared_path}
     assert outputs("split") == {str(Path(study.split_path(0)).parent)} == {study.splits_dir}
     for name in study.experiments:
-        runs = {str(Path(study.run_dir(name, run)).parent) for run in study.runs()}
+        runs = {str(Path(study.run_dir(name, run)).parent) for run in study.runs(name)}
         assert outputs("run", name) == runs
         assert outputs("aggregate_experiment", name) == {study.experiment_results_path(name), study.curves_dir(name)}
     assert outputs("aggregate") == {study.study_results_path, study.scores_path, study.ablations_path}

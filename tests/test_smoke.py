@@ -85,7 +85,7 @@ def check_smoke_results(root: Path, smoke: int = SMOKE) -> None:
         assert metrics["recipe"]["batch_size"] == real.experiment(name).recipe.batch_size
         assert metrics["val"]["n"] == metrics["test"]["n"] == smoke * metrics["recipe"]["eval_batch_size"]
         assert not (run_dir / "checkpoint.pt").exists()  # written every epoch, removed when done
-    assert sorted(run.fold for run in study.runs()) == [0, 1]
+    assert sorted({run.fold for _, run in study.all_runs()}) == [0, 1]
     page = (root / study.reports_dir / "report.html").read_text(encoding="utf-8")
     body = page[page.index("<body"):]
     assert body.index("SMOKE RUN: these numbers mean nothing") < body.index("<h1")
@@ -145,8 +145,8 @@ def test_a_broken_network_in_the_seeds_study_fails_its_smoke_run_naming_the_expe
     err = capsys.readouterr().err
     assert "convbench run: experiment alexnet, repeat 0 fold 0 seed 0" in err
     study = load_study(root / "params.yaml", smoke=SMOKE)
-    assert not (root / study.run_dir("alexnet", study.runs()[0]) / "model.pt").exists()
-    assert (root / study.run_dir("lenet", study.runs()[0]) / "metrics.json").exists()  # those before ran
+    assert not (root / study.run_dir("alexnet", study.runs("alexnet")[0]) / "model.pt").exists()
+    assert (root / study.run_dir("lenet", study.runs("lenet")[0]) / "metrics.json").exists()  # those before ran
 
 
 GPU_RECIPES_STUDY = {

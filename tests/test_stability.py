@@ -44,22 +44,35 @@ def document(difference: float, p_holm: float | None, verdict: str) -> dict[str,
 
 def test_the_table_has_a_column_per_seed_set_and_says_when_a_verdict_flips() -> None:
     rows = stability.verdict_rows({0: document(2.5, 0.0004, "better"), 1: document(1.2, 0.21, "no clear difference")})
-    assert [(r["seeds"], r["repeats"], r["verdict"]) for r in rows] == [([0], 3, "better"), ([1], 3, "no clear difference")]
+    assert [(r["seed_set"], r["repeats"], r["verdict"]) for r in rows] == [(0, 3, "better"), (1, 3, "no clear difference")]
     table = stability.format_table(rows).splitlines()
-    assert table[0] == "| ablation | seeds [0] | seeds [1] | same verdict |"
+    assert table[0] == "| ablation | seed set 0 | seed set 1 | same verdict |"
     assert table[2] == ("| pair | +2.50, Holm p < 0.001, better | +1.20, Holm p 0.210, no clear difference "
                         "| **no** |")
     same = stability.format_table(stability.verdict_rows({0: document(2.5, 0.01, "better"),
                                                           3: document(2.1, 0.02, "better")}))
-    assert same.splitlines()[2].endswith("| yes |") and "seeds [3]" in same
+    assert same.splitlines()[2].endswith("| yes |") and "seed set 3" in same
 
 
 def test_a_seed_sets_study_keeps_only_the_ablations_experiments_in_its_own_directory() -> None:
     config = stability.seed_set_config(TINY, 7, Path("results/_stability"))
     assert config["seeds"] == [7] and config["study"] == "tiny_stability-seeds7"
+    assert "seeds" not in config["experiments"]["mlp"]
     assert set(config["experiments"]) == {"mlp", "mlp_dropout", "mlp_wide", "mlp_narrow"}
     assert config["results_dir"] == config["reports_dir"] == "results/_stability/seeds7"
     assert config["repeats"] == 2 and TINY["seeds"] == [0]  # the study itself unchanged
+
+
+def test_a_seed_set_replaces_every_list_of_n_seeds_by_its_own_n() -> None:
+    """Seed set s of n seeds is s*n ... s*n+n-1: an experiment's own three seeds and the study's
+    one never meet another seed set's, and seed set 0 is the study itself."""
+    own = {**TINY, "seeds": [0], "experiments": {
+        name: ({**raw, "seeds": [0, 1, 2]} if name in ("mlp", "mlp_dropout") else raw)
+        for name, raw in TINY["experiments"].items()}}
+    sets = [stability.seed_set_config(own, number, Path("out")) for number in (0, 1, 2)]
+    assert [c["experiments"]["mlp_dropout"]["seeds"] for c in sets] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert [c["seeds"] for c in sets] == [[0], [1], [2]]
+    assert "seeds" not in sets[1]["experiments"]["mlp_wide"]  # it trains the study's seed set
 
 
 @pytest.mark.slow
@@ -73,12 +86,12 @@ def test_stability_runs_each_seed_set_apart_and_prints_its_verdicts(
     monkeypatch.chdir(tmp_path)
     assert convbench(["stability", "--study", "params.yaml", "--seed-sets", "0", "1", "--jobs", "2"]) == 0
     out = capsys.readouterr().out
-    assert "| ablation | seeds [0] | seeds [1] | same verdict |" in out
+    assert "| ablation | seed set 0 | seed set 1 | same verdict |" in out
     rows = json.loads((tmp_path / "results/_stability/verdicts.json").read_text())
     for seed in (0, 1):
         ablations = json.loads((tmp_path / f"results/_stability/seeds{seed}/ablations.json").read_text())
         numbers = ablations["ablations"]["dropout"]["val_acc"]
-        row = next(r for r in rows if r["seeds"] == [seed])
+        row = next(r for r in rows if r["seed_set"] == seed)
         assert (row["difference"], row["p_holm"], row["verdict"]) == (
             numbers["difference"], numbers["p_holm"], numbers["verdict"])
         assert f"{numbers['difference']:+.2f}, Holm p" in out

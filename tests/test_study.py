@@ -54,7 +54,8 @@ def test_the_default_study_covers_every_family_with_ablations(default_config: di
 def test_bundled_studies_are_valid(name: str) -> None:
     study = load_study(ROOT / "params.yaml", name)
     assert study.name == name
-    assert len(plan(study)["models"]) == len(study.experiments) * study.folds * study.repeats * len(study.seeds)
+    assert len(plan(study)["models"]) == study.folds * study.repeats * sum(
+        len(e.seeds) for e in study.experiments.values())
     with open(ROOT / "conf/study" / f"{name}.yaml") as file:
         written = yaml.safe_load(file)
     assert {"repeats", "seeds"} <= set(written), "dvc.yaml tracks both as params: write them out"
@@ -62,19 +63,44 @@ def test_bundled_studies_are_valid(name: str) -> None:
 
 def test_runs_cover_repeats_folds_and_seeds_in_a_stable_layout(default_config: dict) -> None:
     study = parse_study({**default_config, "repeats": 2, "seed": 5, "seeds": [0, 7]})
-    runs = study.runs()
+    runs = study.runs("alexnet")  # an experiment that trains the study's seeds
     assert len(runs) == 2 * study.folds * 2
     assert [r.name for r in runs[:3]] == ["r0-fold0-seed0", "r0-fold0-seed7", "r0-fold1-seed0"]
-    assert study.run_dir("lenet", runs[-1]) == f"results/lenet/r1-fold{study.folds - 1}-seed7"
+    assert study.run_dir("alexnet", runs[-1]) == f"results/alexnet/r1-fold{study.folds - 1}-seed7"
     # repeat r shuffles with seed + r; its seeds are offset so no two repeats share an initialization
     assert [study.split_seed(r) for r in (0, 1)] == [5, 6]
     assert study.split_path(1) == f"data/splits/digits-k{study.folds}-s5/repeat1.json"
     assert [r.train_seed for r in runs if r.fold == 0] == [0, 7, 1000, 1007]
-    with pytest.raises(StudyError, match=r"seed 3 is not in study 'digits', which has seeds 0, 7"):
-        study.run(0, 0, 3)
+    with pytest.raises(StudyError, match=r"seed 3 is not in experiment 'alexnet', which has seeds 0, 7"):
+        study.run("alexnet", 0, 0, 3)
     # the default: one repeat, the study seed as the one training seed, as before repeats existed
     plain = parse_study(default_config)
-    assert [(r.repeat, r.fold, r.seed, r.train_seed) for r in plain.runs()] == [(0, k, 0, 0) for k in range(plain.folds)]
+    assert [(r.repeat, r.fold, r.seed, r.train_seed) for r in plain.runs("alexnet")] == [(0, k, 0, 0) for k in range(plain.folds)]
+
+
+def test_an_experiment_may_train_its_own_seeds_and_an_ablation_the_same_on_both_sides() -> None:
+    """Runs are spent where they are cheap: an experiment's own ``seeds`` replace the study's for
+    it alone; both sides of an ablation must train the same seeds (a fold's seeds are averaged,
+    then folds are paired); Snakemake declares one job shape per seed set, the study's first."""
+    config = {"study": "own_seeds", "dataset": "digits", "folds": 3, "seeds": [4],
+              "experiments": {"a": {"arch": "mlp", "seeds": [0, 1, 2]}, "b": {"arch": "mlp", "seeds": [0, 1, 2]},
+                              "c": {"arch": "mlp"}},
+              "ablations": {"pair": {"baseline": "a", "treatment": "b"}}}
+    study = parse_study(config)
+    assert [r.name for r in study.runs("a")[:4]] == ["r0-fold0-seed0", "r0-fold0-seed1", "r0-fold0-seed2",
+                                                     "r0-fold1-seed0"]
+    assert [r.name for r in study.runs("c")] == ["r0-fold0-seed4", "r0-fold1-seed4", "r0-fold2-seed4"]
+    assert len(study.all_runs()) == 9 + 9 + 3
+    assert study.seed_groups() == {(4,): ["c"], (0, 1, 2): ["a", "b"]}
+    assert plan(study)["experiments"]["a"]["seeds"] == [0, 1, 2]
+    with pytest.raises(StudyError, match=r"seed 4 is not in experiment 'a', which has seeds 0, 1, 2"):
+        study.run("a", 0, 0, 4)
+    unequal = {**config, "experiments": {**config["experiments"], "b": {"arch": "mlp", "seeds": [0, 1]}}}
+    with pytest.raises(StudyError, match=r"ablations\.pair: its baseline a trains seeds \[0, 1, 2\] but its "
+                                         r"treatment b trains \[0, 1\]"):
+        parse_study(unequal)
+    with pytest.raises(StudyError, match=r"experiments\.a\.seeds"):
+        parse_study({**config, "experiments": {**config["experiments"], "a": {"arch": "mlp", "seeds": [1, 1]}}})
 
 
 def test_the_seeds_study_is_d2l_at_d2l_settings() -> None:
@@ -207,7 +233,8 @@ def test_study_cli_names_the_bad_key(tmp_path: Path, default_config: dict, capsy
 def test_study_cli_lists_the_plan(capsys) -> None:
     assert cli(["study", str(ROOT / "params.yaml"), "--no-estimate"]) == 0
     out = capsys.readouterr().out
-    assert "85 training runs" in out and "resnet18_plain" in out
+    assert "135 training runs" in out and "resnet18_plain" in out
+    assert "seeds 0, 1, 2" in out  # the LeNets train their own seeds
     assert "estimated" not in out
 
 
@@ -289,7 +316,7 @@ def test_smoke_is_one_switch_for_both_engines_and_moves_every_path(name: str, tm
                    for s in smoke_paths for r in real_paths)
     # the same data and split (the study's own K), the first two folds, the real batch sizes
     assert (by_dvc.split_path(), by_dvc.prepared_path) == (real.split_path(), real.prepared_path)
-    assert [run.fold for run in by_dvc.runs()] == [0, 1] and by_dvc.folds == real.folds
+    assert {run.fold for _, run in by_dvc.all_runs()} == {0, 1} and by_dvc.folds == real.folds
     for exp_name, e in by_dvc.experiments.items():
         r = real.experiment(exp_name)
         assert (e.input_size, e.recipe.batch_size, e.recipe.precision, e.recipe.lr) == \

@@ -153,7 +153,7 @@ def aggregate_experiment(study: Any, experiment: str, study_path: str | Path = "
     run made with other settings than the study's (``study_path``) is refused."""
     split_ids = study_split_ids(study, study_path)
     runs = []
-    for run in study.runs():
+    for run in study.runs(experiment):
         metrics_path = Path(study.run_dir(experiment, run)) / "metrics.json"
         metrics = load_run(metrics_path)
         if run_key(metrics) != (run.repeat, run.fold, run.seed):
@@ -185,7 +185,7 @@ def write_curves(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for run in study.runs():
+    for run in study.runs(experiment):
         metrics_path = Path(study.run_dir(experiment, run)) / "metrics.json"
         curve = load_run(metrics_path).get("curve")
         if not isinstance(curve, list) or not all(isinstance(row, dict) and set(CURVE_COLUMNS) <= set(row)

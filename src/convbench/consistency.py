@@ -109,7 +109,7 @@ def check_experiment_settings(results_path: str | Path, results: dict[str, Any],
             f"reports; rerun it: {rerun_command(study_path, experiment)}"
         )
     have_runs = sorted((r["repeat"], r["fold"], r["seed"]) for r in results.get("per_run", []))
-    want_runs = sorted((run.repeat, run.fold, run.seed) for run in study.runs())
+    want_runs = sorted((run.repeat, run.fold, run.seed) for run in study.runs(experiment))
     if have_runs != want_runs:
         raise InconsistentResultsError(
             f"{results_path}: lists the runs (repeat, fold, seed) {have_runs}, but the study "

@@ -222,7 +222,7 @@ def experiment_cost(name: str, study: Study, measured: dict[str, Any],
     limit = evaluation_limit(e.recipe)  # a smoke run's few evaluation batches
     if limit is not None:
         val_images, test_images = min(val_images, limit), min(test_images, limit)
-    runs = len(study.runs())
+    runs = len(study.runs(name))
     per_run = (e.recipe.epochs * (steps * measured["step_s"] + val_images * measured["eval_image_s"])
                + (val_images + test_images) * measured["eval_image_s"])  # convbench evaluate
     return ExperimentCost(

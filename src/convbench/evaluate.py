@@ -304,7 +304,7 @@ def study_jobs(
     ``fold`` and ``seed`` pick), where the study's layout puts their files."""
     study.experiment(experiment)
     jobs = []
-    for run in study.select_runs(repeat, fold, seed):
+    for run in study.select_runs(experiment, repeat, fold, seed):
         run_dir = Path(study.run_dir(experiment, run))
         jobs.append(EvaluationJob(
             run_dir / "model.pt", run_dir / "history.csv", data or Path(study.prepared_path),

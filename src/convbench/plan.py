@@ -58,7 +58,8 @@ def _print_plan(args: argparse.Namespace) -> None:
           f"{len(study.experiments)} experiments, {len(study.all_runs())} training runs -> {study.results_dir}/")
     for name, e in study.experiments.items():
         knobs = ", ".join(f"{k}={v}" for k, v in e.knobs.items()) or "defaults"
-        print(f"  {name:<28} {e.arch:<14} {e.input_size:>4} px  {knobs}")
+        own = f"  seeds {', '.join(map(str, e.seeds))}" if e.seeds != study.seeds else ""
+        print(f"  {name:<28} {e.arch:<14} {e.input_size:>4} px  {knobs}{own}")
     if cost:
         from convbench.estimate import format_estimate
 

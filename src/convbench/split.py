@@ -250,12 +250,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error("give --data, --folds, --seed and --out (or --study [--repeat R])")
             jobs = [(args.data, args.folds, args.seed, args.out)]
         else:
-            from convbench.study import load_study
+            from convbench.study import StudyError, load_study
 
             if any(getattr(args, flag) is not None for flag in ("folds", "seed", "out")):
                 parser.error("--study takes K, seeds and paths from the study: drop --folds, --seed, --out")
             study = load_study(args.study)
-            repeats = sorted({run.repeat for run in study.select_runs(repeat=args.repeat)})
+            if args.repeat is not None and args.repeat not in range(study.repeats):
+                raise StudyError(f"repeat {args.repeat} is not in study {study.name!r}, which has "
+                                 f"repeats {', '.join(map(str, range(study.repeats)))}")
+            repeats = [args.repeat] if args.repeat is not None else list(range(study.repeats))
             data = args.data or Path(study.prepared_path)
             jobs = [(data, study.folds, study.split_seed(r), Path(study.split_path(r))) for r in repeats]
         dataset = None

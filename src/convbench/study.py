@@ -7,9 +7,11 @@ by name (``study=NAME``) replaces params.yaml's study in both engines. Everythin
 here, once, before any job runs, with errors that name the key and the value.
 
 A *run* is one model: experiment x repeat x fold x training seed. Repeat ``r`` splits the training
-set with the seed ``seed + r`` (repeat 0 is the study's own split); the training seeds are
-``seeds`` (default ``[seed]``), offset by ``1000 * r`` in repeat ``r`` so no two repeats share an
-initialization. Layout: ``results/<experiment>/r<repeat>-fold<k>-seed<s>/``.
+set with the seed ``seed + r`` (repeat 0 is the study's own split); the training seeds are the
+experiment's own ``seeds``, else the study's ``seeds`` (default ``[seed]``), offset by ``1000 * r``
+in repeat ``r`` so no two repeats share an initialization. An experiment trains more seeds where a
+verdict needs them and a run is cheap; a fold's seeds are averaged before folds are compared, and
+both sides of an ablation train the same seeds. Layout: ``results/<experiment>/r<repeat>-fold<k>-seed<s>/``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Experiment:
     input_size: int
     recipe: Recipe
     description: str = ""
+    seeds: tuple[int, ...] = (0,)  # its training seeds: its own, else the study's
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class Run:
 
     repeat: int
     fold: int
-    seed: int  # an entry of the study's `seeds`
+    seed: int  # an entry of the experiment's `seeds`
 
     @property
     def name(self) -> str:
@@ -107,7 +110,7 @@ class Study:
     mirror: str | None = None
     description: str = ""
     repeats: int = 1
-    seeds: tuple[int, ...] = ()  # empty: (seed,)
+    seeds: tuple[int, ...] = ()  # the default of every experiment's; empty: (seed,)
     smoke: int = 0  # N > 0: a smoke run, N batches per epoch (SMOKE_EPOCHS, SMOKE_FOLDS)
     device: str = "auto"  # where jobs run unless --device says otherwise (convbench.device)
 
@@ -155,24 +158,39 @@ class Study:
         the name plus SMOKE_SUFFIX."""
         return self.name + (SMOKE_SUFFIX if self.smoke else "")
 
-    def runs(self) -> list[Run]:
-        """Every run of one experiment, repeat by repeat, fold by fold, seed by seed."""
-        return [Run(r, k, s) for r in range(self.repeats) for k in self.run_folds for s in self.seeds]
+    def runs(self, experiment: str) -> list[Run]:
+        """Every run of ``experiment``, repeat by repeat, fold by fold, seed by seed."""
+        return self.runs_with_seeds(self.experiment(experiment).seeds)
 
-    def run(self, repeat: int, fold: int, seed: int) -> Run:
-        """The run (repeat, fold, seed), refused with the study's ranges when it has none such."""
-        return self.select_runs(repeat, fold, seed)[0]
+    def runs_with_seeds(self, seeds: tuple[int, ...]) -> list[Run]:
+        """The runs of an experiment that trains ``seeds``."""
+        return [Run(r, k, s) for r in range(self.repeats) for k in self.run_folds for s in seeds]
 
-    def select_runs(self, repeat: int | None = None, fold: int | None = None,
+    def seed_groups(self) -> dict[tuple[int, ...], list[str]]:
+        """The experiments by their training seeds, the study's own first: Snakemake declares one job
+        shape (the same run files) per group."""
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for name in sorted(self.experiments, key=lambda name: self.experiments[name].seeds != self.seeds):
+            groups.setdefault(self.experiments[name].seeds, []).append(name)
+        return groups
+
+    def run(self, experiment: str, repeat: int, fold: int, seed: int) -> Run:
+        """The run (repeat, fold, seed) of ``experiment``, refused with the study's ranges when it
+        has none such."""
+        return self.select_runs(experiment, repeat, fold, seed)[0]
+
+    def select_runs(self, experiment: str, repeat: int | None = None, fold: int | None = None,
                     seed: int | None = None) -> list[Run]:
-        """The runs with the given repeat, fold and seed (None: any); a value the study does not
-        have is refused with the ones it has."""
+        """The runs of ``experiment`` with the given repeat, fold and seed (None: any); a value it
+        does not have is refused with the ones it has."""
+        seeds = self.experiment(experiment).seeds
         for key, value, allowed in (("repeat", repeat, range(self.repeats)),
-                                    ("fold", fold, self.run_folds), ("seed", seed, self.seeds)):
+                                    ("fold", fold, self.run_folds), ("seed", seed, seeds)):
             if value is not None and value not in allowed:
-                raise StudyError(f"{key} {value} is not in study {self.name!r}, which has "
+                owner = f"experiment {experiment!r}" if key == "seed" else f"study {self.name!r}"
+                raise StudyError(f"{key} {value} is not in {owner}, which has "
                                  f"{key}s {', '.join(map(str, allowed))}")
-        return [run for run in self.runs() if repeat in (None, run.repeat)
+        return [run for run in self.runs(experiment) if repeat in (None, run.repeat)
                 and fold in (None, run.fold) and seed in (None, run.seed)]
 
     def run_dir(self, experiment: str, run: Run) -> str:
@@ -221,7 +239,7 @@ class Study:
 
     def all_runs(self) -> list[tuple[str, Run]]:
         """Every (experiment, run) of the study: each one network trained once."""
-        return [(name, run) for name in self.experiments for run in self.runs()]
+        return [(name, run) for name in self.experiments for run in self.runs(name)]
 
 
 def _fail(key: str, problem: str) -> StudyError:
@@ -298,7 +316,8 @@ def parse_study(config: dict[str, Any]) -> Study:
                         f"fold ({fold_size} images of {dataset} with {folds} folds): every epoch "
                         "would be one partial batch")
         experiments[exp_name] = Experiment(
-            exp_name, arch, dict(knobs), size, recipe, str(raw.get("description", ""))
+            exp_name, arch, dict(knobs), size, recipe, str(raw.get("description", "")),
+            tuple(raw.get("seeds") or seeds),
         )
     ablations: dict[str, Ablation] = {}
     for abl_name, raw in (config.get("ablations") or {}).items():
@@ -308,6 +327,11 @@ def parse_study(config: dict[str, Any]) -> Study:
                 raise _fail(f"{key}.{side}", f"must name an experiment of this study, got {raw[side]!r}")
         if raw["baseline"] == raw["treatment"]:
             raise _fail(key, "baseline and treatment are the same experiment")
+        sides = [experiments[raw[side]] for side in ("baseline", "treatment")]
+        if sides[0].seeds != sides[1].seeds:
+            raise _fail(key, f"its baseline {sides[0].name} trains seeds {list(sides[0].seeds)} but its treatment "
+                        f"{sides[1].name} trains {list(sides[1].seeds)}: a paired comparison trains the same "
+                        "seeds on both sides; give both experiments the same seeds")
         ablations[abl_name] = Ablation(abl_name, raw["baseline"], raw["treatment"], str(raw.get("question", "")))
     return Study(
         name=name, dataset=dataset, folds=folds, seed=seed, threads=threads,
@@ -444,7 +468,7 @@ def plan(study: Study) -> dict[str, Any]:
         "results_dir": study.results_dir,
         "experiments": {
             name: {"arch": e.arch, "knobs": e.knobs, "input_size": e.input_size,
-                   "recipe": e.recipe.to_dict()}
+                   "recipe": e.recipe.to_dict(), "seeds": list(e.seeds)}
             for name, e in study.experiments.items()
         },
         "models": [f"{study.run_dir(name, run)}/model.pt" for name, run in study.all_runs()],

@@ -270,7 +270,7 @@ def study_jobs(
     """The training jobs of an experiment's runs in ``study`` (all, or those ``repeat``, ``fold``
     and ``seed`` pick), at the paths of the study's layout unless given."""
     exp = study.experiment(experiment)
-    runs = study.select_runs(repeat, fold, seed)
+    runs = study.select_runs(experiment, repeat, fold, seed)
     if len(runs) > 1 and out_dir is not None:
         raise TrainingError("--out-dir names one run's directory: pick the run with --repeat, --fold and --seed")
     return [

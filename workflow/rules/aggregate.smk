@@ -1,28 +1,35 @@
 # An experiment's means and spreads over its runs, then the study's over every experiment: both are
 # `convbench aggregate` (results/_experiments/<experiment>.json; results/study.json, with
 # results/scores.json and results/ablations.json, the files DVC shows as metrics).
-rule aggregate_experiment:
-    input:
-        # each run's metrics.json (its numbers and its learning curve: no history.csv, a by-product, is
-        # read) and model.pt, which the metrics are checked to come from
-        runs=lambda wildcards: run_files(wildcards.experiment, ["metrics.json", "model.pt"]),
-        # every run is checked against the study's split, read again
-        splits=[STUDY.split_path(repeat) for repeat in range(STUDY.repeats)],
-        code=code("aggregate"),
-    output:
-        results=STUDY.experiment_results_path("{experiment}"),
-        # each run's file, not directory(): Snakemake's marker file in a directory output would be
-        # one more "plot" for DVC, and not a plottable one
-        curves=[f"{STUDY.curves_dir('{experiment}')}/{run.name}.csv" for run in STUDY.runs()],
-    params:
-        study=STUDY_FILE,
-        smoke=STUDY.smoke,
-        curves_dir=lambda wildcards: STUDY.curves_dir(wildcards.experiment),
-    log:
-        f"{LOGS}/aggregate/{{experiment}}.log",
-    shell:
-        "convbench aggregate --study {params.study} --smoke {params.smoke} --experiment {wildcards.experiment}"
-        " --out {output.results} --curves-out {params.curves_dir} > {log} 2>&1"
+# One rule per set of training seeds, as rule `run` (workflow/rules/run.smk): the curves differ.
+for SEEDS, GROUP in STUDY.seed_groups().items():
+
+    rule:
+        name:
+            rule_name("aggregate_experiment", SEEDS)
+        wildcard_constraints:
+            experiment="|".join(GROUP),
+        input:
+            # each run's metrics.json (its numbers and its learning curve: no history.csv, a by-product,
+            # is read) and model.pt, which the metrics are checked to come from
+            runs=lambda wildcards: run_files(wildcards.experiment, ["metrics.json", "model.pt"]),
+            # every run is checked against the study's split, read again
+            splits=[STUDY.split_path(repeat) for repeat in range(STUDY.repeats)],
+            code=code("aggregate"),
+        output:
+            results=STUDY.experiment_results_path("{experiment}"),
+            # each run's file, not directory(): Snakemake's marker file in a directory output would be
+            # one more "plot" for DVC, and not a plottable one
+            curves=[f"{STUDY.curves_dir('{experiment}')}/{run.name}.csv" for run in STUDY.runs_with_seeds(SEEDS)],
+        params:
+            study=STUDY_FILE,
+            smoke=STUDY.smoke,
+            curves_dir=lambda wildcards: STUDY.curves_dir(wildcards.experiment),
+        log:
+            f"{LOGS}/aggregate/{{experiment}}.log",
+        shell:
+            "convbench aggregate --study {params.study} --smoke {params.smoke} --experiment {wildcards.experiment}"
+            " --out {output.results} --curves-out {params.curves_dir} > {log} 2>&1"
 
 
 rule aggregate:

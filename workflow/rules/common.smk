@@ -42,7 +42,19 @@ def network_code(stage):
 
 def run_files(experiment, names):
     """Every run's `names` files of one experiment (all repeats, folds and seeds)."""
-    return [f"{STUDY.run_dir(experiment, run)}/{name}" for run in STUDY.runs() for name in names]
+    return run_files_with_seeds(experiment, STUDY.experiment(experiment).seeds, names)
+
+
+def run_files_with_seeds(experiment, seeds, names):
+    """`run_files` of an experiment that trains `seeds` (a rule's output pattern: `experiment` may
+    be the wildcard "{experiment}")."""
+    return [f"{STUDY.run_dir(experiment, run)}/{name}" for run in STUDY.runs_with_seeds(seeds) for name in names]
+
+
+def rule_name(stage, seeds):
+    """`stage` for the experiments that train the study's seeds, `<stage>_seeds_<s>_...` for those
+    that train their own."""
+    return stage if seeds == STUDY.seeds else f"{stage}_seeds_" + "_".join(map(str, seeds))
 
 
 def experiment_settings(wildcards):
@@ -52,4 +64,4 @@ def experiment_settings(wildcards):
     return {"arch": e.arch, "knobs": e.knobs, "input_size": e.input_size,
             "recipe": e.recipe.to_dict(),
             "split_seeds": [STUDY.split_seed(repeat) for repeat in range(STUDY.repeats)],
-            "train_seeds": [run.train_seed for run in STUDY.runs()]}
+            "train_seeds": [run.train_seed for run in STUDY.runs(e.name)]}

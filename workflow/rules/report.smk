@@ -6,7 +6,7 @@ rule report:
         scores=STUDY.scores_path,
         runs=[run_files(name, ["metrics.json"]) for name in STUDY.experiments],
         # each run's perf.json is read when there (the measured columns), never waited for
-        curves=[f"{STUDY.curves_dir(name)}/{run.name}.csv" for name in STUDY.experiments for run in STUDY.runs()],
+        curves=[f"{STUDY.curves_dir(name)}/{run.name}.csv" for name in STUDY.experiments for run in STUDY.runs(name)],
         data=STUDY.prepared_path,
         splits=[STUDY.split_path(repeat) for repeat in range(STUDY.repeats)],
         notebook="workflow/notebooks/report.ipynb",

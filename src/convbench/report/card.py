@@ -156,6 +156,8 @@ def cross_validation_text(study: Study, card: dict[str, Any]) -> str:
     repeats = (f"{study.repeats} repeats of " if study.repeats > 1 else "")
     seeds = (f"; each fold trained with seeds {', '.join(map(str, study.seeds))}"
              if len(study.seeds) > 1 else f"; training seed {study.seeds[0]}")
+    for own, names in list(study.seed_groups().items())[1:]:  # experiments with their own seeds
+        seeds += f"; {', '.join(names)} with seeds {', '.join(map(str, own))}"
     split_seeds = (f"split seeds {study.seed}–{study.split_seed(study.repeats - 1)}" if study.repeats > 1
                    else f"split seed {study.seed}, split {card.get('split_id', '?')}")
     return f"{repeats}{study.folds} stratified folds of the train part ({split_seeds}){seeds}"

@@ -42,7 +42,7 @@ class ReportData:
 
     def runs_of(self, experiment: str) -> list[dict[str, Any]]:
         """The metrics of every run of ``experiment``."""
-        return [self.run_metrics[experiment, run] for run in self.study.runs()]
+        return [self.run_metrics[experiment, run] for run in self.study.runs(experiment)]
 
 
 def _read_json(path: Path, made_by: str) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def check_results_belong_to_study(study: Study, results: dict[str, Any], study_p
             check_experiment_settings(where, row, study, name, study_path)
             check_experiment_means(where, row, study, name, study_path)
             runs = {}
-            for run in study.runs():
+            for run in study.runs(name):
                 path = Path(study.run_dir(name, run)) / "metrics.json"
                 if not path.exists():
                     raise ReportError(f"{path} does not exist; make it with 'convbench evaluate'")
@@ -198,7 +198,7 @@ def load_report_data(
     for name in study.experiments:
         expected = {(r["repeat"], r["fold"], r["seed"]): r["val_acc"]
                     for r in results["experiments"][name]["per_run"]}
-        for run in study.runs():
+        for run in study.runs(name):
             run_dir = Path(study.run_dir(name, run))
             metrics = _read_json(run_dir / "metrics.json", "convbench evaluate")
             value = expected[run.repeat, run.fold, run.seed]

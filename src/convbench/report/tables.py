@@ -174,12 +174,18 @@ def against_the_book_html(rows: list[dict[str, Any]], study: Study) -> str:
     return table_html(format_against_the_book(rows)) + caption
 
 
-def runs_phrase(study: Study) -> str:
-    """``3 fold models`` or ``12 models (2 repeats x 3 folds x 2 seeds)``."""
-    if study.repeats == 1 and len(study.seeds) == 1:
+def runs_phrase(study: Study, experiment: str | None = None) -> str:
+    """``3 fold models`` or ``12 models (2 repeats x 3 folds x 2 seeds)``: ``experiment``'s runs,
+    or (None) every experiment's when all train the same seeds."""
+    seed_sets = {e.seeds for e in study.experiments.values()} if experiment is None \
+        else {study.experiment(experiment).seeds}
+    if len(seed_sets) > 1:
+        return f"each experiment's {study.repeats * study.folds} folds × its training seeds"
+    seeds = seed_sets.pop()
+    if study.repeats == 1 and len(seeds) == 1:
         return f"{study.folds} fold models"
-    return (f"{len(study.runs())} models ({study.repeats} repeats × {study.folds} folds × "
-            f"{len(study.seeds)} seeds)")
+    return (f"{len(study.runs_with_seeds(seeds))} models ({study.repeats} repeats × {study.folds} folds × "
+            f"{len(seeds)} seeds)")
 
 
 # ------------------------------------------------------------------------------------ ablations
@@ -238,7 +244,7 @@ def finding_lines(results: dict[str, Any], ablations: list[dict[str, Any]], stud
     best = str(board.index[0])
     row = board.loc[best]
     lines = [f"Winner: {best}, {percent(row['val_acc_mean'])} ± {percent(row['val_acc_std'])} % "
-             f"validation accuracy over {runs_phrase(study)} (test {percent(row['test_acc_mean'])} %)"
+             f"validation accuracy over {runs_phrase(study, best)} (test {percent(row['test_acc_mean'])} %)"
              + (f", ahead of {board.index[1]} ({percent(board.iloc[1]['val_acc_mean'])} %)" if len(board) > 1 else "")]
     for r in ablations:
         if r["metric"] != FINDING_METRIC:
