@@ -3,20 +3,16 @@ median over several runs, and a failing exit where an experiment is off by more 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
-def load_check():  # benchmarks/ is scripts, not a package
-    spec = importlib.util.spec_from_file_location("estimate_check", ROOT / "benchmarks/estimate_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_check():
+    return load_benchmark("estimate_check")
 
 
 def write_estimate(path: Path, seconds: dict[str, float]) -> Path:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 from test_pipeline import TINY_STUDY, copy_of, make_project, planned_jobs, run, run_files
@@ -48,6 +49,22 @@ def fails(args: list[str], project: Path) -> str:
     proc = run(args, project, check=False)
     assert proc.returncode != 0, proc.stdout[-2000:]
     return proc.stdout + proc.stderr
+
+
+def edit_json(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """A results file edited by hand: ``change`` applied to its document."""
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document, indent=2))
+
+
+def refused_then_fixed(project: Path, message: str, fix_prefix: str) -> None:
+    """Snakemake refuses the project with ``message``; the fix the message gives (the command
+    starting with ``fix_prefix``) is run, and the pipeline then runs up to the report."""
+    out = fails(["snakemake", "--cores", "1"], project)
+    assert message in out, out[-3000:]
+    run(fix_from(out, fix_prefix), project)
+    run(UP_TO_THE_REPORT, project)
 
 
 def fix_from(message: str, prefix: str) -> list[str]:
@@ -157,39 +174,30 @@ def test_an_edited_accuracy_in_a_runs_metrics_is_refused_and_its_fix_works(done:
 
 def test_an_edited_ablation_is_refused_and_its_fix_works(done: Path, tmp_path: Path) -> None:
     """An edited verdict (an edited p or difference: test_report's ablation test)."""
-    key = "verdict"
     copy = copy_of(done, tmp_path)
-    path = copy / "results/ablations.json"
-    document = json.loads(path.read_text())
-    entry = document["ablations"]["convolutions"]["val_acc"]
-    entry[key] = "better" if entry["verdict"] != "better" else "worse"
-    path.write_text(json.dumps(document, indent=2))
-    out = fails(["snakemake", "--cores", "1"], copy)
-    assert f"results/ablations.json: ablations.convolutions.val_acc.{key} is" in out
-    run(fix_from(out, "convbench aggregate "), copy)
-    run(UP_TO_THE_REPORT, copy)
+
+    def flip(document: dict[str, Any]) -> None:
+        entry = document["ablations"]["convolutions"]["val_acc"]
+        entry["verdict"] = "better" if entry["verdict"] != "better" else "worse"
+
+    edit_json(copy / "results/ablations.json", flip)
+    refused_then_fixed(copy, "results/ablations.json: ablations.convolutions.val_acc.verdict is",
+                       "convbench aggregate ")
     assert results_of(copy) == results_of(done)
 
 
 def test_an_edited_scores_json_is_refused_and_its_fix_works(done: Path, tmp_path: Path) -> None:
     copy = copy_of(done, tmp_path)
-    path = copy / "results/scores.json"
-    document = json.loads(path.read_text())
-    document["experiments"]["mlp"]["val_acc_mean"] = 0.99
-    path.write_text(json.dumps(document, indent=2))
-    out = fails(["snakemake", "--cores", "1"], copy)
-    assert "results/scores.json: experiments.mlp.val_acc_mean is 0.99, but results/study.json gives" in out
-    run(fix_from(out, "convbench aggregate "), copy)
-    run(UP_TO_THE_REPORT, copy)
+    edit_json(copy / "results/scores.json", lambda d: d["experiments"]["mlp"].update(val_acc_mean=0.99))
+    refused_then_fixed(copy, "results/scores.json: experiments.mlp.val_acc_mean is 0.99, but results/study.json gives",
+                       "convbench aggregate ")
     assert results_of(copy) == results_of(done)
 
 
 def test_a_hand_edited_study_json_gets_a_fix_that_works(done: Path, tmp_path: Path) -> None:
     copy = copy_of(done, tmp_path)
-    path = copy / "results/study.json"
-    document = json.loads(path.read_text())
-    document["experiments"]["mlp"]["val_acc_mean"] += 0.05
-    path.write_text(json.dumps(document, indent=2))
+    edit_json(copy / "results/study.json",
+              lambda d: d["experiments"]["mlp"].update(val_acc_mean=d["experiments"]["mlp"]["val_acc_mean"] + 0.05))
     out = fails(["convbench", "report", "--study", "params.yaml"], copy)
     assert "results/study.json: val_acc_mean is" in out
     fix = fix_from(out, "convbench aggregate ")
@@ -211,10 +219,7 @@ def test_a_damaged_model_is_refused_and_its_fix_retrains_it(done: Path, tmp_path
         model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
     else:
         model.write_bytes((copy / "results/mlp/r0-fold0-seed0/model.pt").read_bytes())
-    out = fails(["snakemake", "--cores", "1"], copy)
-    assert f"{RUN}/model.pt: its sha256 is" in out and "was computed from the model" in out
-    run(fix_from(out, "convbench run "), copy)
-    run(UP_TO_THE_REPORT, copy)
+    refused_then_fixed(copy, f"{RUN}/model.pt: its sha256 is", "convbench run ")
     assert results_of(copy) == before
 
 

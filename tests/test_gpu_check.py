@@ -4,7 +4,6 @@ still run, and the exit code says so; a byte that differs between the determinis
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,14 +13,11 @@ from typing import Any
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import ROOT, load_benchmark
 
 
-def load_check():  # benchmarks/ is scripts, not a package
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks/gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_check():
+    return load_benchmark("gpu_check")
 
 
 @pytest.mark.slow
