@@ -746,6 +746,8 @@ def test_experiments_with_their_own_seeds_run_in_both_engines(tmp_path: Path) ->
         assert curves == trained
     ablation = json.loads((project / "results/ablations.json").read_text())["ablations"]["convolutions"]
     assert len(ablation["val_acc"]["differences"]) == REPEATS * FOLDS  # a fold's two seeds averaged first
-    assert "training seed 0; lenet_relu, mlp with seeds 0, 1" in (project / "reports/report.html").read_text(encoding="utf-8")
+    page = (project / "reports/report.html").read_text(encoding="utf-8")
+    assert "training seed 0; lenet_relu, mlp with seeds 0, 1" in page
+    assert f"({REPEATS * FOLDS} folds, each the mean of 2 seeds)" in page  # the findings' line
     assert "Nothing to be done" in run(["snakemake", "--cores", "1", "--dry-run"], project).stdout
     assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
