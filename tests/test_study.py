@@ -266,7 +266,8 @@ def test_study_cli_estimates_each_experiments_time_and_memory_on_this_machine(
         assert cost["step_s"] > 0 and cost["eval_image_s"] > 0 and cost["peak_memory_mb"] > 0
         per_run = (e.recipe.epochs * (33 * cost["step_s"] + val_images * cost["eval_image_s"])
                    + (val_images + TEST_SIZES["digits"]) * cost["eval_image_s"])
-        assert cost["seconds"] == pytest.approx(study.folds * per_run + estimate["start_up_s"])
+        assert cost["seconds"] == pytest.approx(len(study.runs(name)) * per_run + estimate["start_up_s"])
+        assert cost["runs"] == len(study.runs(name)) == study.folds * len(e.seeds)  # lenet: 3 seeds a fold
     assert 0 < estimate["start_up_s"] < 120
     # the whole study's wall time: training, and every other job (issue 29: the total once left
     # out the split, the aggregation and the report, 12 s where the study took 49-53 s)
