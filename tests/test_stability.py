@@ -104,3 +104,19 @@ def test_stability_runs_each_seed_set_apart_and_prints_its_verdicts(
     assert weights[0] != weights[1]
     assert not (tmp_path / "results/mlp").exists() and not (tmp_path / "results/study.json").exists()
     assert (tmp_path / "data/splits/digits-k2-s0/repeat1.json").exists()  # the study's splits, made once
+
+
+def test_the_seed_sets_directory_is_outside_what_dvc_hashes() -> None:
+    """The check writes under the study's results directory, which DVC's report stage depends on:
+    .dvcignore keeps its seed sets (the default directory and the README's AVX2 one) out of that
+    hash, as it keeps the timings out, so `dvc status` stays clean after a stability check."""
+    import pathspec
+
+    from convbench.study import load_study
+
+    root = Path(__file__).resolve().parents[1]
+    ignored = pathspec.GitIgnoreSpec.from_lines((root / ".dvcignore").read_text().splitlines())
+    results = load_study(root / "params.yaml").results_dir
+    for out_dir in (f"{results}/_stability", f"{results}/_stability-avx2"):
+        assert ignored.match_file(f"{out_dir}/seeds1/lenet/r0-fold0-seed3/model.pt"), out_dir
+    assert not ignored.match_file(f"{results}/lenet/r0-fold0-seed0/model.pt")
