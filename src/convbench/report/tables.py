@@ -257,7 +257,7 @@ def finding_lines(results: dict[str, Any], ablations: list[dict[str, Any]], stud
             what = f"{code} between {r['treatment']} and {r['baseline']} (not a finding)"
         interval = (f", {100 * c.confidence:g}% CI [{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
                     if math.isfinite(c.ci_low) and math.isfinite(c.ci_high) else "")
-        seeds = len(study.experiment(r["treatment"]).seeds) if r["treatment"] in study.experiments else 1
+        seeds = len(study.experiment(r["treatment"]).seeds)  # both sides train the same (convbench.study)
         per_fold = f", each the mean of {seeds} seeds" if seeds > 1 else ""
         lines.append(f"{r['ablation']}: {what}, {c.mean:+.2f} points{interval}, Holm-adjusted "
                      f"{p_text(r['p_holm'])} ({c.n} folds{per_fold})")
