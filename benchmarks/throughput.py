@@ -21,6 +21,13 @@ not depend on the pixels, and the real data cannot be downloaded everywhere.
 
     python benchmarks/throughput.py --device cpu --arch lenet
     python benchmarks/throughput.py --device cuda --arch resnet18 --input-size 96
+    python benchmarks/throughput.py --study fashion_mnist_chapter     # every network of a study
+
+With ``--study``, every experiment of the study runs at its own input size, batch size and recipe
+(optimizer, label smoothing, augmentation, precision, memory format), with the study's threads,
+against a bare step with the same network, optimizer, loss, precision and memory format on
+batches made beforehand: the trainer's share of the ceiling, network by network, as a Markdown
+table (the d2l loops are skipped).
 
 Not part of the test suite.
 """
@@ -157,8 +164,100 @@ def ours(net: nn.Module, images, labels, *, lr, batch_size, input_size, device, 
     return len(labels) * len(timed) / sum(row["seconds"] for row in timed)
 
 
+def bare_recipe_step(net: nn.Module, images, labels, *, recipe, input_size, device, epochs) -> float:
+    """A bare training step with ``recipe``'s optimizer, loss, precision and memory format, on
+    batches resized and normalized beforehand (no augmentation, no metrics, no schedule); ex/s over
+    the timed epochs (one warm-up epoch first)."""
+    from convbench.inference import autocast
+    from convbench.train import make_optimizer
+
+    x = torch.from_numpy(images).to(device).float().div_(255)
+    if input_size != x.shape[-1]:
+        x = torch.nn.functional.interpolate(x, size=input_size, mode="bilinear", antialias=True)
+    x = (x - x.mean()) / x.std()
+    memory = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    size = recipe.batch_size
+    batches = [(x[i:i + size].contiguous(memory_format=memory), torch.from_numpy(labels[i:i + size]).to(device))
+               for i in range(0, len(labels) - size + 1, size)]
+    net.to(device)
+    if recipe.channels_last:
+        net.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(net, recipe)
+    net.train()
+    seen, seconds = 0, 0.0
+    for epoch in range(epochs + 1):
+        started = time.perf_counter()
+        for X, y in batches:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(X.device, recipe.precision):
+                loss = nn.functional.cross_entropy(net(X).float(), y, label_smoothing=recipe.label_smoothing)
+            loss.backward()
+            optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if epoch > 0:
+            seconds += time.perf_counter() - started
+            seen += sum(len(y) for _, y in batches)
+    return seen / seconds
+
+
+def ours_with_recipe(net: nn.Module, images, labels, *, recipe, input_size, device, epochs) -> float:
+    """convbench's trainer with an experiment's own recipe; ex/s of its timed epochs."""
+    import dataclasses
+
+    size = recipe.batch_size
+    data = FoldData(train_images=torch.from_numpy(images).to(device), train_labels=torch.from_numpy(labels).to(device),
+                    val_images=torch.from_numpy(images[:size]).to(device),
+                    val_labels=torch.from_numpy(labels[:size]).to(device), num_classes=10)
+    recipe = dataclasses.replace(recipe, epochs=epochs + 1, warmup_epochs=0.0)
+    result = train(net, data, recipe, input_size=input_size, seed=0)
+    timed = result.history[1:]  # epoch 1 warms up
+    return len(labels) // size * size * len(timed) / sum(row["seconds"] for row in timed)
+
+
+def study_main(args: argparse.Namespace) -> None:
+    """Every experiment of a study: the trainer against the bare step, a Markdown table."""
+    import platform
+
+    from convbench.study import load_study, study_file
+
+    study = load_study(study_file("params.yaml", args.study) if not args.study.endswith(".yaml") else args.study)
+    torch.set_num_threads(args.threads or study.threads)
+    device = torch.device(args.device)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(args.examples, 1, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=args.examples).astype(np.int64)
+    print(f"study {study.name}: {args.examples} synthetic images an epoch, {args.epochs} timed epochs after one "
+          f"warm-up, {args.repeats} alternating runs (median by share), device {args.device} "
+          f"({torch.get_num_threads()} threads), torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    print("| experiment | network | input px | batch | convbench img/s | bare step img/s | share | runs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, e in study.experiments.items():
+        if args.only and name not in args.only:
+            continue
+        shares = []
+        for _ in range(args.repeats):
+            def net() -> nn.Module:
+                torch.manual_seed(0)
+                return build(e.arch, input_size=e.input_size, init=e.recipe.init, **e.knobs)
+
+            common = dict(recipe=e.recipe, input_size=e.input_size, device=device, epochs=args.epochs)
+            mine = ours_with_recipe(net(), images, labels, **common)
+            ceiling = bare_recipe_step(net(), images, labels, **common)
+            shares.append((mine / ceiling, mine, ceiling))
+        shares.sort()
+        share, mine, ceiling = shares[len(shares) // 2]
+        knobs = ", ".join(f"{k}={v}" for k, v in e.knobs.items()) or "defaults"
+        print(f"| {name} | {e.arch} ({knobs}) | {e.input_size} | {e.recipe.batch_size} | {mine:,.0f} | "
+              f"{ceiling:,.0f} | **{share:.0%}** | {', '.join(f'{s[0]:.0%}' for s in shares)} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--study", default=None,
+                        help="a bundled study's name or a study file: every experiment at its own settings")
+    parser.add_argument("--only", nargs="+", default=None, metavar="EXPERIMENT",
+                        help="with --study: only these experiments")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--arch", default="lenet")
     parser.add_argument("--input-size", type=int, default=None, help="default: d2l's for the network")
@@ -172,6 +271,9 @@ def main() -> None:
     parser.add_argument("--no-channels-last", action="store_true",
                         help="run our trainer in the default (NCHW) memory format")
     args = parser.parse_args()
+    if args.study:
+        study_main(args)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
 

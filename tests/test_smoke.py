@@ -1,7 +1,7 @@
 """Smoke runs: every bundled study, every stage for real at toy scale (``smoke: N``), to a report
 that says its numbers mean nothing, in directories of its own.
 
-The default study and ``fashion_mnist_cpu`` run here in this process, stage by stage, as DVC runs
+The default study, ``fashion_mnist_cpu`` and ``fashion_mnist_chapter`` run here in this process, stage by stage, as DVC runs
 them (``convbench <stage> --study params.yaml --smoke N``); the seeds' study ``fashion_mnist_d2l``
 runs through Snakemake (tests/test_pipeline.py), as the README's acceptance command does. The
 Fashion-MNIST studies use the real data (Debian's ``dataset-fashion-mnist``) and are skipped,
@@ -90,7 +90,8 @@ def check_smoke_results(root: Path, smoke: int = SMOKE) -> None:
     body = page[page.index("<body"):]
     assert body.index("SMOKE RUN: these numbers mean nothing") < body.index("<h1")
     assert "<title>convbench report: " in page and "(SMOKE RUN: these numbers mean nothing)</title>" in page
-    for heading in ("Leaderboard", "Against the book", "Learning curves", "Accuracy against cost",
+    for heading in ("Leaderboard", "Against the book", "The chapter's answer: the families ranked",
+                    "Learning curves", "Accuracy against cost",
                     "Ablations", "Fold spread", "The best experiment", "Networks", "Study card"):
         assert f">{heading}" in page, heading
     for experiment in study.experiments:
@@ -114,6 +115,24 @@ def test_fashion_mnist_cpu_runs_as_a_smoke_run_on_the_real_data(
     root = study_project(tmp_path / "fm_cpu", "fashion_mnist_cpu")
     smoke_run(convbench, root)
     check_smoke_results(root)
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_the_chapter_study_runs_as_a_smoke_run_on_the_real_data(
+    tmp_path: Path, convbench: Callable[[list[str]], int], offline: None
+) -> None:
+    """Every family of the chapter at its study's size, one batch an epoch, to a report that
+    ranks the families beside d2l's and the published numbers."""
+    root = study_project(tmp_path / "chapter", "fashion_mnist_chapter")
+    smoke_run(convbench, root)
+    check_smoke_results(root)
+    study = load_study(root / "params.yaml", smoke=SMOKE)
+    page = (root / study.reports_dir / "report.html").read_text(encoding="utf-8")
+    for family in ("LeNet", "AlexNet", "VGG-11", "NiN", "GoogLeNet", "ResNet-18", "DenseNet", "MLP"):
+        assert f"<td>{family}</td>" in page, family
+    assert "Against d2l's (median of 20 builds) ordering" in page
+    assert "pytorch-pretrained-cnns" in page and "Under 100,000 parameters:" in page
 
 
 def misfit_alexnet(**kwargs: object) -> nn.Module:

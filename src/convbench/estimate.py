@@ -234,10 +234,26 @@ def experiment_cost(name: str, study: Study, measured: dict[str, Any],
     )
 
 
+def wall_seconds(costs: list[ExperimentCost], stages: dict[str, float], light_s: float, jobs: int) -> float:
+    """The study's wall time with ``jobs`` jobs at once (``snakemake --cores N`` with one thread
+    a job): the data jobs one after another, then every experiment's run job, each followed by its
+    aggregation, on the first free slot, the longest first (as a good scheduler packs them), then
+    the study's aggregation and the report. A job is assumed to take as long beside another job as
+    alone (benchmarks/RESULTS.md measures what sharing the machine costs)."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    before = stages.get("check", 0.0) + stages.get("download and prepare", 0.0) + stages.get("split", 0.0)
+    slots = [0.0] * jobs
+    for cost in sorted(costs, key=lambda c: -c.seconds):
+        slot = slots.index(min(slots))
+        slots[slot] += cost.seconds + light_s  # the run, then its experiment's aggregation
+    return before + max(slots) + light_s + stages.get("report", 0.0)  # the study's aggregation, report
+
+
 def estimate(study: Study, *, device_name: str = "auto", threads: int | None = None,
-             steps: int = 2) -> dict[str, Any]:
-    """Every experiment's and the whole study's estimated wall time (one job at a time) and peak
-    memory on this machine, with the device it assumed."""
+             steps: int = 2, jobs: int = 1) -> dict[str, Any]:
+    """Every experiment's and the whole study's estimated wall time (``jobs`` jobs at once) and
+    peak memory on this machine, with the device it assumed."""
     device = pick_device(device_name)
     threads = threads or study.threads
     previous = torch.get_num_threads()
@@ -248,7 +264,9 @@ def estimate(study: Study, *, device_name: str = "auto", threads: int | None = N
                  for name, e in study.experiments.items()]
     finally:
         torch.set_num_threads(previous)
-    stages = other_jobs(study, measure_light_job(), measure_report())
+    light_s = measure_light_job()
+    stages = other_jobs(study, light_s, measure_report())
+    total = sum(c.seconds for c in costs) + sum(stages.values())
     return {
         "device": describe_device(device) if device.type == "cuda" else
         f"cpu:{describe_cpu()['model']}:{threads} threads",
@@ -256,10 +274,13 @@ def estimate(study: Study, *, device_name: str = "auto", threads: int | None = N
         "experiments": {c.experiment: asdict(c) for c in costs},
         "training_seconds": sum(c.seconds for c in costs),
         "other_jobs_seconds": stages,
-        "total_seconds": sum(c.seconds for c in costs) + sum(stages.values()),
+        "total_seconds": total,
+        "jobs": jobs,
+        "wall_seconds": total if jobs == 1 else wall_seconds(costs, stages, light_s, jobs),
         "peak_memory_mb": max(c.peak_memory_mb for c in costs),
         "start_up_s": start_up_s,
-        "assumes": "one job at a time on this device; measured steps x the study's steps, plus "
+        "assumes": ("one job at a time" if jobs == 1 else f"{jobs} jobs at once, each as fast as alone")
+                   + " on this device; measured steps x the study's steps, plus "
                    f"evaluation and {start_up_s:.1f} s start-up per job (measured), and every other "
                    "job of the study, each timed as a fresh process",
     }
@@ -290,6 +311,9 @@ def format_estimate(result: dict[str, Any]) -> list[str]:
                                                        for stage, seconds in others.items() if seconds))
     lines.append(f"  total {duration(result['total_seconds'])} ({result['total_seconds']:,.0f} s), "
                  f"peak memory {result['peak_memory_mb']:,.0f} MiB")
+    if result.get("jobs", 1) > 1:
+        lines.append(f"  wall time with {result['jobs']} jobs at once (snakemake --cores {result['jobs']}): "
+                     f"{duration(result['wall_seconds'])} ({result['wall_seconds']:,.0f} s)")
     return lines
 
 

@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
                              "timing a few real training steps of its network (default; "
                              "--no-estimate: only validate and list)")
     parser.add_argument("--steps", type=int, default=2, help="training steps timed per network (default 2)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="jobs the study will run at once (snakemake --cores N with the study's "
+                             "one thread a job): the wall time is estimated for them (default 1)")
     parser.add_argument("--device", default=None,
                         help="the device to estimate for (default: the study's device, auto without one)")
     return run_cli(parser, argv, _print_plan, expected=(StudyError, OSError))
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 def _print_plan(args: argparse.Namespace) -> None:
     if args.params is not None and args.study is not None:
         raise StudyError("give the study once: as a file (params) or with --study, not both")
+    if args.jobs < 1:
+        raise StudyError(f"--jobs: at least 1 job at a time, got {args.jobs}")
     study = load_study(args.study or args.params or Path("params.yaml"), smoke=args.smoke)
     cost = None
     if args.estimate:  # imported here: validating and listing a study needs no torch
@@ -46,7 +51,8 @@ def _print_plan(args: argparse.Namespace) -> None:
         from convbench.estimate import estimate
 
         try:
-            cost = estimate(study, device_name=args.device or study.device, steps=args.steps)
+            cost = estimate(study, device_name=args.device or study.device, steps=args.steps,
+                            jobs=args.jobs)
         except DeviceError as err:  # `device: cuda` (or --device cuda) where CUDA is not usable
             raise StudyError(str(err)) from None
     if args.json:

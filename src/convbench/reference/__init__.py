@@ -5,6 +5,9 @@ median over its 20 published builds), each with its source. An experiment has a 
 when it trains the same network with the same knobs, at d2l's resolution, on the same data set,
 with d2l's recipe; performance-only settings (memory format, compilation, determinism, evaluation
 batch size) do not change what is learned and are ignored.
+
+``native.yaml`` holds, per family, a published result at native resolution (28 or 32 px), with
+its source: not the same network or recipe, a yardstick for a study at native resolution.
 """
 
 from __future__ import annotations
@@ -90,3 +93,50 @@ def d2l() -> Book:
         results[key] = BookResult(key=key, test_acc_low=low, test_acc_high=high, **entry)
     return Book(source=" ".join(raw["source"].split()), dataset=raw["dataset"],
                 epochs=raw["epochs"], results=results)
+
+
+@dataclass(frozen=True)
+class NativeResult:
+    """A published Fashion-MNIST result at native resolution for one family (``native.yaml``)."""
+
+    arch: str
+    family: str
+    test_acc: float | None  # None: no published result found
+    network: str
+    source: str | None  # the source's key in ``native.yaml``'s sources
+    source_text: str | None
+
+
+@dataclass(frozen=True)
+class Native:
+    dataset: str
+    families: dict[str, NativeResult]  # by convbench network name (an experiment's arch)
+    under_100k: NativeResult
+
+
+@cache
+def native() -> Native:
+    """Published native-resolution results per family (``native.yaml``), read once."""
+    raw = yaml.safe_load(files(__package__).joinpath("native.yaml").read_text(encoding="utf-8"))
+    sources = {key: " ".join(text.split()) for key, text in raw["sources"].items()}
+
+    def result(arch: str, entry: dict[str, Any]) -> NativeResult:
+        source = entry.get("source")
+        if source is not None and source not in sources:
+            raise ValueError(f"native.yaml: {arch}: source {source!r} is not among {sorted(sources)}")
+        return NativeResult(arch=arch, family=entry.get("family", arch), test_acc=entry["test_acc"],
+                            network=entry["network"], source=source,
+                            source_text=sources.get(source) if source else None)
+
+    return Native(dataset=raw["dataset"],
+                  families={arch: result(arch, entry) for arch, entry in raw["families"].items()},
+                  under_100k=result("under_100k", raw["under_100k"]))
+
+
+def d2l_by_arch() -> dict[str, BookResult]:
+    """d2l's result for each network name (d2l trains each family once, at its resolution)."""
+    by_arch: dict[str, BookResult] = {}
+    for result in d2l().results.values():
+        by_arch.setdefault(result.arch, result)
+    return by_arch
+

@@ -174,6 +174,130 @@ def against_the_book_html(rows: list[dict[str, Any]], study: Study) -> str:
     return table_html(format_against_the_book(rows)) + caption
 
 
+# ------------------------------------------------------------------------- the chapter's answer
+
+
+def family_ranking(data: ReportData) -> list[dict[str, Any]]:
+    """One row per family (network name) of the study, its best experiment by cross-validated
+    (validation) accuracy, ranked by it, each with d2l's result for the family (at d2l's resolution
+    and recipe) and a published one at native resolution, where there are any."""
+    book = reference.d2l_by_arch() if data.study.dataset == reference.d2l().dataset else {}
+    native = reference.native()
+    natives = native.families if data.study.dataset == native.dataset else {}
+    board = leaderboard(data.results)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, row in board.iterrows():  # best first: a family's first experiment is its best
+        arch = str(row["arch"])
+        if arch not in rows:
+            rows[arch] = {"family": natives[arch].family if arch in natives else arch, "arch": arch,
+                          "experiment": str(name), "ours": row, "d2l": book.get(arch),
+                          "native": natives.get(arch)}
+    ranked = list(rows.values())
+    for rank, row in enumerate(ranked, 1):
+        row["rank"] = rank
+    return ranked
+
+
+def format_family_ranking(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The ranking as the report shows it: d2l's column is marked as a different setting."""
+    def d2l_cell(result: reference.BookResult | None) -> str:
+        if result is None:
+            return MISSING
+        return (f"{percent(result.test_acc_low)}\u2013{percent(result.test_acc_high)} (median "
+                f"{percent(result.test_acc_median)}) at {result.input_size} px, d2l's recipe")
+
+    def native_cell(result: reference.NativeResult | None) -> str:
+        if result is None or result.test_acc is None:
+            return "none published" if result is not None else MISSING
+        return f"{percent(result.test_acc)}: {result.network} [{result.source}]"
+
+    return pd.DataFrame([
+        {
+            "#": row["rank"],
+            "family": row["family"],
+            "best experiment": row["experiment"],
+            "input (px)": row["ours"]["input_size"],
+            "params": f"{row['ours']['params']:,}",
+            "val acc (%)": mean_std(row["ours"], "val_acc"),
+            "test acc (%)": mean_std(row["ours"], "test_acc"),
+            "d2l, 20 builds (different setting)": d2l_cell(row["d2l"]),
+            "published at native resolution": native_cell(row["native"]),
+        }
+        for row in rows
+    ])
+
+
+def ordering_text(rows: list[dict[str, Any]], theirs: str) -> str:
+    """Where our ranking of the families agrees with a reference's (``theirs``: "d2l" by its median
+    over 20 builds, "native" by the published result), pair by pair."""
+    def value(row: dict[str, Any]) -> float | None:
+        if theirs == "d2l":
+            return row["d2l"].test_acc_median if row["d2l"] is not None else None
+        return row["native"].test_acc if row["native"] is not None else None
+
+    shared = [row for row in rows if value(row) is not None]  # in our order, best first
+    name = "d2l's (median of 20 builds)" if theirs == "d2l" else "the published native-resolution results'"
+    if len(shared) < 2:
+        return f"Fewer than two families have {name} numbers: no ordering to compare."
+    agree, disagree = 0, []
+    for i, upper in enumerate(shared):
+        for lower in shared[i + 1:]:
+            if value(upper) > value(lower):
+                agree += 1
+            elif value(upper) < value(lower):
+                disagree.append(f"{upper['family']} above {lower['family']} here, below in theirs")
+            else:
+                disagree.append(f"{upper['family']} and {lower['family']} tie in theirs")
+    pairs = agree + len(disagree)
+    ours = " > ".join(row["family"] for row in shared)
+    theirs_order = " > ".join(row["family"] for row in sorted(shared, key=lambda r: -value(r)))
+    text = (f"Against {name} ordering, over the {len(shared)} families both rank: ours "
+            f"{ours}; theirs {theirs_order}. They agree on {agree} of {pairs} pairs")
+    return text + (": " + "; ".join(disagree) + "." if disagree else ".")
+
+
+def smallest_line(results: dict[str, Any], limit: int = 100_000) -> str | None:
+    """The best experiment (by validation accuracy) under ``limit`` parameters beside the best
+    published result we know under 100k (native.yaml), or None if the study has none."""
+    board = leaderboard(results)
+    small = board[board["params"] < limit]
+    if small.empty:
+        return None
+    name, row = str(small.index[0]), small.iloc[0]
+    known = reference.native().under_100k
+    return (f"Under {limit:,} parameters: {name} ({row['params']:,} params), validation "
+            f"{mean_std(row, 'val_acc')} %, test {mean_std(row, 'test_acc')} %; the best published "
+            f"result we know: {percent(known.test_acc)} % ({known.network}) [{known.source}].")
+
+
+def family_ranking_html(data: ReportData) -> str:
+    """The families ranked, each reference's source, and where the orderings agree."""
+    rows = family_ranking(data)
+    if len(rows) < 2:
+        return "<p>This study trains fewer than two families: nothing to rank.</p>"
+    native = reference.native()
+    cited = {row["native"].source: row["native"].source_text for row in rows
+             if row["native"] is not None and row["native"].source}
+    notes = []
+    if any(row["d2l"] is not None for row in rows):
+        notes.append(ordering_text(rows, "d2l"))
+    if cited:
+        notes.append(ordering_text(rows, "native"))
+    small = smallest_line(data.results) if data.study.dataset == native.dataset else None
+    if small is not None:
+        notes.append(small)
+        cited[native.under_100k.source] = native.under_100k.source_text
+    sources = "".join(f"<li>[{html.escape(str(key))}] {html.escape(str(text))}</li>"
+                      for key, text in sorted(cited.items()))
+    caption = (f"<p>Ours: each family's best experiment by validation accuracy, the mean ± standard "
+               f"deviation over {runs_phrase(data.study)}. d2l's: one model per build trained on the "
+               f"whole training set at d2l's resolution with <code>train_ch6</code>, a different setting "
+               f"from ours unless the input size and recipe match. Source: "
+               f"{html.escape(reference.d2l().source)}</p><ul>{sources}</ul>")
+    return (table_html(format_family_ranking(rows)) + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+            + caption)
+
+
 def runs_phrase(study: Study, experiment: str | None = None) -> str:
     """``3 fold models`` or ``12 models (2 repeats x 3 folds x 2 seeds)``: ``experiment``'s runs,
     or (None) every experiment's when all train the same seeds."""
