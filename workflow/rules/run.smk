@@ -27,6 +27,9 @@ for SEEDS, GROUP in STUDY.seed_groups().items():
             # a change reruns the runs, as DVC's params do
             threads=STUDY.threads,
         threads: STUDY.threads
+        # Jobs start in the study file's order (the first experiment first): a study lists its
+        # longest experiments first (fashion_mnist_chapter does), so that the last jobs to start are short.
+        priority: lambda wildcards: len(STUDY.experiments) - list(STUDY.experiments).index(wildcards.experiment)
         resources:
             gpu=GPU_PER_JOB,
             mem_mb=4000,
