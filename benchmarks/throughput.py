@@ -95,34 +95,12 @@ def d2l_style(net: nn.Module, images, labels, *, lr, batch_size, input_size, dev
 
 
 def bare_step(net: nn.Module, images, labels, *, lr, batch_size, input_size, device, epochs, channels_last):
-    """A bare training step on ready batches: forward, loss, backward, SGD step; ex/s over the
-    timed epochs (one warm-up epoch first)."""
-    x = torch.from_numpy(images).to(device).float().div_(255)
-    if input_size != x.shape[-1]:
-        x = torch.nn.functional.interpolate(x, size=input_size, mode="bilinear", antialias=True)
-    memory = torch.channels_last if channels_last else torch.contiguous_format
-    batches = [(x[i:i + batch_size].contiguous(memory_format=memory),
-                torch.from_numpy(labels[i:i + batch_size]).to(device))
-               for i in range(0, len(labels) - batch_size + 1, batch_size)]
-    net.to(device)
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
-    loss = nn.CrossEntropyLoss()
-    net.train()
-    seen, seconds = 0, 0.0
-    for epoch in range(epochs + 1):
-        started = time.perf_counter()
-        for X, y in batches:
-            optimizer.zero_grad()
-            loss(net(X), y).backward()
-            optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if epoch > 0:
-            seconds += time.perf_counter() - started
-            seen += sum(len(y) for _, y in batches)
-    return seen / seconds
+    """A bare training step on ready batches with d2l's plain SGD at ``lr``: forward, loss,
+    backward, step; ex/s over the timed epochs (one warm-up epoch first)."""
+    recipe = resolve_recipe({"preset": "d2l", "lr": lr, "batch_size": batch_size,
+                             "channels_last": channels_last}, "lenet")
+    return bare_recipe_step(net, images, labels, recipe=recipe, input_size=input_size, device=device,
+                            epochs=epochs)
 
 
 def d2l_train_ch6(net: nn.Module, images, labels, *, lr, batch_size, input_size, device, epochs, workers):
@@ -166,15 +144,16 @@ def ours(net: nn.Module, images, labels, *, lr, batch_size, input_size, device, 
 
 def bare_recipe_step(net: nn.Module, images, labels, *, recipe, input_size, device, epochs) -> float:
     """A bare training step with ``recipe``'s optimizer, loss, precision and memory format, on
-    batches resized and normalized beforehand (no augmentation, no metrics, no schedule); ex/s over
-    the timed epochs (one warm-up epoch first)."""
+    batches resized (and normalized, if the recipe does) beforehand: no augmentation, no metrics,
+    no schedule; ex/s over the timed epochs (one warm-up epoch first)."""
     from convbench.inference import autocast
     from convbench.train import make_optimizer
 
     x = torch.from_numpy(images).to(device).float().div_(255)
     if input_size != x.shape[-1]:
         x = torch.nn.functional.interpolate(x, size=input_size, mode="bilinear", antialias=True)
-    x = (x - x.mean()) / x.std()
+    if recipe.normalize:
+        x = (x - x.mean()) / x.std()
     memory = torch.channels_last if recipe.channels_last else torch.contiguous_format
     size = recipe.batch_size
     batches = [(x[i:i + size].contiguous(memory_format=memory), torch.from_numpy(labels[i:i + size]).to(device))

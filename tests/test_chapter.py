@@ -201,3 +201,28 @@ def test_compare_refuses_an_unfinished_study(
     (finished.parents[2] / "results/a/r0-fold1-seed0/model.pt").unlink()
     assert convbench(["compare", "--study", str(finished), "--write"]) == 1
     assert "r0-fold1-seed0/model.pt: missing; is the study 'tiny_compare' finished?" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- benchmarks/throughput.py --study
+
+
+def test_throughput_times_every_experiment_of_a_study_against_its_bare_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One row per experiment at its own input size and batch size, with the trainer's share of
+    the bare step (a number: the benchmark, not this test, judges it)."""
+    from benchmark_scripts import load_benchmark
+
+    study = tmp_path / "tiny.yaml"
+    study.write_text("study: tiny\ndataset: digits\nfolds: 2\nrecipe: {batch_size: 32, channels_last: true}\n"
+                     "experiments:\n  a: {arch: lenet, input_size: 16}\n"
+                     "  b: {arch: mlp, input_size: 8, recipe: {batch_size: 64, augmentation: crop_flip}}\n")
+    throughput = load_benchmark("throughput")
+    args = SimpleNamespace(study=str(study), only=None, threads=1, device="cpu", examples=256, epochs=1,
+                           repeats=1)
+    throughput.study_main(args)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| a ") or line.startswith("| b ")]
+    assert [row.split(" | ")[2:4] for row in rows] == [["16", "32"], ["8", "64"]]
+    for row in rows:
+        share = row.split(" | ")[6].strip("* ")
+        assert share.endswith("%") and int(share[:-1]) > 0
