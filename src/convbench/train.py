@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convbench.batches import FoldData, Inputs, make_transform
+from convbench.batches import FoldData, Inputs, make_transform, rows
 from convbench.checkpoint import CHECKPOINT_FORMAT, cpu_state, optimizer_state_cpu
 from convbench.device import describe_device, set_determinism, set_tf32, synchronize
 from convbench.inference import autocast, evaluate_loss_acc
@@ -224,7 +224,6 @@ def train(
         order = torch.randperm(n, generator=generator).to(device)
         model.train()
         step_losses = torch.zeros(steps_per_epoch, device=device)
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         synchronize(device)
         started = time.perf_counter()
@@ -234,10 +233,9 @@ def train(
             set_lr(optimizer, lr)
             idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             x = train_inputs.take(idx, generator)
-            y = data.train_labels[idx]
+            y = rows(data.train_labels, idx)
             loss, logits = train_step(forward, model, optimizer, scaler, x, y, recipe)
             step_losses[step] = loss
-            loss_sum += loss.double() * len(y)
             correct += (logits.argmax(1) == y).sum()
             if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
                 check_finite(step_losses[: step + 1], epoch, lr)
@@ -247,7 +245,9 @@ def train(
         val_loss, val_acc = evaluate_loss_acc(model, val_inputs, val_labels, recipe)
         progress.add({
             "epoch": epoch,
-            "train_loss": loss_sum.item() / seen,
+            # every batch holds batch_size images (the last, incomplete one is dropped), so the
+            # mean of the step losses is the mean over the images seen
+            "train_loss": step_losses.double().mean().item(),
             "train_acc": correct.item() / seen,
             "val_loss": val_loss,
             "val_acc": val_acc,
