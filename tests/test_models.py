@@ -315,6 +315,16 @@ def test_mini_resnet_shortcut_is_the_only_difference() -> None:
         assert not torch.allclose(residual(x), plain(x))
 
 
+
+def test_mini_resnet_width_scales_both_stages() -> None:
+    """width=1.5 with batch norm: 24 and 48 channels. By hand: conv1 1*24*25+24, bn 2*24, block
+    2*(24*24*9+24) + 2*2*24, conv2 24*48*25+48, bn 2*48, block 2*(48*48*9+48) + 2*2*48, fc
+    48*4*4*10+10 = 89578 (the chapter study's network under 100k parameters)."""
+    wide = build("mini_resnet", batch_norm=True, width=1.5)
+    assert (wide.conv1.out_channels, wide.conv2.out_channels) == (24, 48)
+    assert sum(p.numel() for p in wide.parameters()) == 89_578
+    assert wide(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
 # -------------------------------------------------------------------------------------- init
 
 INIT_NETWORKS = ["lenet", "mlp", "mini_inception", "resnet18"]

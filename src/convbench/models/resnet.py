@@ -141,17 +141,19 @@ class MiniResNet(nn.Module):
         pool: str,
         shortcut: bool,
         batch_norm: bool,
+        width: float,
     ) -> None:
         super().__init__()
         options = {"activation": activation, "shortcut": shortcut, "batch_norm": batch_norm}
-        self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=5)
-        self.bn1 = norm2d(16, batch_norm)
-        self.conv2 = nn.Conv2d(16, 32, kernel_size=5)
-        self.bn2 = norm2d(32, batch_norm)
+        c1, c2 = scaled(16, width), scaled(32, width)
+        self.conv1 = nn.Conv2d(in_channels, c1, kernel_size=5)
+        self.bn1 = norm2d(c1, batch_norm)
+        self.conv2 = nn.Conv2d(c1, c2, kernel_size=5)
+        self.bn2 = norm2d(c2, batch_norm)
         self.mp = pool2d(pool, 2)  # shared by both stages, as in the course
         self.act = make_activation(activation)
-        self.rblock1 = ResidualBlock(16, **options)
-        self.rblock2 = ResidualBlock(32, **options)
+        self.rblock1 = ResidualBlock(c1, **options)
+        self.rblock2 = ResidualBlock(c2, **options)
         self.fc = nn.Identity()  # placeholder, so that probing the net yields the flat features
         self.fc = nn.Linear(flat_features(self, in_channels, input_size), num_classes)
 
@@ -221,14 +223,15 @@ def mini_resnet(
     shortcut: bool = True,
     pool: str = "max",
     batch_norm: bool = False,
+    width: float = 1.0,
 ) -> nn.Module:
     """The PyTorch course's MNIST residual net: two residual blocks, fc 512 -> classes.
 
     Knobs: ``activation`` everywhere; ``shortcut`` False drops the two identity additions;
     ``pool`` max or avg for the shared 2x2 pooling; ``batch_norm`` adds BatchNorm2d after every
-    convolution (the course net has none).
+    convolution (the course net has none); ``width`` multiplies both stages' channels (16, 32).
     """
     return MiniResNet(
         in_channels=in_channels, num_classes=num_classes, input_size=input_size,
-        activation=activation, pool=pool, shortcut=shortcut, batch_norm=batch_norm,
+        activation=activation, pool=pool, shortcut=shortcut, batch_norm=batch_norm, width=width,
     )
