@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from convbench import prepare
-from convbench.batches import BatchTransform, channel_stats, random_crop_flip
+from convbench.batches import (ERASE_P, ERASE_SCALE, BatchTransform, channel_stats, random_crop_flip,
+                               random_erasing)
 from convbench.models import build
 from convbench.recipe import Recipe, lr_at, resolve_recipe
 from convbench.split import load_split
@@ -178,6 +179,41 @@ def test_no_padding_only_mirrors() -> None:
     assert 0 < sum(flipped) < len(x)
 
 
+def test_random_erasing_zeroes_one_rectangle_in_about_half_the_images() -> None:
+    x = torch.ones(400, 2, 12, 10)
+    out = random_erasing(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, random_erasing(x, torch.Generator().manual_seed(0)))
+    assert not torch.equal(out, random_erasing(x, torch.Generator().manual_seed(1)))
+    assert torch.equal(x, torch.ones_like(x))  # the input is left as it was
+    areas = []
+    for image in out:
+        zero = image == 0
+        assert torch.equal(zero[0], zero[1]), "the same rectangle in every channel"
+        rows, cols = zero[0].any(1).nonzero().flatten(), zero[0].any(0).nonzero().flatten()
+        if len(rows):
+            box = zero[0, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+            assert box.all() and int(zero[0].sum()) == box.numel(), "one filled rectangle"
+        areas.append(int(zero[0].sum()))
+    erased = [a for a in areas if a]
+    assert abs(len(erased) / len(x) - ERASE_P) < 0.1
+    # areas of 2 % to 33 % of the 120 pixels, give or take the rounding of each side
+    assert min(erased) >= 1 and max(erased) <= 0.5 * 120
+    assert sum(erased) / len(erased) == pytest.approx(120 * sum(ERASE_SCALE) / 2, rel=0.3)
+
+
+def test_a_transform_erases_only_when_augmenting(digits: prepare.Dataset) -> None:
+    images = torch.from_numpy(digits.train_images[:64])
+    plain = BatchTransform(SIZE, None, None)
+    erasing = BatchTransform(SIZE, None, None, erasing=True)
+    assert torch.equal(erasing(images), plain(images))  # evaluation: no augmentation at all
+    cropped = plain(images, augment=True, generator=torch.Generator().manual_seed(3))
+    erased = erasing(images, augment=True, generator=torch.Generator().manual_seed(3))
+    # the same crops and flips, then rectangles of zeros in some images
+    differs = erased != cropped
+    assert (erased[differs] == 0).all()
+    assert 0 < int(differs.flatten(1).any(1).sum()) < len(images)
+
+
 def test_augmenting_transform_needs_a_generator(digits: prepare.Dataset) -> None:
     images = torch.from_numpy(digits.train_images[:4])
     transform = BatchTransform(SIZE, None, None)
@@ -295,8 +331,9 @@ class Interrupted(Exception):
 def test_resuming_from_the_checkpoint_replays_the_uninterrupted_run(
     fold0: FoldData, tmp_path: Path
 ) -> None:
-    """Everything with state is on: momentum, weight decay, cosine lr, augmentation, dropout."""
-    recipe = tiny_recipe(epochs=4, augmentation="crop_flip", label_smoothing=0.1)
+    """Everything with state is on: momentum, weight decay, cosine lr, augmentation (crops, flips
+    and erasing), dropout."""
+    recipe = tiny_recipe(epochs=4, augmentation="crop_flip_erase", label_smoothing=0.1)
     whole = train(tiny_lenet(dropout=0.3), fold0, recipe, input_size=SIZE, seed=3)
 
     path = tmp_path / "checkpoint.pt"
