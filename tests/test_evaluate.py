@@ -196,6 +196,42 @@ def test_evaluate_the_last_epochs_weights(
     assert (out.parent / "perf.json").exists()  # history.csv is found next to the checkpoint
 
 
+def test_flip_tta_scores_the_mean_of_the_image_and_its_mirror(
+    digits_run: Any, convbench: Callable[[list[str]], int], digits: prepare.Dataset,
+    digits_npz: Path, digits_split: Path, tmp_path: Path,
+) -> None:
+    """The same weights evaluated with ``tta: flip``: the plain accuracies are the run's own, and
+    the scored ones are those of the averaged softmax, computed here by hand."""
+    checkpoint = torch.load(digits_run.model, weights_only=True)
+    checkpoint["meta"]["recipe"].update(augmentation="crop_flip", tta="flip")
+    model_path = tmp_path / "tta" / "model.pt"
+    model_path.parent.mkdir()
+    torch.save(checkpoint, model_path)
+    shutil.copy(digits_run.model.parent / "history.csv", model_path.parent)
+    out = tmp_path / "tta" / "metrics.json"
+    assert convbench(evaluate_argv(model_path, digits_npz, digits_split, out)) == 0
+    plain, scored = load_json(digits_run.metrics), load_json(out)
+    assert scored["recipe"]["tta"] == "flip" and "tta" not in plain["recipe"]
+    assert "accuracy_without_tta" not in plain["test"]
+    for part in ("val", "test"):
+        assert scored[part]["accuracy_without_tta"] == plain[part]["accuracy"]
+
+    meta = checkpoint["meta"]
+    model = build(meta["arch"], in_channels=meta["in_channels"], num_classes=meta["num_classes"],
+                  input_size=meta["input_size"], **meta["knobs"])
+    model.load_state_dict(checkpoint["best_model"])
+    model.eval()
+    train = torch.from_numpy(digits.train_images[load_split(digits_split).train_indices(0)])
+    mean, std = channel_stats(train)
+    transform = BatchTransform(meta["input_size"], mean, std)
+    test = torch.from_numpy(digits.test_images)
+    with torch.no_grad():
+        probs = model(transform(test)).softmax(1) + model(transform(test.flip(-1))).softmax(1)
+    by_hand = (probs.argmax(1) == torch.from_numpy(digits.test_labels).long()).double().mean()
+    assert scored["test"]["accuracy"] == pytest.approx(float(by_hand), abs=1e-12)
+    assert scored["test"]["accuracy"] != plain["test"]["accuracy"]  # the mirror changed answers
+
+
 def evaluate_argv(checkpoint: Path, data_path: Path, split: Path, out: Path) -> list[str]:
     return ["evaluate", "--checkpoint", str(checkpoint), "--data", str(data_path),
             "--split", str(split), "--out", str(out)]

@@ -111,6 +111,8 @@ def test_unknown_preset_is_refused() -> None:
         ({"deterministic": 1}, "deterministic"),
         ({"nesterov": True, "momentum": 0.0}, "nesterov"),
         ({"nesterov": True, "optimizer": "adamw"}, "nesterov"),
+        ({"tta": "flip"}, "tta"),  # without flips in training
+        ({"tta": "crop"}, "tta"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(settings: dict[str, Any], key: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import resource
 import time
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from convbench.device import (
 )
 from convbench.inference import predict
 from convbench.models import build
-from convbench.recipe import evaluation_limit, resolve_recipe
+from convbench.recipe import Recipe, evaluation_limit, resolve_recipe
 from convbench.study import add_smoke_option
 
 MISCLASSIFIED_KEPT = 64
@@ -104,21 +105,42 @@ def peak_process_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def scored_predict(
+    model: nn.Module, images: torch.Tensor, transform: BatchTransform, recipe: Recipe
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits the recipe scores, and the plain logits of the images alone.
+
+    With ``tta: flip`` the scored logits are the log of the mean of the softmax of each image and of
+    its mirror image (the transform resizes and normalizes each image symmetrically, so mirroring
+    the uint8 image mirrors what the network sees): their argmax is the averaged prediction and
+    their cross-entropy the loss of the averaged probabilities. Without it both are the same."""
+    plain = predict(model, images, transform, batch_size=recipe.eval_batch_size,
+                    precision=recipe.precision)
+    if recipe.tta == "none":
+        return plain, plain
+    mirrored = predict(model, images.flip(-1), transform, batch_size=recipe.eval_batch_size,
+                       precision=recipe.precision)
+    both = torch.stack([F.log_softmax(plain, 1), F.log_softmax(mirrored, 1)])
+    return torch.logsumexp(both, 0) - math.log(2), plain
+
+
 def timed_predict(
-    model: nn.Module, images: torch.Tensor, transform: BatchTransform, batch_size: int, precision: str
-) -> tuple[torch.Tensor, float]:
-    """Logits plus inference throughput in images/s (one warm-up batch first)."""
+    model: nn.Module, images: torch.Tensor, transform: BatchTransform, recipe: Recipe
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """:func:`scored_predict` plus inference throughput in images/s, test-time augmentation
+    included (one warm-up batch first)."""
     device = images.device
-    predict(model, images[:batch_size], transform, batch_size=batch_size, precision=precision)
+    batch_size = recipe.eval_batch_size
+    predict(model, images[:batch_size], transform, batch_size=batch_size, precision=recipe.precision)
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     reset_peak_rss()
     started = time.perf_counter()
-    logits = predict(model, images, transform, batch_size=batch_size, precision=precision)
+    scored, plain = scored_predict(model, images, transform, recipe)
     synchronize(device)
     seconds = time.perf_counter() - started
-    return logits, (len(images) / seconds if seconds > 0 else float("inf"))
+    return scored, plain, (len(images) / seconds if seconds > 0 else float("inf"))
 
 
 def evaluate_checkpoint(
@@ -155,12 +177,10 @@ def evaluate_checkpoint(
     transform = make_transform(data, recipe, meta["input_size"])
     limit = evaluation_limit(recipe)  # a smoke run's few batches; None: every image
     val_labels = data.val_labels[:limit]
-    val_logits = predict(model, data.val_images[:limit], transform, batch_size=recipe.eval_batch_size,
-                         precision=recipe.precision)
+    val_logits, val_plain = scored_predict(model, data.val_images[:limit], transform, recipe)
     test_images = torch.from_numpy(np.ascontiguousarray(dataset.test_images[:limit])).to(device)
     test_labels = torch.from_numpy(dataset.test_labels[:limit].astype(np.int64)).to(device)
-    test_logits, images_per_s = timed_predict(model, test_images, transform, recipe.eval_batch_size,
-                                              recipe.precision)
+    test_logits, test_plain, images_per_s = timed_predict(model, test_images, transform, recipe)
     labels = test_labels.cpu()  # once: indexing a GPU tensor per image would sync per image
     test = classification_metrics(test_logits.cpu(), labels, dataset.num_classes)
     predicted = test_logits.argmax(1).cpu()
@@ -168,6 +188,11 @@ def evaluate_checkpoint(
     test["misclassified"] = [
         {"index": int(i), "true": int(labels[i]), "predicted": int(predicted[i])} for i in wrong
     ]
+    val = classification_metrics(val_logits.cpu(), val_labels.cpu(), dataset.num_classes)
+    if recipe.tta != "none":
+        # what the network scores without test-time augmentation, beside what the recipe scores
+        val["accuracy_without_tta"] = float((val_plain.argmax(1) == val_labels).double().mean())
+        test["accuracy_without_tta"] = float((test_plain.argmax(1).cpu() == labels).double().mean())
     inference = {
         "images_per_s": images_per_s,
         "peak_gpu_memory_mb": peak_gpu_memory_mb(device),
@@ -193,7 +218,7 @@ def evaluate_checkpoint(
         "epochs": checkpoint["epoch"],
         "params": meta["params"],  # counted once, by training
         "macs": meta["macs"],
-        "val": classification_metrics(val_logits.cpu(), val_labels.cpu(), dataset.num_classes),
+        "val": val,
         "test": test,
         # the learning curve the trainer recorded in the checkpoint: what the curves the report draws
         # (history.csv less its timings) are checked against

@@ -19,6 +19,7 @@ from convbench import schema
 OPTIMIZERS = schema.choices("recipe", "optimizer")
 SCHEDULES = schema.choices("recipe", "schedule")
 AUGMENTATIONS = schema.choices("recipe", "augmentation")
+TTAS = schema.choices("recipe", "tta")
 PRECISIONS = schema.choices("recipe", "precision")
 INITS = schema.choices("recipe", "init")
 PRESETS = schema.choices("recipe", "preset")
@@ -39,6 +40,8 @@ class Recipe:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     augmentation: str = "none"
+    # Test-time augmentation of the final scoring (convbench.evaluate): "none" or "flip".
+    tta: str = "none"
     init: str = "xavier"
     normalize: bool = True
     precision: str = "fp32"
@@ -57,10 +60,13 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         """The recipe as results record it. A real run's record has no ``smoke`` key, so results
         recorded before smoke runs existed still match their study (convbench.consistency), while
-        a smoke run's ``smoke: N`` never matches a real study."""
+        a smoke run's ``smoke: N`` never matches a real study. Likewise ``tta`` is recorded only when
+        it is on, so results from before it existed still match."""
         settings = dataclasses.asdict(self)
         if not settings["smoke"]:
             del settings["smoke"]
+        if settings["tta"] == "none":
+            del settings["tta"]
         return settings
 
 
@@ -94,6 +100,7 @@ D2L_RECIPE: dict[str, Any] = {
     "warmup_epochs": 0.0,
     "label_smoothing": 0.0,
     "augmentation": "none",
+    "tta": "none",
     "init": "xavier",
     "normalize": False,
     "grad_clip": 0.0,
@@ -117,6 +124,11 @@ def _validate(recipe: Recipe) -> Recipe:
         )
     if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum == 0):
         raise ValueError("recipe.nesterov: needs optimizer 'sgd' with momentum > 0")
+    if recipe.tta == "flip" and "flip" not in recipe.augmentation:
+        raise ValueError(
+            f"recipe.tta: 'flip' needs an augmentation with flips (crop_flip or crop_flip_erase), got "
+            f"{recipe.augmentation!r}: a network that never saw mirrored images scores worse on them"
+        )
     return recipe
 
 
