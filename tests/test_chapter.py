@@ -3,10 +3,9 @@ time with parallel jobs, and ``convbench compare`` against a study's expected re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -124,83 +123,6 @@ def test_the_wall_time_packs_the_run_jobs_onto_the_slots_longest_first() -> None
     assert one == pytest.approx(8 + 250 + 4 + 1 + 20)
     with pytest.raises(ValueError, match="at least 1"):
         wall_seconds(costs, stages, light_s=1.0, jobs=0)
-
-
-# ------------------------------------------------------------------------------ convbench compare
-
-
-COMPARE_STUDY = """\
-study: tiny_compare
-dataset: digits
-folds: 2
-seed: 0
-results_dir: {results}
-experiments:
-  a: {{arch: lenet, input_size: 16}}
-  b: {{arch: lenet, input_size: 16, knobs: {{activation: relu}}}}
-ablations:
-  act: {{baseline: a, treatment: b}}
-"""
-CPU = {"model": "Test CPU", "architecture": "x86_64", "capability": "AVX512"}
-
-
-@pytest.fixture
-def finished(tmp_path: Path) -> Path:
-    """A study whose runs' files exist (their bytes are arbitrary: compare only hashes them)."""
-    study = tmp_path / "conf/study/tiny_compare.yaml"
-    study.parent.mkdir(parents=True)
-    study.write_text(COMPARE_STUDY.format(results=tmp_path / "results"))
-    for experiment in ("a", "b"):
-        for fold in (0, 1):
-            run = tmp_path / "results" / experiment / f"r0-fold{fold}-seed0"
-            run.mkdir(parents=True)
-            (run / "model.pt").write_bytes(f"weights {experiment} {fold}".encode())
-            (run / "metrics.json").write_text(json.dumps({
-                "cpu": CPU, "threads": 1, "code_version": {"source_commit": "abc", "dirty": False,
-                                                           "source_sha256": "f" * 64}}))
-    (tmp_path / "results/ablations.json").write_text(json.dumps({"ablations": {"act": {
-        "val_acc": {"verdict": "better"}, "test_acc": {"verdict": "no clear difference"}}}}))
-    return study
-
-
-def test_compare_says_identical_after_write_and_names_what_differs(
-    finished: Path, convbench: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.chdir(finished.parents[2])  # the project: conf/expected/ is found there
-    assert convbench(["compare", "--study", str(finished)]) == 1
-    assert "no expected results for the study 'tiny_compare'" in capsys.readouterr().err
-    assert convbench(["compare", "--study", str(finished), "--write"]) == 0
-    expected = finished.parents[1] / "expected/tiny_compare.json"
-    assert "wrote" in capsys.readouterr().out and expected.is_file()
-    assert convbench(["compare", "--study", str(finished)]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("identical: all 4 runs' model.pt and metrics.json and all 1 ablations' verdicts")
-    assert "CPU type: the same" in out
-
-    results = finished.parents[2] / "results"
-    (results / "b/r0-fold1-seed0/model.pt").write_bytes(b"other weights")
-    metrics = results / "a/r0-fold0-seed0/metrics.json"
-    metrics.write_text(json.dumps({**json.loads(metrics.read_text()),
-                                   "cpu": {**CPU, "model": "AMD EPYC", "capability": "AVX2"}}))
-    ablations = results / "ablations.json"
-    ablations.write_text(ablations.read_text().replace('"better"', '"no clear difference"', 1))
-    assert convbench(["compare", "--study", str(finished)]) == 1
-    out = capsys.readouterr().out
-    assert out.startswith("different: 2 of 4 runs and 1 ablations' verdicts differ")
-    assert "  a/r0-fold0-seed0: metrics.json differ" in out
-    assert "  b/r0-fold1-seed0: model.pt differ" in out
-    assert "ablation act: verdicts" in out
-    assert "CPU type: DIFFERS: yours AMD EPYC (x86_64, torch capability AVX2); Test CPU" in out
-    assert "code version: the same" in out
-
-
-def test_compare_refuses_an_unfinished_study(
-    finished: Path, convbench: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str]
-) -> None:
-    (finished.parents[2] / "results/a/r0-fold1-seed0/model.pt").unlink()
-    assert convbench(["compare", "--study", str(finished), "--write"]) == 1
-    assert "r0-fold1-seed0/model.pt: missing; is the study 'tiny_compare' finished?" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------- benchmarks/throughput.py --study

@@ -28,7 +28,7 @@ from convbench.models import build
 from convbench.recipe import Recipe, lr_at, resolve_recipe
 from convbench.split import load_split
 from convbench.device import describe_cpu
-from convbench.provenance import code_version
+from convbench.provenance import training_code_version
 from convbench.batches import FoldData, fold_data, make_transform
 from convbench.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -400,7 +400,8 @@ def test_cli_writes_history_and_a_self_describing_model(
     assert (meta["seed"], meta["fold"], meta["experiment"]) == (0, 0, "lenet")
     assert meta["data_sha256"] == digits.sha256
     assert meta["split_id"] == load_split(digits_split).split_id
-    assert meta["code_version"] == code_version()  # the commit, a dirty flag, the sources' hash
+    # the commit, a dirty flag and the hashes of the files `convbench run` executes for this network
+    assert meta["code_version"] == training_code_version("lenet")
     assert meta["packages"]["torch"] == version("torch")
     assert meta["cpu"] == describe_cpu()  # where bit-identity ends: the CPU type
     assert meta["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()

@@ -42,6 +42,6 @@ COMMANDS: dict[str, Command] = {
                          "rerun the study's ablations under other training seeds: verdicts per seed set"),
     "report": Command("convbench.report.cli", "main",
                       "render the HTML report of a study"),
-    "compare": Command("convbench.expected", "main",
-                       "compare a finished study with its expected results: identical, or what differs"),
+    "compare": Command("convbench.compare", "main",
+                       "hold a study's runs against its expected results: identical, within noise, or what is off"),
 }

@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -268,21 +270,65 @@ def describe_device(device: torch.device) -> str:
     return f"cpu:{platform.machine()}:{torch.get_num_threads()} threads"
 
 
-def describe_cpu() -> dict[str, str]:
-    """The CPU a result was computed on: its model and the instruction set torch's kernels use.
-
-    CPU results are bit-identical only on one CPU type with one thread count: oneDNN and MKL pick
-    kernels by instruction set, so an AVX-512 machine and an AVX2 one round differently.
-    """
-    model = ""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
-            model = next((line.split(":", 1)[1].strip() for line in file
-                          if line.split(":", 1)[0].strip() in ("model name", "Model")), "")
+            for line in file:
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_isa() -> str:
+    """The instruction set oneDNN's kernels use here (``Intel AVX2``, ``Intel AVX-512 ...``), as
+    oneDNN itself reports it: its verbose mode prints it before its first primitive. It is not
+    torch's capability: ``ONEDNN_MAX_CPU_ISA`` caps it alone, and it tells AVX-512 generations
+    (with or without bf16, AMX) apart. ``not used`` where torch has no oneDNN."""
+    if not torch.backends.mkldnn.is_available():
+        return "not used"
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 1)  # oneDNN writes to the C stdout, not to sys.stdout
+            try:
+                with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                    torch.nn.functional.conv2d(torch.ones(8, 16, 32, 32), torch.ones(16, 16, 3, 3))
+            finally:
+                os.dup2(saved, 1)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", errors="replace")
+    finally:
+        os.close(saved)
+    found = re.search(r"info,cpu,isa:([^\n]+)", text)
+    return found.group(1).strip() if found else "unknown"
+
+
+def describe_cpu() -> dict[str, str]:
+    """The CPU a result was computed on: vendor, family, model and the instruction sets that
+    torch's own kernels (its capability) and oneDNN's use.
+
+    CPU results are bit-identical only on one CPU type with one thread count: oneDNN and MKL pick
+    kernels by instruction set, so an AVX-512 machine and an AVX2 one round differently, and the
+    model name alone ("AMD EPYC") covers several generations.
+    """
+    info = _cpuinfo()
+    model = info.get("model name") or info.get("Model") or platform.processor() or "unknown"
     return {
-        "model": model or platform.processor() or "unknown",
+        "model": model,
+        "vendor": info.get("vendor_id") or info.get("CPU implementer") or "unknown",
+        "family": info.get("cpu family") or info.get("CPU architecture") or "unknown",
+        "model_number": info.get("model") or info.get("CPU part") or "unknown",
         "architecture": platform.machine(),
         "capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_isa": onednn_isa(),
     }

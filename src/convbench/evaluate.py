@@ -36,6 +36,7 @@ from convbench.device import (
 )
 from convbench.inference import predict
 from convbench.models import build
+from convbench.provenance import code_version
 from convbench.recipe import Recipe, evaluation_limit, resolve_recipe
 from convbench.study import add_smoke_option
 
@@ -376,6 +377,10 @@ def _evaluate_job(job: EvaluationJob, device_name: str | DeviceChoice, weights: 
         raise EvaluationError(f"{job.checkpoint} against {job.data} and {job.split}: {err}") from None
     # the model these numbers come from, byte for byte: aggregation and the report check it
     metrics["model_sha256"] = perf["model_sha256"] = sha256_file(job.checkpoint)
+    # its weights, whatever else the file records: what `convbench compare` judges a run by
+    metrics["weights_sha256"] = checkpoint["weights_sha256"]
+    # the whole package's version, beside the timings: the results record only the training's
+    perf["package_code_version"] = code_version()
     write_json_atomic(job.out, metrics)
     write_json_atomic(job.perf_out, perf)
     if job.timings_dir is not None:  # kept by model: a DVC checkout of the run's directory drops perf.json

@@ -1,10 +1,14 @@
 """Which code made a result, and which code each pipeline stage runs.
 
-``code_version()`` names the code behind a result: the last git commit that changed the package's
-sources and whether they differ from it (where the package lives in a git work tree), and always a
-SHA-256 of the package's source files, so a result made from uncommitted or pip-installed code is
-still named exactly. It never names the repository's HEAD: committing dvc.lock, the README or a
-study file changes no byte of a rerun's results.
+``code_version(files)`` names the code behind a result: the last git commit that changed those
+files and whether they differ from it (where the package lives in a git work tree), and always a
+SHA-256 of each file and of them all, so a result made from uncommitted or pip-installed code is
+still named exactly. A training result records ``training_code_version(arch)``: the files
+``convbench run`` executes for that network, the set both engines track, so an edit of the report,
+the docs or a module training never imports leaves every rerun's ``model.pt`` and ``metrics.json``
+byte-identical. The whole package's version (``code_version()`` without files) is recorded beside
+the run's timings, in ``perf.json``. It never names the repository's HEAD: committing dvc.lock, the
+README or a study file changes no byte of a rerun's results.
 
 ``stage_sources(stage, arch)`` lists the files a stage's ``convbench <stage>`` command executes:
 the modules its entry module imports, transitively, within the package (found by reading the
@@ -77,10 +81,11 @@ def source_files(package_dir: Path = PACKAGE_DIR) -> list[Path]:
     )
 
 
-def source_sha256(package_dir: Path = PACKAGE_DIR) -> str:
-    """SHA-256 over the package's source files: their paths (relative) and bytes."""
+def source_sha256(package_dir: Path = PACKAGE_DIR, files: list[Path] | None = None) -> str:
+    """SHA-256 over source files (default: all the package's): their paths (relative to the
+    package) and bytes."""
     digest = hashlib.sha256()
-    for path in source_files(package_dir):
+    for path in sorted(source_files(package_dir) if files is None else files):
         digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
@@ -95,32 +100,65 @@ def _git(package_dir: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def code_version(package_dir: Path = PACKAGE_DIR) -> dict[str, object]:
-    """``{"source_commit": sha or None, "dirty": bool or None, "source_sha256": ...}``.
+def code_version(package_dir: Path = PACKAGE_DIR, files: list[Path] | None = None,
+                 scope: str | None = None) -> dict[str, object]:
+    """``{"source_commit": sha or None, "dirty": bool or None, "source_sha256": ...}`` for the
+    package, or for ``files`` (then also ``scope``, what they are, and ``files``, each one's
+    sha256, so that two versions can name the files they differ in).
 
-    ``source_commit`` is the last commit that changed the package's own files (``src/convbench``),
-    not HEAD; ``dirty`` says whether those files differ from it, untracked ones included. Edits and
-    commits elsewhere (params.yaml, dvc.lock, the README) change neither.
+    ``source_commit`` is the last commit that changed those files (or the package's, ``src/convbench``),
+    not HEAD; ``dirty`` says whether they differ from it, untracked ones included. Edits and
+    commits elsewhere (params.yaml, dvc.lock, the README, other modules) change neither.
     """
-    commit = _git(package_dir, "log", "-1", "--format=%H", "--", ".") or None
-    status = _git(package_dir, "status", "--porcelain", "--", ".") if commit else None
-    return {
+    paths = ["."] if files is None else [path.relative_to(package_dir).as_posix() for path in sorted(files)]
+    commit = _git(package_dir, "log", "-1", "--format=%H", "--", *paths) or None
+    status = _git(package_dir, "status", "--porcelain", "--", *paths) if commit else None
+    version: dict[str, object] = {
         "source_commit": commit,
         "dirty": None if status is None else bool(status),
-        "source_sha256": source_sha256(package_dir),
+        "source_sha256": source_sha256(package_dir, files),
     }
+    if files is not None:
+        version["scope"] = scope
+        version["files"] = {path: hashlib.sha256((package_dir / path).read_bytes()).hexdigest()
+                            for path in paths}
+    return version
+
+
+def training_code_version(arch: str) -> dict[str, object]:
+    """The code version a training result records: the files ``convbench run`` executes for
+    ``arch`` (:func:`stage_sources`), the ones Snakemake and DVC rerun its experiments for."""
+    return code_version(files=stage_sources("run", arch), scope=f"convbench run, network {arch}")
+
+
+def changed_files(a: object, b: object) -> list[str] | None:
+    """The files two recorded code versions differ in (added, removed or edited), or None when
+    either does not list its files (the whole package's version, or one from older results)."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return None
+    files_a, files_b = a.get("files"), b.get("files")
+    if not (isinstance(files_a, dict) and isinstance(files_b, dict)):
+        return None
+    return sorted(f"src/{PACKAGE}/{path}" for path in files_a.keys() | files_b.keys()
+                  if files_a.get(path) != files_b.get(path))
+
+
+def commit_text(version: dict[str, object]) -> str:
+    """``git 1a2b3c4d5e6f`` (``with uncommitted changes``), or ``no git commit``."""
+    commit = version.get("source_commit") or version.get("commit")  # "commit": HEAD, in older results
+    if not commit:
+        return "no git commit"
+    return f"git {str(commit)[:12]}{' with uncommitted changes' if version.get('dirty') else ''}"
 
 
 def describe(version: object) -> str:
-    """One line for people: ``git 1a2b3c4d5e6f (uncommitted changes), source 9f8e7d6c5b4a``."""
+    """One line for people: ``git 1a2b3c4d5e6f with uncommitted changes, source sha256 9f8e7d6c5b4a``."""
     if not isinstance(version, dict):  # results written before code versions named the code
         return str(version)
-    parts = []
-    commit = version.get("source_commit") or version.get("commit")  # "commit": HEAD, in older results
-    if commit:
-        dirty = " with uncommitted changes" if version.get("dirty") else ""
-        parts.append(f"git {str(commit)[:12]}{dirty}")
+    parts = [] if commit_text(version) == "no git commit" else [commit_text(version)]
     parts.append(f"source sha256 {str(version.get('source_sha256'))[:12]}")
+    if version.get("scope"):
+        parts.append(f"of {version['scope']}")
     return ", ".join(parts)
 
 

@@ -38,7 +38,7 @@ from convbench.device import (
     pick_device,
 )
 from convbench.models import build, check_knobs, resolve_input_size
-from convbench.provenance import code_version, package_versions
+from convbench.provenance import package_versions, training_code_version
 from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
 from convbench.study import add_smoke_option
 from convbench.train import TrainingError, TrainResult, train
@@ -151,7 +151,9 @@ def train_one(
         "in_channels": dataset.in_channels,
         "num_classes": dataset.num_classes,
         "classes": list(dataset.classes),
-        "code_version": code_version(),
+        # the files `convbench run` executes for this network, as both engines track them: an edit
+        # elsewhere (the report, an unused module) leaves the result byte-identical
+        "code_version": training_code_version(job.arch),
         "packages": package_versions(),
         # where bit-identity ends: another CPU type may round differently (convbench.device)
         "cpu": describe_cpu(),

@@ -67,9 +67,7 @@ def study_card(data: ReportData) -> pd.DataFrame:
         ("recipe", _settings(common)),
         *([("recipe exceptions", "; ".join(f"{n}: {_settings(d)}" for n, d in exceptions.items()))]
           if exceptions else []),
-        ("code version(s)", "; ".join(
-            f"{provenance.describe(v['code_version'])} ({v['runs']} runs)" for v in card.get("code_versions", [])
-        ) or str(card.get("code_version", "?"))),
+        ("code version(s)", code_versions_text(card)),
         ("packages", _settings(card.get("packages", {}))),
         ("CPU type(s)", cpu_types(data)),
         ("device per run", run_devices(data)),
@@ -79,6 +77,25 @@ def study_card(data: ReportData) -> pd.DataFrame:
         ("compute time", compute_time(data)),
     ]
     return pd.DataFrame(rows, columns=["", "value"])
+
+
+def code_versions_text(card: dict[str, Any]) -> str:
+    """The code that trained the runs, by commit: each run records the version of the files its
+    network's training executes (``convbench.provenance.training_code_version``), so one commit
+    has one source sha256 per network."""
+    by_commit: dict[str, tuple[int, set[str]]] = {}
+    for entry in card.get("code_versions", []):
+        version = entry["code_version"]
+        if isinstance(version, dict) and "scope" in version:
+            key = provenance.commit_text(version)
+            runs, hashes = by_commit.get(key, (0, set()))
+            by_commit[key] = (runs + entry["runs"], hashes | {str(version.get("source_sha256"))})
+        else:  # the whole package's version, as older results record it
+            by_commit[provenance.describe(version)] = (entry["runs"], set())
+    return "; ".join(
+        f"{key}{f', the training code of {len(hashes)} network(s)' if hashes else ''} ({runs} runs)"
+        for key, (runs, hashes) in by_commit.items()
+    ) or str(card.get("code_version", "?"))
 
 
 def cpu_types(data: ReportData) -> str:
