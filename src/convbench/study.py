@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,20 @@ SMOKE_EPOCHS = 2
 SMOKE_FOLDS = 2
 SMOKE_EVAL_BATCH = 16
 SMOKE_SUFFIX = "-smoke"
+# Seeds a job can use, checked with the study rather than when a job fails. torch.manual_seed takes
+# 0 .. 2**64 - 1 (https://pytorch.org/docs/stable/generated/torch.manual_seed.html: "The desired
+# seed. Value must be within the inclusive range [-0x8000_0000_0000_0000, 0xffff_ffff_ffff_ffff]",
+# negatives wrapping onto positives); every epoch is seeded with seed * EPOCH_SEED_STRIDE + epoch
+# (convbench.train.epoch_seed). The split's shuffling seed goes to scikit-learn's StratifiedKFold,
+# whose numpy RandomState takes 0 .. 2**32 - 1. Hard-coded so that checking a study needs no torch.
+TORCH_SEED_MAX = 2**64 - 1
+EPOCH_SEED_STRIDE = 1_000_003
+SPLIT_SEED_MAX = 2**32 - 1
+# Horizontal flips turn a handwritten digit or character into another one or none (a mirrored 2,
+# 3, 4, 7 or a kana is no digit or kana); clothes (Fashion-MNIST) keep their class.
+FLIP_BREAKS_LABELS = {"digits": "handwritten digits", "mnist": "handwritten digits",
+                      "kmnist": "handwritten Japanese characters (kana)"}
+FLIP_AUGMENTATIONS = ("crop_flip", "crop_flip_erase")
 
 
 class StudyError(ValueError):
@@ -319,6 +334,7 @@ def parse_study(config: dict[str, Any]) -> Study:
             exp_name, arch, dict(knobs), size, recipe, str(raw.get("description", "")),
             tuple(raw.get("seeds") or seeds),
         )
+    check_seed_ranges(config, experiments, repeats)
     ablations: dict[str, Ablation] = {}
     for abl_name, raw in (config.get("ablations") or {}).items():
         key = f"ablations.{abl_name}"
@@ -341,6 +357,59 @@ def parse_study(config: dict[str, Any]) -> Study:
         description=config.get("description", ""), repeats=repeats, seeds=seeds, smoke=smoke,
         device=config.get("device", "auto"),
     )
+
+
+def max_train_seed(epochs: int) -> int:
+    """The largest torch seed a run of ``epochs`` epochs can train with: its last epoch's seed
+    (seed * EPOCH_SEED_STRIDE + epoch) must still be one torch accepts."""
+    return (TORCH_SEED_MAX - epochs) // EPOCH_SEED_STRIDE
+
+
+def check_seed_ranges(config: dict[str, Any], experiments: dict[str, Experiment], repeats: int) -> None:
+    """Refuse, naming the key, a seed that torch or scikit-learn would refuse once a job runs: the
+    split seed of the last repeat (seed + repeats - 1), and every run's torch seed (its training
+    seed plus 1000 per repeat, times EPOCH_SEED_STRIDE per epoch)."""
+    seed = config.get("seed", 0)
+    if seed + repeats - 1 > SPLIT_SEED_MAX:
+        raise _fail("seed", f"{seed} is too large: repeat r splits with seed + r, and scikit-learn's "
+                    f"StratifiedKFold takes seeds up to 2**32 - 1 = {SPLIT_SEED_MAX} (with {repeats} "
+                    f"repeat(s), seed <= {SPLIT_SEED_MAX - repeats + 1})")
+    offset = REPEAT_SEED_STRIDE * (repeats - 1)
+    for exp_name, experiment in experiments.items():
+        own = (config["experiments"][exp_name] or {}).get("seeds")
+        key = f"experiments.{exp_name}.seeds" if own else ("seeds" if config.get("seeds") else "seed")
+        limit = max_train_seed(experiment.recipe.epochs) - offset
+        for index, value in enumerate(experiment.seeds):
+            if value > limit:
+                where = key if key == "seed" else f"{key}[{index}]"
+                raise _fail(where, f"{value} is too large for torch: a run seeds torch with (seed + 1000 x "
+                            f"repeat) x {EPOCH_SEED_STRIDE} + epoch, which must stay <= 2**64 - 1, so with "
+                            f"{repeats} repeat(s) and {experiment.recipe.epochs} epochs ({exp_name}) a training "
+                            f"seed must be <= {limit}")
+
+
+def flip_warnings(study: Study) -> list[str]:
+    """Why each experiment that flips images of handwriting horizontally (augmentation crop_flip or
+    crop_flip_erase, tta flip) trains or scores on images that no longer show their label."""
+    what = FLIP_BREAKS_LABELS.get(study.dataset)
+    if what is None:
+        return []
+    warnings = []
+    for name, experiment in study.experiments.items():
+        augmentation = experiment.recipe.augmentation
+        flips = [f"augmentation: {augmentation}"] if augmentation in FLIP_AUGMENTATIONS else []
+        flips += ["tta: flip"] if experiment.recipe.tta == "flip" else []
+        if flips:
+            warnings.append(f"experiments.{name}: {' and '.join(flips)} mirrors the images of {study.dataset}, "
+                            f"{what}: a mirrored digit or character is another one or none, so its label "
+                            "no longer holds; use augmentation: none and tta: none on this data set")
+    return warnings
+
+
+def warn(study: Study, path: Path | str, command: str) -> None:
+    """Print the study's warnings (:func:`flip_warnings`) to stderr, each naming the file."""
+    for warning in flip_warnings(study):
+        print(f"convbench {command}: warning: {path}: {warning}", file=sys.stderr, flush=True)
 
 
 def smoke_recipe(recipe: Recipe, batches: int) -> Recipe:
@@ -389,8 +458,7 @@ def study_file(params_path: Path | str, selection: str | None) -> Path:
     params_path = Path(params_path)
     if selection is None:
         return params_path
-    with open(params_path) as file:
-        on_disk = (yaml.safe_load(file) or {}).get("study")
+    on_disk = read_study_file(params_path).get("study")
     if selection == on_disk:
         return params_path
     return bundled_study_path(selection, params_path.parent)
@@ -414,13 +482,35 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def read_study_file(path: Path | str) -> dict[str, Any]:
-    """A study file's YAML as a dict, refusing duplicate keys; YAML that does not parse is a
-    StudyError (so every command reports a study's faults as one kind of error)."""
-    with open(path) as file:
-        try:
-            return yaml.load(file, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
-        except yaml.YAMLError as err:
-            raise StudyError(f"not valid YAML: {' '.join(str(err).split())}") from None
+    """A study file's YAML as a dict, refusing duplicate keys. Every fault of the file itself (it
+    cannot be read, is not YAML, is empty or is not a mapping) is a StudyError that names it, so
+    every command reports a study's faults as one kind of error."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = yaml.load(file, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except IsADirectoryError:
+        raise StudyError(f"{path}: is a directory; expected a study file (YAML), e.g. params.yaml") from None
+    except OSError as err:
+        raise StudyError(f"{path}: cannot be read ({err.strerror or err}); expected a study file (YAML), "
+                         "e.g. params.yaml or a bundled study's name") from None
+    except UnicodeDecodeError:
+        raise StudyError(f"{path}: is not text (not UTF-8); expected a study file (YAML)") from None
+    except StudyError as err:
+        raise StudyError(f"{path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise StudyError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    if config is None:
+        raise StudyError(f"{path}: is empty; expected a study: a mapping with study, dataset, folds and "
+                         "experiments (see conf/study/digits.yaml)")
+    if not isinstance(config, dict):
+        raise StudyError(f"{path}: must be a mapping of keys (study, dataset, folds, experiments, ...), "
+                         f"got {type(config).__name__} {_short(config)}")
+    return config
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load_study(path: Path | str, selection: str | None = None, smoke: int | None = None) -> Study:
@@ -428,10 +518,7 @@ def load_study(path: Path | str, selection: str | None = None, smoke: int | None
     ``smoke`` (Snakemake's ``--config smoke=N``, the commands' ``--smoke N``) replaces the file's
     own ``smoke`` when given."""
     path = study_file(resolve_study_argument(path) if selection is None else path, selection)
-    try:
-        config = read_study_file(path)
-    except StudyError as err:
-        raise StudyError(f"{path}: {err}") from None
+    config = read_study_file(path)
     if smoke is not None:
         config = {**config, "smoke": smoke}
         config.pop("smoke_suffix", None)  # the file's, for its own smoke value
