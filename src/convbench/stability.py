@@ -270,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="where the seed sets' studies and results go (default: <results_dir>/_stability)")
     parser.add_argument("--jobs", type=positive_int, default=1, help="experiments trained at once (default 1)")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help or a usage error; argparse has already printed
+        return exc.code if isinstance(exc.code, int) else 2
     note_jobs_over_cores(args.jobs, "convbench stability")
     try:
         path = study_file(args.study, args.select)
