@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="estimate each experiment's wall time and peak memory on this machine by "
                              "timing a few real training steps of its network (default; "
                              "--no-estimate: only validate and list)")
-    parser.add_argument("--steps", type=int, default=2, help="training steps timed per network (default 2)")
+    parser.add_argument("--steps", type=positive_int, default=2, help="training steps timed per network (default 2)")
     parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                         help="jobs the study will run at once (snakemake --cores N with the study's "
                              "one thread a job): the wall time is estimated for them (default 1)")
