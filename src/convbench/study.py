@@ -23,11 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from convbench import schema
 from convbench.networks import check_knobs, names, resolve_input_size
-from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
+from convbench.recipe import Recipe, d2l_input_size, flip_warning, resolve_recipe
 
 STUDY_DIR = Path("conf/study")
 # Training-set size and the smallest class's count in it, so a study is checked against its data
@@ -54,20 +52,13 @@ SMOKE_EPOCHS = 2
 SMOKE_FOLDS = 2
 SMOKE_EVAL_BATCH = 16
 SMOKE_SUFFIX = "-smoke"
-# Seeds a job can use, checked with the study rather than when a job fails. torch.manual_seed takes
-# 0 .. 2**64 - 1 (https://pytorch.org/docs/stable/generated/torch.manual_seed.html: "The desired
-# seed. Value must be within the inclusive range [-0x8000_0000_0000_0000, 0xffff_ffff_ffff_ffff]",
-# negatives wrapping onto positives); every epoch is seeded with seed * EPOCH_SEED_STRIDE + epoch
-# (convbench.train.epoch_seed). The split's shuffling seed goes to scikit-learn's StratifiedKFold,
-# whose numpy RandomState takes 0 .. 2**32 - 1. Hard-coded so that checking a study needs no torch.
+# Seeds checked with the study, not when a job fails (hard-coded: the check needs no torch). torch's
+# docs (torch.manual_seed): "Value must be within the inclusive range [-0x8000_0000_0000_0000,
+# 0xffff_ffff_ffff_ffff]"; each epoch seeds seed * EPOCH_SEED_STRIDE + epoch (convbench.train.
+# epoch_seed). StratifiedKFold's numpy RandomState takes split seeds 0 .. 2**32 - 1.
 TORCH_SEED_MAX = 2**64 - 1
 EPOCH_SEED_STRIDE = 1_000_003
 SPLIT_SEED_MAX = 2**32 - 1
-# Horizontal flips turn a handwritten digit or character into another one or none (a mirrored 2,
-# 3, 4, 7 or a kana is no digit or kana); clothes (Fashion-MNIST) keep their class.
-FLIP_BREAKS_LABELS = {"digits": "handwritten digits", "mnist": "handwritten digits",
-                      "kmnist": "handwritten Japanese characters (kana)"}
-FLIP_AUGMENTATIONS = ("crop_flip", "crop_flip_erase")
 
 
 class StudyError(ValueError):
@@ -360,15 +351,13 @@ def parse_study(config: dict[str, Any]) -> Study:
 
 
 def max_train_seed(epochs: int) -> int:
-    """The largest torch seed a run of ``epochs`` epochs can train with: its last epoch's seed
-    (seed * EPOCH_SEED_STRIDE + epoch) must still be one torch accepts."""
+    """The largest training seed whose last epoch's torch seed (convbench.train.epoch_seed) fits."""
     return (TORCH_SEED_MAX - epochs) // EPOCH_SEED_STRIDE
 
 
 def check_seed_ranges(config: dict[str, Any], experiments: dict[str, Experiment], repeats: int) -> None:
-    """Refuse, naming the key, a seed that torch or scikit-learn would refuse once a job runs: the
-    split seed of the last repeat (seed + repeats - 1), and every run's torch seed (its training
-    seed plus 1000 per repeat, times EPOCH_SEED_STRIDE per epoch)."""
+    """Refuse, naming the key, a split seed (of any repeat) or a run's torch seed (of any repeat
+    and epoch) that scikit-learn or torch would refuse once a job runs."""
     seed = config.get("seed", 0)
     if seed + repeats - 1 > SPLIT_SEED_MAX:
         raise _fail("seed", f"{seed} is too large: repeat r splits with seed + r, and scikit-learn's "
@@ -382,28 +371,15 @@ def check_seed_ranges(config: dict[str, Any], experiments: dict[str, Experiment]
         for index, value in enumerate(experiment.seeds):
             if value > limit:
                 where = key if key == "seed" else f"{key}[{index}]"
-                raise _fail(where, f"{value} is too large for torch: a run seeds torch with (seed + 1000 x "
-                            f"repeat) x {EPOCH_SEED_STRIDE} + epoch, which must stay <= 2**64 - 1, so with "
-                            f"{repeats} repeat(s) and {experiment.recipe.epochs} epochs ({exp_name}) a training "
-                            f"seed must be <= {limit}")
+                raise _fail(where, f"{value} is too large for torch, which is seeded with (seed + 1000 x repeat) "
+                            f"x {EPOCH_SEED_STRIDE} + epoch <= 2**64 - 1: with {repeats} repeat(s) and "
+                            f"{experiment.recipe.epochs} epochs ({exp_name}) a seed must be <= {limit}")
 
 
 def flip_warnings(study: Study) -> list[str]:
-    """Why each experiment that flips images of handwriting horizontally (augmentation crop_flip or
-    crop_flip_erase, tta flip) trains or scores on images that no longer show their label."""
-    what = FLIP_BREAKS_LABELS.get(study.dataset)
-    if what is None:
-        return []
-    warnings = []
-    for name, experiment in study.experiments.items():
-        augmentation = experiment.recipe.augmentation
-        flips = [f"augmentation: {augmentation}"] if augmentation in FLIP_AUGMENTATIONS else []
-        flips += ["tta: flip"] if experiment.recipe.tta == "flip" else []
-        if flips:
-            warnings.append(f"experiments.{name}: {' and '.join(flips)} mirrors the images of {study.dataset}, "
-                            f"{what}: a mirrored digit or character is another one or none, so its label "
-                            "no longer holds; use augmentation: none and tta: none on this data set")
-    return warnings
+    """Each experiment whose recipe mirrors images that do not survive it (recipe.flip_warning)."""
+    return [f"experiments.{name}: {warning}" for name, e in study.experiments.items()
+            if (warning := flip_warning(e.recipe, study.dataset))]
 
 
 def warn(study: Study, path: Path | str, command: str) -> None:
@@ -464,53 +440,14 @@ def study_file(params_path: Path | str, selection: str | None) -> Path:
     return bundled_study_path(selection, params_path.parent)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML keeps the last of two equal keys without a word; a study refuses them."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first_line: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if key in first_line:
-                raise StudyError(
-                    f"duplicate key {key!r} at lines {first_line[key]} and {line}: YAML would keep "
-                    "only the second; rename or remove one"
-                )
-            first_line[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
 def read_study_file(path: Path | str) -> dict[str, Any]:
-    """A study file's YAML as a dict, refusing duplicate keys. Every fault of the file itself (it
-    cannot be read, is not YAML, is empty or is not a mapping) is a StudyError that names it, so
-    every command reports a study's faults as one kind of error."""
+    """A study file's YAML as a dict (convbench.schema.read_mapping: duplicate keys refused, and
+    every fault of the file itself named); a StudyError, so every command reports a study's faults
+    as one kind of error."""
     try:
-        with open(path, encoding="utf-8") as file:
-            config = yaml.load(file, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except IsADirectoryError:
-        raise StudyError(f"{path}: is a directory; expected a study file (YAML), e.g. params.yaml") from None
-    except OSError as err:
-        raise StudyError(f"{path}: cannot be read ({err.strerror or err}); expected a study file (YAML), "
-                         "e.g. params.yaml or a bundled study's name") from None
-    except UnicodeDecodeError:
-        raise StudyError(f"{path}: is not text (not UTF-8); expected a study file (YAML)") from None
-    except StudyError as err:
-        raise StudyError(f"{path}: {err}") from None
-    except yaml.YAMLError as err:
-        raise StudyError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
-    if config is None:
-        raise StudyError(f"{path}: is empty; expected a study: a mapping with study, dataset, folds and "
-                         "experiments (see conf/study/digits.yaml)")
-    if not isinstance(config, dict):
-        raise StudyError(f"{path}: must be a mapping of keys (study, dataset, folds, experiments, ...), "
-                         f"got {type(config).__name__} {_short(config)}")
-    return config
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+        return schema.read_mapping(path)
+    except schema.SchemaError as err:
+        raise StudyError(str(err)) from None
 
 
 def load_study(path: Path | str, selection: str | None = None, smoke: int | None = None) -> Study:
