@@ -51,6 +51,7 @@ import yaml
 
 from convbench import device as devices
 from convbench import estimate
+from convbench._io import check_writable, positive_int, write_json_atomic, write_text_atomic
 from convbench.reference import d2l
 from convbench.study import load_study, read_study_file
 
@@ -155,7 +156,7 @@ def prepare_work(work: Path, study_path: Path, device: str, quick: bool) -> tupl
                       ablations={n: a for n, a in (config.get("ablations") or {}).items()
                                  if a["baseline"] in keep and a["treatment"] in keep})
     work.mkdir(parents=True, exist_ok=True)
-    (work / "study.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_text_atomic(work / "study.yaml", yaml.safe_dump(config, sort_keys=False))
     for stage in ("download", "prepare", "split"):
         argv = [sys.executable, "-m", "convbench.cli", stage, "--study", "study.yaml"]
         done = subprocess.run(argv + (["--no-progress"] if stage == "download" else []), cwd=work,
@@ -169,8 +170,8 @@ def run_pass(work: Path, config: dict[str, Any], name: str, experiments: list[st
              threads: int) -> subprocess.CompletedProcess[str]:
     """One determinism pass: the study into results/<name>, in a fresh process."""
     study = work / f"{name}.yaml"
-    study.write_text(yaml.safe_dump({**config, "results_dir": f"results/{name}",
-                                     "reports_dir": f"reports/{name}"}, sort_keys=False))
+    write_text_atomic(study, yaml.safe_dump({**config, "results_dir": f"results/{name}",
+                                             "reports_dir": f"reports/{name}"}, sort_keys=False))
     return subprocess.run([sys.executable, "-c", PASS_DRIVER, study.name, str(threads), device,
                            ",".join(experiments)], cwd=work, capture_output=True, text=True,
                           timeout=PASS_TIMEOUT_S)
@@ -306,7 +307,7 @@ def two_gpus(out: Path, threads: int) -> dict[str, Any]:
     config = yaml.safe_load((work / "study.yaml").read_text())
     pair = sorted(config["experiments"], key=lambda n: -load_study(work / "study.yaml").experiment(n).input_size)[:2]
     study = work / "two_gpus.yaml"
-    study.write_text(yaml.safe_dump({**config, "results_dir": "results/two_gpus",
+    write_text_atomic(study, yaml.safe_dump({**config, "results_dir": "results/two_gpus",
                                      "reports_dir": "reports/two_gpus"}, sort_keys=False))
     jobs = [subprocess.Popen([sys.executable, "-c", PASS_DRIVER, study.name, str(threads), "cuda", name],
                              cwd=work, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -375,18 +376,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="directory for gpu_check.json and gpu_check.md")
     parser.add_argument("--quick", action="store_true", help="toy scale on the CPU, in about 2 minutes")
     parser.add_argument("--device", default=None, help="default: cuda (cpu with --quick)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: 2 with --quick, else 4)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps timed per mode (default 2 / 3)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: 2 with --quick, else 4)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps timed per mode (default 2 / 3)")
     parser.add_argument("--budget", type=float, default=BUDGET_S,
                         help=f"seconds after which no further network is compiled (default {BUDGET_S:.0f}; "
                              "each compile takes tens of seconds)")
     args = parser.parse_args(argv)
+    try:  # before any measurement: minutes of GPU time must not end in a file that cannot be written
+        check_out(args.out)
+    except OSError as err:
+        print(f"gpu_check.py: error: {err}", file=sys.stderr)
+        return 2
     started, clock = time.perf_counter(), time.monotonic()
     device = args.device or ("cpu" if args.quick else "cuda")
     threads = args.threads or (2 if args.quick else 4)
     steps = args.steps or (2 if args.quick else 3)
     torch.set_num_threads(threads)
-    args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(["python benchmarks/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -412,10 +417,41 @@ def main(argv: list[str] | None = None) -> int:
     failed = [n for n, r in results["sections"].items() if r["status"] == "failed"]
     results.update(status="failed" if failed else "passed", failed=failed,
                    seconds=round(time.perf_counter() - started, 1))
-    (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2, default=str))
-    (args.out / "gpu_check.md").write_text(markdown(results))
     print(markdown(results))
+    if not save(args.out, results):
+        return 1
     return 1 if failed else 0
+
+
+OUT_FILES = ("gpu_check.json", "gpu_check.md")
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot take the results (a file, a directory that cannot be made or
+    written), naming it: an OSError."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out}: is a file; expected a directory for {' and '.join(OUT_FILES)} "
+                                 "(it is made if missing)")
+    for name in OUT_FILES:
+        try:
+            check_writable(out / name)
+        except OSError as err:
+            raise PermissionError(f"--out {out}: {err}") from None
+
+
+def save(out: Path, results: dict[str, Any]) -> bool:
+    """Write gpu_check.json and gpu_check.md, each all or nothing; when that fails, print the JSON
+    to stdout so that no measurement is lost, and say why on stderr. True when saved."""
+    text = json.dumps(results, indent=2, default=str)
+    try:
+        write_text_atomic(out / "gpu_check.json", text)
+        write_text_atomic(out / "gpu_check.md", markdown(results))
+    except OSError as err:
+        print(text)
+        print(f"gpu_check.py: error: could not save the results to {out} ({err}); they are printed above "
+              "as JSON: save them from this output", file=sys.stderr)
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -156,8 +156,12 @@ def test_runs_made_with_another_thread_count_are_refused(
 ) -> None:
     """CPU results depend on the thread count: it is one of a run's settings (case 4)."""
     with chdir(project):
+        # replacing the study's finished runs with other settings takes --replace (issue 40)
         assert convbench(["run", "--study", "study.yaml", "--experiment", "mlp_c", "--threads", "2",
-                          "--no-progress"]) == 0
+                          "--no-progress"]) == 1
+        assert "add --replace to replace it on purpose" in capsys.readouterr().err
+        assert convbench(["run", "--study", "study.yaml", "--experiment", "mlp_c", "--threads", "2",
+                          "--no-progress", "--replace"]) == 0
         assert json.loads((project / f"results/mlp_c/{RUN}/metrics.json").read_text())["threads"] == 2
         capsys.readouterr()
         assert convbench(aggregate_experiment("mlp_c")) == 1

@@ -234,6 +234,12 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | N
     return atomic_write(path, lambda file: file.write(text.encode("utf-8")))
 
 
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` as UTF-8 with :func:`atomic_write`."""
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda file: file.write(data))
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file's bytes, read in chunks so large files need little memory."""
     digest = hashlib.sha256()
@@ -278,6 +284,17 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
+
+
+def note_jobs_over_cores(jobs: int, prog: str) -> bool:
+    """Say on stderr when ``--jobs`` asks for more jobs at once than this machine has CPU cores:
+    they would share cores, each slower, and timings would mislead. True when it said so."""
+    cores = os.cpu_count() or 1
+    if jobs <= cores:
+        return False
+    print(f"{prog}: note: --jobs {jobs} is more than this machine's {cores} CPU core(s): the jobs "
+          f"will share them and each run slower; --jobs {cores} finishes as soon", file=sys.stderr, flush=True)
+    return True
 
 
 def run_cli(

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from convbench._io import atomic_write, run_cli
-from convbench.study import StudyError, add_smoke_option, load_study
+from convbench.study import StudyError, add_smoke_option, load_study, warn
 
 STAMP_TEXT = "convbench check: the study is valid\n"
 
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def action(args: argparse.Namespace) -> None:
         study = load_study(args.study, smoke=args.smoke)
+        warn(study, args.study, "check")
         atomic_write(args.stamp, lambda file: file.write(STAMP_TEXT.encode()))
         print(f"study {study.name}: valid")
 

@@ -11,6 +11,7 @@ import copy
 import csv
 import hashlib
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,88 @@ def write_history(history: list[dict[str, Any]], path: Path) -> None:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write(path, lambda file: file.write(buffer.getvalue().encode()))
 
+
+
+# A run's settings that decide its numbers and that its study checks (convbench.consistency's
+# RUN_SETTINGS), plus the weights evaluation scored.
+RUN_SETTINGS = ("experiment", "arch", "knobs", "input_size", "recipe", "repeat", "fold", "seed",
+                "train_seed", "threads", "weights")
+_NOT_RECORDED = "<not recorded>"
+REPLACE_HINT = "--replace"
+
+
+class FinishedRunError(CheckpointError):
+    """A hand-run command would replace a finished run with one of other settings."""
+
+
+def run_settings(meta: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The RUN_SETTINGS of a checkpoint's meta (or a metrics.json), with ``extra`` added."""
+    merged = {**meta, **extra}
+    return {key: merged[key] for key in RUN_SETTINGS if key in merged}
+
+
+def finished_run(out_dir: Path, metrics: Path | None = None,
+                 model: Path | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The file that makes ``out_dir`` a finished run (its metrics.json, else its model.pt) and the
+    settings it records; None when neither is there. One that cannot be read is refused naming it."""
+    import json
+
+    metrics = metrics or out_dir / "metrics.json"
+    model = model or out_dir / "model.pt"
+    if metrics.is_file():
+        try:
+            recorded = json.loads(metrics.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise FinishedRunError(f"{metrics}: cannot be read as a run's metrics ({err}); to replace the run "
+                                   f"it belongs to, run again with {REPLACE_HINT}") from None
+        if not isinstance(recorded, dict):
+            raise FinishedRunError(f"{metrics}: expected a run's metrics (a JSON object); to replace it, run "
+                                   f"again with {REPLACE_HINT}")
+        return metrics, recorded
+    if model.is_file():
+        return model, run_settings(load_checkpoint(model).get("meta") or {})
+    return None
+
+
+def _differences(found: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    out = []
+    for key, want in wanted.items():
+        have = found.get(key, _NOT_RECORDED)
+        if key == "recipe" and isinstance(have, dict) and isinstance(want, dict):
+            out += [f"recipe.{k} {have.get(k, _NOT_RECORDED)!r} -> {want.get(k, _NOT_RECORDED)!r}"
+                    for k in sorted(set(have) | set(want)) if have.get(k, _NOT_RECORDED) != want.get(k, _NOT_RECORDED)]
+        elif have != want:
+            out.append(f"{key} {have!r} -> {want!r}")
+    return out
+
+
+def refuse_replacing(out_dir: Path, settings: dict[str, Any], command: str, *,
+                     study_settings: dict[str, Any] | None = None, metrics: Path | None = None,
+                     scored_model: Path | None = None) -> None:
+    """Refuse, before any work, to replace the finished run in ``out_dir`` with one of other
+    ``settings`` (a run by hand with another --threads, recipe, seed...): the study's aggregation
+    would refuse it, and the finished run would be lost. A rerun of the same settings passes, and
+    so does a run of exactly the study's settings (``study_settings``: the run its study expects in
+    ``out_dir``), which is what Snakemake and DVC run. Evaluation names its ``metrics`` file and the
+    ``scored_model``: metrics of another model than the one beside them are stale, not finished."""
+    from convbench._io import sha256_file
+
+    found = finished_run(out_dir, metrics, Path(os.devnull) if metrics is not None else None)
+    if found is None:
+        return
+    source, recorded = found
+    if (scored_model is not None and scored_model.parent == source.parent
+            and recorded.get("model_sha256") not in (None, sha256_file(scored_model))):
+        return
+    recorded = run_settings(recorded)
+    if study_settings is not None and not _differences(study_settings, settings):
+        return
+    changed = _differences(recorded, settings)
+    if not changed:
+        return
+    why = ("" if study_settings is None else
+           f"; its study's own run there has {', '.join(_differences(settings, study_settings))}")
+    raise FinishedRunError(
+        f"{out_dir}: holds a finished run ({source}) of other settings than this {command}'s "
+        f"({'; '.join(changed)}){why}: it would be replaced by one its study's aggregation refuses; run "
+        f"with the run's own settings, give another --out-dir, or add {REPLACE_HINT} to replace it on purpose")

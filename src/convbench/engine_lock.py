@@ -147,7 +147,9 @@ def _claim(path: Path, engine: str, pid: int) -> dict[str, Any]:
     record = {"engine": engine, "pid": pid, "start": _start_ticks(pid), "host": socket.gethostname(),
               "command": " ".join(_command_line(pid))[:300], "token": secrets.token_hex(8),
               "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    from convbench._io import write_json_atomic
+
+    write_json_atomic(path, record)  # a reader never sees half a record
     return record
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from convbench._io import check_writable, one_writer, positive_int, run_cli, sha256_file, write_json_atomic
 from convbench.batches import BatchTransform, FoldError, fold_data, make_transform
-from convbench.checkpoint import META_KEYS, CheckpointError, load_checkpoint
+from convbench.checkpoint import META_KEYS, CheckpointError, load_checkpoint, refuse_replacing, run_settings
 from convbench.device import (
     DeviceChoice,
     DeviceError,
@@ -287,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_option(parser)
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads for torch (default 1, as for training)")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace the metrics of a finished run in --out even when they are of another "
+                             "checkpoint's settings or other --weights (without it, refused before any scoring)")
     return parser
 
 
@@ -340,14 +343,18 @@ def study_jobs(
     return jobs
 
 
-def evaluate_job(job: EvaluationJob, device_name: str | DeviceChoice, weights: str) -> dict[str, Any]:
+def evaluate_job(job: EvaluationJob, device_name: str | DeviceChoice, weights: str, *,
+                 replace: bool = False) -> dict[str, Any]:
     """Score one checkpoint and write its metrics.json and perf.json; returns the metrics. The
-    directory of metrics.json is held against other writers while it runs."""
+    directory of metrics.json is held against other writers while it runs. Without ``replace`` the
+    metrics of a finished run of other settings (another checkpoint's, other --weights) are not
+    replaced (convbench.checkpoint.refuse_replacing)."""
     with one_writer(job.out.parent):
-        return _evaluate_job(job, device_name, weights)
+        return _evaluate_job(job, device_name, weights, replace)
 
 
-def _evaluate_job(job: EvaluationJob, device_name: str | DeviceChoice, weights: str) -> dict[str, Any]:
+def _evaluate_job(job: EvaluationJob, device_name: str | DeviceChoice, weights: str,
+                  replace: bool = False) -> dict[str, Any]:
     from convbench.prepare import load_prepared
     from convbench.split import check_matches, load_split
 
@@ -365,6 +372,9 @@ def _evaluate_job(job: EvaluationJob, device_name: str | DeviceChoice, weights: 
         found = {key: checkpoint["meta"][key] for key in job.run}
         if found != job.run:
             raise EvaluationError(f"{job.checkpoint}: holds the run {found}, but the study expects {job.run} there")
+    if not replace:
+        refuse_replacing(job.out.parent, run_settings(checkpoint["meta"], weights=weights), "convbench evaluate",
+                         metrics=job.out, scored_model=job.checkpoint)
     dataset = load_prepared(job.data)
     split = load_split(job.split)
     check_matches(split, dataset)
@@ -404,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         device = device_of(args)
         for job in jobs_from_args(args):
             with claim_device(device) as device_name:
-                metrics = evaluate_job(job, device_name, args.weights)
+                metrics = evaluate_job(job, device_name, args.weights, replace=args.replace)
             print(scored_line(metrics, job.out))
 
     # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.

@@ -10,8 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from convbench._io import run_cli
-from convbench.study import StudyError, add_smoke_option, load_study, plan
+from convbench._io import note_jobs_over_cores, positive_int, run_cli
+from convbench.study import StudyError, add_smoke_option, load_study, plan, warn
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="estimate each experiment's wall time and peak memory on this machine by "
                              "timing a few real training steps of its network (default; "
                              "--no-estimate: only validate and list)")
-    parser.add_argument("--steps", type=int, default=2, help="training steps timed per network (default 2)")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+    parser.add_argument("--steps", type=positive_int, default=2, help="training steps timed per network (default 2)")
+    parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                         help="jobs the study will run at once (snakemake --cores N with the study's "
                              "one thread a job): the wall time is estimated for them (default 1)")
     parser.add_argument("--device", default=None,
@@ -42,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
 def _print_plan(args: argparse.Namespace) -> None:
     if args.params is not None and args.study is not None:
         raise StudyError("give the study once: as a file (params) or with --study, not both")
-    if args.jobs < 1:
-        raise StudyError(f"--jobs: at least 1 job at a time, got {args.jobs}")
-    study = load_study(args.study or args.params or Path("params.yaml"), smoke=args.smoke)
+    note_jobs_over_cores(args.jobs, "convbench study")
+    path = args.study or args.params or Path("params.yaml")
+    study = load_study(path, smoke=args.smoke)
+    warn(study, path, "study")
     cost = None
     if args.estimate:  # imported here: validating and listing a study needs no torch
         from convbench.device import DeviceError

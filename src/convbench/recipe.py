@@ -196,3 +196,23 @@ def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
     if recipe.schedule == "cosine":
         return 0.5 * recipe.lr * (1 + math.cos(math.pi * progress))
     return recipe.lr * (1 - progress)
+
+
+# Horizontal flips turn a handwritten digit or character into another one or none (a mirrored 2,
+# 3, 4, 7 or kana is no digit or kana); clothes (Fashion-MNIST) keep their class.
+FLIP_BREAKS_LABELS = {"digits": "handwritten digits", "mnist": "handwritten digits",
+                      "kmnist": "handwritten Japanese characters (kana)"}
+FLIP_AUGMENTATIONS = ("crop_flip", "crop_flip_erase")
+
+
+def flip_warning(recipe: Recipe, dataset: str) -> str | None:
+    """Why ``recipe`` (augmentation crop_flip or crop_flip_erase, tta flip) trains or scores on
+    images of ``dataset`` that no longer show their label; None when it does not flip them."""
+    what = FLIP_BREAKS_LABELS.get(dataset)
+    flips = [f"augmentation: {recipe.augmentation}"] if recipe.augmentation in FLIP_AUGMENTATIONS else []
+    flips += ["tta: flip"] if recipe.tta == "flip" else []
+    if what is None or not flips:
+        return None
+    return (f"{' and '.join(flips)} mirrors the images of {dataset}, {what}: a mirrored digit or "
+            "character is another one or none, so its label no longer holds; use augmentation: none "
+            "and tta: none on this data set")

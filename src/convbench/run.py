@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         selection = (args.experiment, args.repeat, args.fold, args.seed)
         trainings = train_job.study_jobs(study, *selection)
         scorings = evaluate.study_jobs(study, *selection)
+        if not args.replace:  # before any training: not after the first runs were replaced
+            for job, paths in trainings:
+                train_job.refuse_replacing_finished(job, paths.out_dir, args.threads, study, "convbench run")
         for (job, paths), scoring in zip(trainings, scorings, strict=True):
             # one writer per run: held from training through scoring
             with claim_device(args.device or study.device) as device_name, one_writer(paths.out_dir):
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                     result = train_job.run_job(job, paths.data, paths.split, paths.out_dir,
                                                device_name=device_name, resume=args.resume, progress=progress)
                     print(train_job.trained_line(job, result, paths.out_dir), flush=True)
-                    metrics = evaluate.evaluate_job(scoring, device_name, "best")
+                    # its run was just trained here (and checked above): its old metrics are stale
+                    metrics = evaluate.evaluate_job(scoring, device_name, "best", replace=True)
                     print(evaluate.scored_line(metrics, scoring.out), flush=True)
                 except Exception as err:  # say which run failed, above the message or traceback
                     print(f"convbench run: experiment {job.experiment}, repeat {job.repeat} fold "

@@ -116,3 +116,47 @@ def describe(error: ValidationError, prefix: str = "") -> str:
     if "propertyNames" in error.relative_schema_path:  # a bad key: name it in the path
         path = [*path, value]
     return f"{_key(prefix, path)}: {problem()}, got {value!r}"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys without a word; a study refuses them."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise SchemaError(
+                    f"duplicate key {key!r} at lines {first_line[key]} and {line}: YAML would keep "
+                    "only the second; rename or remove one"
+                )
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_mapping(path: Path | str) -> dict[str, Any]:
+    """A study file's YAML as a dict, refusing duplicate keys. Every fault of the file itself (it
+    cannot be read, is not YAML, is empty or is not a mapping) is a SchemaError that names it."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = yaml.load(file, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except IsADirectoryError:
+        raise SchemaError(f"{path}: is a directory; expected a study file (YAML), e.g. params.yaml") from None
+    except OSError as err:
+        raise SchemaError(f"{path}: cannot be read ({err.strerror or err}); expected a study file (YAML), "
+                          "e.g. params.yaml or a bundled study's name") from None
+    except UnicodeDecodeError:
+        raise SchemaError(f"{path}: is not text (not UTF-8); expected a study file (YAML)") from None
+    except SchemaError as err:
+        raise SchemaError(f"{path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise SchemaError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    if config is None:
+        raise SchemaError(f"{path}: is empty; expected a study: a mapping with study, dataset, folds and "
+                          "experiments (see conf/study/digits.yaml)")
+    if not isinstance(config, dict):
+        text = repr(config)
+        raise SchemaError(f"{path}: must be a mapping of keys (study, dataset, folds, experiments, ...), "
+                          f"got {type(config).__name__} {text if len(text) <= 60 else text[:57] + '...'}")
+    return config

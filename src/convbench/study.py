@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from convbench import schema
 from convbench.networks import check_knobs, names, resolve_input_size
-from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
+from convbench.recipe import Recipe, d2l_input_size, flip_warning, resolve_recipe
 
 STUDY_DIR = Path("conf/study")
 # Training-set size and the smallest class's count in it, so a study is checked against its data
@@ -53,6 +52,13 @@ SMOKE_EPOCHS = 2
 SMOKE_FOLDS = 2
 SMOKE_EVAL_BATCH = 16
 SMOKE_SUFFIX = "-smoke"
+# Seeds checked with the study, not when a job fails (hard-coded: the check needs no torch). torch's
+# docs (torch.manual_seed): "Value must be within the inclusive range [-0x8000_0000_0000_0000,
+# 0xffff_ffff_ffff_ffff]"; each epoch seeds seed * EPOCH_SEED_STRIDE + epoch (convbench.train.
+# epoch_seed). StratifiedKFold's numpy RandomState takes split seeds 0 .. 2**32 - 1.
+TORCH_SEED_MAX = 2**64 - 1
+EPOCH_SEED_STRIDE = 1_000_003
+SPLIT_SEED_MAX = 2**32 - 1
 
 
 class StudyError(ValueError):
@@ -319,6 +325,7 @@ def parse_study(config: dict[str, Any]) -> Study:
             exp_name, arch, dict(knobs), size, recipe, str(raw.get("description", "")),
             tuple(raw.get("seeds") or seeds),
         )
+    check_seed_ranges(config, experiments, repeats)
     ablations: dict[str, Ablation] = {}
     for abl_name, raw in (config.get("ablations") or {}).items():
         key = f"ablations.{abl_name}"
@@ -341,6 +348,44 @@ def parse_study(config: dict[str, Any]) -> Study:
         description=config.get("description", ""), repeats=repeats, seeds=seeds, smoke=smoke,
         device=config.get("device", "auto"),
     )
+
+
+def max_train_seed(epochs: int) -> int:
+    """The largest training seed whose last epoch's torch seed (convbench.train.epoch_seed) fits."""
+    return (TORCH_SEED_MAX - epochs) // EPOCH_SEED_STRIDE
+
+
+def check_seed_ranges(config: dict[str, Any], experiments: dict[str, Experiment], repeats: int) -> None:
+    """Refuse, naming the key, a split seed (of any repeat) or a run's torch seed (of any repeat
+    and epoch) that scikit-learn or torch would refuse once a job runs."""
+    seed = config.get("seed", 0)
+    if seed + repeats - 1 > SPLIT_SEED_MAX:
+        raise _fail("seed", f"{seed} is too large: repeat r splits with seed + r, and scikit-learn's "
+                    f"StratifiedKFold takes seeds up to 2**32 - 1 = {SPLIT_SEED_MAX} (with {repeats} "
+                    f"repeat(s), seed <= {SPLIT_SEED_MAX - repeats + 1})")
+    offset = REPEAT_SEED_STRIDE * (repeats - 1)
+    for exp_name, experiment in experiments.items():
+        own = (config["experiments"][exp_name] or {}).get("seeds")
+        key = f"experiments.{exp_name}.seeds" if own else ("seeds" if config.get("seeds") else "seed")
+        limit = max_train_seed(experiment.recipe.epochs) - offset
+        for index, value in enumerate(experiment.seeds):
+            if value > limit:
+                where = key if key == "seed" else f"{key}[{index}]"
+                raise _fail(where, f"{value} is too large for torch, which is seeded with (seed + 1000 x repeat) "
+                            f"x {EPOCH_SEED_STRIDE} + epoch <= 2**64 - 1: with {repeats} repeat(s) and "
+                            f"{experiment.recipe.epochs} epochs ({exp_name}) a seed must be <= {limit}")
+
+
+def flip_warnings(study: Study) -> list[str]:
+    """Each experiment whose recipe mirrors images that do not survive it (recipe.flip_warning)."""
+    return [f"experiments.{name}: {warning}" for name, e in study.experiments.items()
+            if (warning := flip_warning(e.recipe, study.dataset))]
+
+
+def warn(study: Study, path: Path | str, command: str) -> None:
+    """Print the study's warnings (:func:`flip_warnings`) to stderr, each naming the file."""
+    for warning in flip_warnings(study):
+        print(f"convbench {command}: warning: {path}: {warning}", file=sys.stderr, flush=True)
 
 
 def smoke_recipe(recipe: Recipe, batches: int) -> Recipe:
@@ -389,38 +434,20 @@ def study_file(params_path: Path | str, selection: str | None) -> Path:
     params_path = Path(params_path)
     if selection is None:
         return params_path
-    with open(params_path) as file:
-        on_disk = (yaml.safe_load(file) or {}).get("study")
+    on_disk = read_study_file(params_path).get("study")
     if selection == on_disk:
         return params_path
     return bundled_study_path(selection, params_path.parent)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML keeps the last of two equal keys without a word; a study refuses them."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first_line: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if key in first_line:
-                raise StudyError(
-                    f"duplicate key {key!r} at lines {first_line[key]} and {line}: YAML would keep "
-                    "only the second; rename or remove one"
-                )
-            first_line[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
 def read_study_file(path: Path | str) -> dict[str, Any]:
-    """A study file's YAML as a dict, refusing duplicate keys; YAML that does not parse is a
-    StudyError (so every command reports a study's faults as one kind of error)."""
-    with open(path) as file:
-        try:
-            return yaml.load(file, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
-        except yaml.YAMLError as err:
-            raise StudyError(f"not valid YAML: {' '.join(str(err).split())}") from None
+    """A study file's YAML as a dict (convbench.schema.read_mapping: duplicate keys refused, and
+    every fault of the file itself named); a StudyError, so every command reports a study's faults
+    as one kind of error."""
+    try:
+        return schema.read_mapping(path)
+    except schema.SchemaError as err:
+        raise StudyError(str(err)) from None
 
 
 def load_study(path: Path | str, selection: str | None = None, smoke: int | None = None) -> Study:
@@ -428,10 +455,7 @@ def load_study(path: Path | str, selection: str | None = None, smoke: int | None
     ``smoke`` (Snakemake's ``--config smoke=N``, the commands' ``--smoke N``) replaces the file's
     own ``smoke`` when given."""
     path = study_file(resolve_study_argument(path) if selection is None else path, selection)
-    try:
-        config = read_study_file(path)
-    except StudyError as err:
-        raise StudyError(f"{path}: {err}") from None
+    config = read_study_file(path)
     if smoke is not None:
         config = {**config, "smoke": smoke}
         config.pop("smoke_suffix", None)  # the file's, for its own smoke value

@@ -10,6 +10,7 @@ at the study's paths; ``convbench run`` uses it too.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from convbench.checkpoint import (
     TIMING_COLUMNS,
     CheckpointError,
     load_checkpoint,
+    refuse_replacing,
+    run_settings,
     save_checkpoint,
     write_history,
 )
@@ -255,6 +258,10 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
                         help="continue a run from its checkpoint.pt (in its output directory) if it exists")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar while training (default: when stderr is a terminal)")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace a finished run (model.pt, metrics.json) in the output directory even "
+                             "when this run's settings (threads, recipe, seed, ...) differ from it and from "
+                             "its study's; without it such a run is refused before any training")
 
 
 @dataclass(frozen=True)
@@ -318,6 +325,22 @@ def jobs_from_args(args: argparse.Namespace) -> list[tuple[TrainJob, JobPaths]]:
     return [(job, JobPaths(args.data, args.split, args.out_dir))]
 
 
+def refuse_replacing_finished(job: TrainJob, out_dir: Path, threads: int, study: Any | None,
+                              command: str) -> None:
+    """Refuse, before any training, a run by hand that would replace the finished run in
+    ``out_dir`` with one of other settings (convbench.checkpoint.refuse_replacing); a run of the
+    study's own settings in the study's own directory passes, as Snakemake's and DVC's do."""
+    from convbench.study import Run
+
+    settings = run_settings(job.identity("", ""), threads=threads)
+    study_settings = None
+    if study is not None:
+        own_dir = Path(study.run_dir(job.experiment, Run(job.repeat, job.fold, job.seed)))
+        if os.path.abspath(own_dir) == os.path.abspath(out_dir):
+            study_settings = {**settings, "threads": study.threads}
+    refuse_replacing(out_dir, settings, command, study_settings=study_settings)
+
+
 def trained_line(job: TrainJob, result: TrainResult, out_dir: Path) -> str:
     """What ``convbench train`` prints for a finished run."""
     last = result.history[-1]
@@ -334,7 +357,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         progress = sys.stderr.isatty() if args.progress is None else args.progress
         device = device_of(args)
-        for job, paths in jobs_from_args(args):
+        jobs = jobs_from_args(args)
+        if not args.replace:
+            from convbench.study import load_study
+
+            study = load_study(args.study, smoke=args.smoke) if args.study is not None else None
+            for job, paths in jobs:
+                refuse_replacing_finished(job, paths.out_dir, args.threads, study, "convbench train")
+        for job, paths in jobs:
             with claim_device(device) as device_name:
                 result = run_job(job, paths.data, paths.split, paths.out_dir, device_name=device_name,
                                  resume=args.resume, progress=progress)

@@ -6,8 +6,9 @@ file matches the registry.
 
 import json
 
+from convbench._io import write_text_atomic
 from convbench.models import interface
 from convbench.networks import CATALOG_PATH
 
-CATALOG_PATH.write_text(json.dumps(interface(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+write_text_atomic(CATALOG_PATH, json.dumps(interface(), indent=2, sort_keys=True) + "\n")
 print(f"wrote {CATALOG_PATH}")
