@@ -77,6 +77,19 @@ def test_the_ranking_takes_each_familys_best_experiment_by_validation_accuracy()
     assert "[pytorch-pretrained-cnns]" in frame.iloc[0]["published at native resolution"]
 
 
+def test_a_number_scored_with_test_time_augmentation_is_marked_wherever_it_is_shown() -> None:
+    tta = {**experiment_row("mini_resnet", 0.937, 0.9326, params=89_578), "recipe": {"tta": "flip"},
+           "val_acc_without_tta_mean": 0.9338, "test_acc_without_tta_mean": 0.9284}
+    plain = {**experiment_row("vgg11", 0.93, 0.9228, params=700_000), "recipe": {}}
+    data = report_data({"mini_resnet": tta, "vgg11": plain})
+    ranking = tables.format_family_ranking(tables.family_ranking(data))
+    assert ranking.iloc[0]["test acc (%)"] == "93.26\u00a0±\u00a00.20 with flip TTA (92.84 without)"
+    assert ranking.iloc[1]["test acc (%)"] == "92.28\u00a0±\u00a00.20"
+    board = tables.format_leaderboard(tables.leaderboard(data.results))
+    assert board.iloc[0]["val acc (%)"] == "93.70\u00a0±\u00a00.20 with flip TTA (93.38 without)"
+    assert "test 93.26\u00a0±\u00a00.20 % with flip TTA (92.84 % without)" in tables.smallest_line(data.results)
+
+
 def test_the_ordering_text_counts_agreeing_pairs_and_names_the_others() -> None:
     # d2l's medians: resnet18 0.909 > googlenet 0.888 > lenet 0.808; ours puts LeNet above GoogLeNet
     data = report_data({
@@ -148,3 +161,20 @@ def test_throughput_times_every_experiment_of_a_study_against_its_bare_step(
     for row in rows:
         share = row.split(" | ")[6].strip("* ")
         assert share.endswith("%") and int(share[:-1]) > 0
+
+
+def test_aggregation_keeps_what_tta_scored_runs_score_without_it() -> None:
+    from convbench.aggregate import aggregate
+
+    def run(fold: int, tta: bool) -> dict[str, Any]:
+        val, test = {"accuracy": 0.93 + fold / 100}, {"accuracy": 0.92}
+        if tta:
+            val["accuracy_without_tta"], test["accuracy_without_tta"] = 0.92 + fold / 100, 0.91
+        return {"experiment": "tta" if tta else "plain", "arch": "mlp", "knobs": {}, "input_size": 28,
+                "data_sha256": "d", "recipe": {}, "split_id": "s", "repeat": 0, "fold": fold, "seed": 0,
+                "params": 1, "macs": 1, "best_epoch": 1, "val": val, "test": test}
+
+    experiments = aggregate([run(f, tta) for f in (0, 1) for tta in (True, False)])["experiments"]
+    assert experiments["tta"]["val_acc_without_tta_mean"] == pytest.approx(0.925)
+    assert experiments["tta"]["test_acc_without_tta_mean"] == pytest.approx(0.91)
+    assert "val_acc_without_tta_mean" not in experiments["plain"]

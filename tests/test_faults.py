@@ -109,6 +109,29 @@ def test_smoke_set_by_hand_then_dvc_repro_deletes_nothing(done: Path, tmp_path: 
     assert results_of(copy) == before and sorted(p.name for p in (copy / "data/raw/digits").iterdir()) == raw
 
 
+def test_a_bad_knob_then_dvc_repro_of_one_stage_names_the_checkout_that_restores_its_runs(
+    done: Path, tmp_path: Path
+) -> None:
+    """`dvc repro -s run@<experiment>` runs that stage alone, without the check stage: DVC removes
+    the stage's finished runs before the command refuses the study. The error says so and names
+    `dvc checkout run@<experiment>`, which (once the study is fixed) brings them back from the cache."""
+    copy = copy_of(done, tmp_path)
+    before = results_of(copy)
+    params = copy / "params.yaml"
+    text = params.read_text()
+    study = __import__("yaml").safe_load(text)
+    study["experiments"]["lenet_relu"]["knobs"]["dropot"] = 0.5
+    params.write_text(__import__("yaml").safe_dump(study))
+    out = fails(["dvc", "repro", "-s", "run@lenet_relu"], copy)
+    assert "does not accept knob(s) dropot" in out
+    assert ("DVC removed the outputs of the stage run@lenet_relu before running this command: once the "
+            "study is fixed, 'dvc checkout run@lenet_relu' brings them back") in out
+    assert not (copy / "results/lenet_relu/r0-fold0-seed0/model.pt").exists()  # what DVC did
+    params.write_text(text)
+    run(["dvc", "checkout", "run@lenet_relu"], copy)
+    assert results_of(copy) == before
+
+
 # ------------------------------------------------------------------ Snakemake: a damaged split
 
 

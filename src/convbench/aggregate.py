@@ -75,6 +75,8 @@ def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
             version = m.get("code_version")
             entry = versions.setdefault(json.dumps(version, sort_keys=True), {"code_version": version, "runs": 0})
             entry["runs"] += 1
+        # with test-time augmentation, what the same weights score without it (the report shows both)
+        without_tta = {part: [m[part].get("accuracy_without_tta") for m in runs] for part in ("val", "test")}
         experiments[name] = {
             "arch": first["arch"],
             "knobs": first["knobs"],
@@ -94,6 +96,8 @@ def aggregate(run_metrics: list[dict[str, Any]]) -> dict[str, Any]:
             "test_acc_fold_std": test_spread["fold_std"],
             "test_acc_seed_std": test_spread["seed_std"],
             "best_epoch_mean": float(np.mean([m["best_epoch"] for m in runs])),
+            **{f"{part}_acc_without_tta_mean": float(np.mean(values))
+               for part, values in without_tta.items() if all(v is not None for v in values)},
             "per_run": [
                 {"repeat": r, "fold": k, "seed": s, "val_acc": v, "test_acc": t}
                 for (r, k, s), v, t in zip(keys, val, test)

@@ -200,5 +200,5 @@ def make_transform(data: FoldData, recipe: Recipe, input_size: int) -> BatchTran
     """The batch transform; normalization statistics come from the training fold only."""
     mean, std = channel_stats(data.train_images) if recipe.normalize else (None, None)
     return BatchTransform(input_size, mean, std, channels_last=recipe.channels_last,
-                          erasing=recipe.augmentation == "crop_flip_erase")
+                          erasing=recipe.erasing)
 

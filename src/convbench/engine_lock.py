@@ -92,6 +92,15 @@ def dvc_ancestor(pid: int | None = None) -> int | None:
     return None
 
 
+def dvc_restore_hint(stage: str) -> str:
+    """Under DVC, what to add to an error that stops a stage's command: DVC removed the stage's
+    outputs before it ran the command, and ``dvc checkout`` brings them back from its cache."""
+    if dvc_ancestor() is None:
+        return ""
+    return (f"; DVC removed the outputs of the stage {stage} before running this command: once the "
+            f"study is fixed, 'dvc checkout {stage}' brings them back from DVC's cache without retraining")
+
+
 def _ancestors(pid: int | None = None) -> set[int]:
     """This process and the processes it runs under."""
     found, current = set(), pid or os.getpid()

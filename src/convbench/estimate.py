@@ -184,7 +184,7 @@ def measure(experiment: Experiment, study: Study, device: torch.device, steps: i
     scaler = torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16")
     forward = torch.compile(model) if recipe.compile else model
     transform = BatchTransform(experiment.input_size, None, None, channels_last=recipe.channels_last,
-                               erasing=recipe.augmentation == "crop_flip_erase")
+                               erasing=recipe.erasing)
     images = torch.randint(0, 256, (recipe.batch_size, channels, size, size), dtype=torch.uint8,
                            generator=generator).to(device)
     labels = torch.randint(0, NUM_CLASSES, (recipe.batch_size,), generator=generator).to(device)

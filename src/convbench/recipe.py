@@ -15,14 +15,9 @@ from typing import Any
 
 from convbench import schema
 
-# The choices are the schema's (study.schema.yaml, $defs/recipe), the one list of each.
-OPTIMIZERS = schema.choices("recipe", "optimizer")
-SCHEDULES = schema.choices("recipe", "schedule")
-AUGMENTATIONS = schema.choices("recipe", "augmentation")
-TTAS = schema.choices("recipe", "tta")
-PRECISIONS = schema.choices("recipe", "precision")
+# The choices are the schema's (study.schema.yaml, $defs/recipe), the one list of each; the
+# schema checks every other field's choices itself.
 INITS = schema.choices("recipe", "init")
-PRESETS = schema.choices("recipe", "preset")
 
 
 @dataclass(frozen=True)
@@ -56,6 +51,16 @@ class Recipe:
     # A smoke run (the study's `smoke: N`): at most N batches per epoch, training and evaluation
     # alike; 0 is a real run. convbench.study sets it, with the smoke run's epochs.
     smoke: int = 0
+
+    @property
+    def flips(self) -> bool:
+        """Whether training mirrors images (augmentation crop_flip or crop_flip_erase)."""
+        return self.augmentation in ("crop_flip", "crop_flip_erase")
+
+    @property
+    def erasing(self) -> bool:
+        """Whether training erases a random rectangle after its crops and flips (crop_flip_erase)."""
+        return self.augmentation == "crop_flip_erase"
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as results record it. A real run's record has no ``smoke`` key, so results
@@ -124,7 +129,7 @@ def _validate(recipe: Recipe) -> Recipe:
         )
     if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum == 0):
         raise ValueError("recipe.nesterov: needs optimizer 'sgd' with momentum > 0")
-    if recipe.tta == "flip" and "flip" not in recipe.augmentation:
+    if recipe.tta == "flip" and not recipe.flips:
         raise ValueError(
             f"recipe.tta: 'flip' needs an augmentation with flips (crop_flip or crop_flip_erase), got "
             f"{recipe.augmentation!r}: a network that never saw mirrored images scores worse on them"
@@ -202,14 +207,13 @@ def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
 # 3, 4, 7 or kana is no digit or kana); clothes (Fashion-MNIST) keep their class.
 FLIP_BREAKS_LABELS = {"digits": "handwritten digits", "mnist": "handwritten digits",
                       "kmnist": "handwritten Japanese characters (kana)"}
-FLIP_AUGMENTATIONS = ("crop_flip", "crop_flip_erase")
 
 
 def flip_warning(recipe: Recipe, dataset: str) -> str | None:
     """Why ``recipe`` (augmentation crop_flip or crop_flip_erase, tta flip) trains or scores on
     images of ``dataset`` that no longer show their label; None when it does not flip them."""
     what = FLIP_BREAKS_LABELS.get(dataset)
-    flips = [f"augmentation: {recipe.augmentation}"] if recipe.augmentation in FLIP_AUGMENTATIONS else []
+    flips = [f"augmentation: {recipe.augmentation}"] if recipe.flips else []
     flips += ["tta: flip"] if recipe.tta == "flip" else []
     if what is None or not flips:
         return None

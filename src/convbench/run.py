@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from convbench import evaluate, train_job
+from convbench import engine_lock, evaluate, train_job
 from convbench._io import one_writer, run_cli
 from convbench.batches import FoldError
 from convbench.checkpoint import CheckpointError
@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     def action(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
         progress = sys.stderr.isatty() if args.progress is None else args.progress
-        study = load_study(args.study, smoke=args.smoke)
+        try:
+            study = load_study(args.study, smoke=args.smoke)
+        except StudyError as err:  # under `dvc repro`, the stage's finished runs are gone by now
+            raise StudyError(f"{err}{engine_lock.dvc_restore_hint(f'run@{args.experiment}')}") from None
         selection = (args.experiment, args.repeat, args.fold, args.seed)
         trainings = train_job.study_jobs(study, *selection)
         scorings = evaluate.study_jobs(study, *selection)

@@ -60,6 +60,19 @@ def mean_std(row: dict[str, Any], metric: str) -> str:
     return f"{percent(row[f'{metric}_mean'])}\u00a0±\u00a0{percent(row[f'{metric}_std'])}"
 
 
+def scored_cell(row: Any, metric: str, unit: str = "") -> str:
+    """``mean_std`` (then ``unit``), marked where the runs were scored with test-time augmentation,
+    with what the same weights score without it."""
+    text = mean_std(row, metric) + unit
+    recipe = row.get("recipe")
+    tta = recipe.get("tta", "none") if isinstance(recipe, dict) else "none"
+    if tta == "none":
+        return text
+    plain = row.get(f"{metric}_without_tta_mean")
+    known = plain is not None and not (isinstance(plain, float) and math.isnan(plain))
+    return f"{text} with {tta} TTA" + (f" ({percent(plain)}{unit} without)" if known else "")
+
+
 def leaderboard(results: dict[str, Any]) -> pd.DataFrame:
     """study.json's experiments, ranked by mean validation accuracy (ties: fewer MACs first)."""
     board = pd.DataFrame.from_dict(results["experiments"], orient="index")
@@ -93,8 +106,8 @@ def format_leaderboard(
             "input (px)": row["input_size"],
             "params": f"{row['params']:,}",
             "MACs": f"{row['macs']:,}",
-            "val acc (%)": mean_std(row, "val_acc"),
-            "test acc (%)": mean_std(row, "test_acc"),
+            "val acc (%)": scored_cell(row, "val_acc"),
+            "test acc (%)": scored_cell(row, "test_acc"),
             "best epoch": f"{row['best_epoch_mean']:.1f}",
             "spread (val): folds / seeds": spread_cell(row),
             **{column: measured(means[column], spec) for column, _, _, spec in MEASURED_COLUMNS},
@@ -148,8 +161,8 @@ def format_against_the_book(rows: list[dict[str, Any]]) -> pd.DataFrame:
                 f"{percent(row['published'].test_acc_high)} "
                 f"(median {percent(row['published'].test_acc_median)})"
             ),
-            "our test acc (%)": mean_std(row["ours"], "test_acc"),
-            "our val acc (%)": mean_std(row["ours"], "val_acc"),
+            "our test acc (%)": scored_cell(row["ours"], "test_acc"),
+            "our val acc (%)": scored_cell(row["ours"], "val_acc"),
             "verdict": row["verdict"],
         }
         for row in rows
@@ -218,8 +231,8 @@ def format_family_ranking(rows: list[dict[str, Any]]) -> pd.DataFrame:
             "best experiment": row["experiment"],
             "input (px)": row["ours"]["input_size"],
             "params": f"{row['ours']['params']:,}",
-            "val acc (%)": mean_std(row["ours"], "val_acc"),
-            "test acc (%)": mean_std(row["ours"], "test_acc"),
+            "val acc (%)": scored_cell(row["ours"], "val_acc"),
+            "test acc (%)": scored_cell(row["ours"], "test_acc"),
             "d2l, 20 builds (different setting)": d2l_cell(row["d2l"]),
             "published at native resolution": native_cell(row["native"]),
         }
@@ -266,7 +279,7 @@ def smallest_line(results: dict[str, Any], limit: int = 100_000) -> str | None:
     name, row = str(small.index[0]), small.iloc[0]
     known = reference.native().under_100k
     return (f"Under {limit:,} parameters: {name} ({row['params']:,} params), validation "
-            f"{mean_std(row, 'val_acc')} %, test {mean_std(row, 'test_acc')} %; the best published "
+            f"{scored_cell(row, 'val_acc', ' %')}, test {scored_cell(row, 'test_acc', ' %')}; the best published "
             f"result we know: {percent(known.test_acc)} % ({known.network}) [{known.source}].")
 
 
