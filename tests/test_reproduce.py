@@ -272,7 +272,7 @@ def test_write_publishes_only_a_consistent_aggregated_study_to_its_own_path(publ
     other.parent.mkdir(parents=True)
     other.write_text(json.dumps({"study": "digits", "runs": {}, "verdicts": {}, "made_with": []}))
     done = convbench_cli(project, "compare", "--study", "study.yaml", "--write", "--expected", str(other))
-    assert done.returncode == 1 and f"{other}: not a file of the study 'tiny'" in done.stderr
+    assert done.returncode == 1 and f"{other}: not a file of the expected results of the study 'tiny'" in done.stderr
     mine = project / "conf/expected/tiny.json"
     mine.write_text(json.dumps({"study": "digits", "runs": {}, "verdicts": {}, "made_with": []}))
     done = convbench_cli(project, "compare", "--study", "study.yaml", "--write", "--expected", str(mine))
@@ -297,6 +297,11 @@ def test_compare_names_an_expected_file_it_cannot_read(tmp_path: Path, convbench
         '{"format": 2, "study": "tiny", "runs": {"a/r0": {"weights": "x"}}, "verdicts": {}, "made_with": []}':
             "run 'a/r0' lacks weights, metrics, val_acc, test_acc",
         '{"study": "digits", "runs": {}, "verdicts": {}, "made_with": []}': "expected results of the study 'digits', not 'tiny'",
+        '{"format": 2, "study": "tiny", "runs": {"a/r0": {"weights": "x", "metrics": "y", "val_acc": "0.9", '
+        '"test_acc": 0.9}}, "verdicts": {}, "made_with": []}': "run 'a/r0' has an accuracy that is not a number from 0 to 1",
+        '{"study": "tiny", "runs": {}, "verdicts": {}, "made_with": [1]}': "an entry of 'made_with' that is not an object",
+        '{"study": "tiny", "runs": {}, "verdicts": {"a": "better"}, "made_with": []}': "a verdict that is not an object",
+        '{"format": 3, "study": "tiny", "runs": {}, "verdicts": {}, "made_with": []}': "format 3, which this version",
     }
     for text, problem in cases.items():
         expected.write_text(text)

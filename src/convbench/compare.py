@@ -345,7 +345,7 @@ def target_path(study: Study, given: Path | None, runs: dict[str, dict[str, Any]
     if force:
         return path
     if study.name not in (path.stem, path.parent.name):
-        raise ExpectedError(f"{path}: not a file of the study {study.name!r}'s expected results (its "
+        raise ExpectedError(f"{path}: not a file of the expected results of the study {study.name!r} (its "
                             f"name or directory is not {study.name!r}, as in {EXPECTED_DIR}/{study.name}/); "
                             "give --force to write there on purpose")
     if path.exists():

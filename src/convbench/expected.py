@@ -180,10 +180,19 @@ def load_expected(path: Path, study: Study) -> dict[str, Any]:
         raise ExpectedError(f"{path}: expected results of the study {document['study']!r}, not "
                             f"{study.name!r}; give the study's own with --expected")
     version = document.get("format", 1)
+    if version not in (1, FORMAT):
+        raise _shape_error(path, f"format {version!r}, which this version does not read (it reads 1 and {FORMAT})")
     wanted = ("weights", "metrics", *METRICS) if version >= 2 else RUN_FILES
     for key, entry in document["runs"].items():
         if not isinstance(entry, dict) or any(name not in entry for name in wanted):
             raise _shape_error(path, f"run {key!r} lacks {', '.join(wanted)}")
+        numbers = [entry[m] for m in METRICS] if version >= 2 else []
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1 for v in numbers):
+            raise _shape_error(path, f"run {key!r} has an accuracy that is not a number from 0 to 1")
+    if any(not isinstance(made, dict) for made in document["made_with"]):
+        raise _shape_error(path, "an entry of 'made_with' that is not an object")
+    if any(not isinstance(verdict, dict) for verdict in document["verdicts"].values()):
+        raise _shape_error(path, "a verdict that is not an object (metric -> verdict)")
     document["format"] = version
     document["path"] = path
     return document
