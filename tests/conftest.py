@@ -328,3 +328,13 @@ def other_digits(digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     path = write_npz_deterministic(root / "other.npz", arrays)
     split = make_split(prepare.load_prepared(path), DIGITS_FOLDS, seed=0)
     return path, write_split(split, root / "split.json")
+
+
+@pytest.fixture(autouse=True)
+def _no_project_networks_left() -> Iterator[None]:
+    """A test that imports a project's network files (convbench.user_networks) leaves none
+    registered for the next: the zoo's tests compare the registry with the catalogue."""
+    yield
+    from convbench import user_networks
+
+    user_networks.forget_all()

@@ -52,7 +52,9 @@ def test_the_run_stage_lists_training_and_evaluation_code_but_no_network() -> No
 
 def test_every_network_has_a_link_to_the_file_that_defines_it() -> None:
     links = ROOT / NETWORK_LINKS
-    assert sorted(p.stem for p in links.iterdir()) == names()
+    # the zoo's, and the bundled example's network of its own project (conf/study/your_network.yaml)
+    assert sorted(p.stem for p in links.iterdir()) == sorted([*names(), "se_resnet"])
+    assert (links / "se_resnet.py").resolve() == ROOT / "networks/se_resnet.py"
     for name in names():
         link = links / f"{name}.py"
         assert link.is_symlink(), link  # a link: DVC hashes the network file itself

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from convbench.cli import main as cli
-from convbench.study import SMOKE_EPOCHS, StudyError, load_study, parse_study, plan
+from convbench.plan import plan
+from convbench.study import SMOKE_EPOCHS, StudyError, load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,12 +11,38 @@ only the study's checks, so that only they (and the study) rerun it.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from convbench._io import atomic_write, run_cli
-from convbench.study import StudyError, add_smoke_option, load_study, warn
+from convbench.networks import project_file
+from convbench.study import Study, StudyError, add_smoke_option, load_study, warn
 
 STAMP_TEXT = "convbench check: the study is valid\n"
+NETWORK_LINKS = Path("workflow/networks")  # dvc.yaml's run stage depends on <arch>.py here
+
+
+def link_project_networks(study: Study, links: Path = NETWORK_LINKS) -> list[Path]:
+    """Link ``workflow/networks/<arch>.py`` to each project file that defines an experiment's
+    network, as the zoo's networks are linked: DVC's run stage depends on that path (dvc.yaml can
+    only name a path made of the experiment's fields). Returns the links it made; refuses a path
+    that is there already and is not a link to the file."""
+    if not links.is_dir():  # not a convbench checkout: no dvc.yaml to serve
+        return []
+    made = []
+    for arch in sorted({e.arch for e in study.experiments.values()}):
+        file = project_file(arch)
+        if file is None:
+            continue
+        link, target = links / f"{arch}.py", os.path.relpath(file, links)
+        if link.is_symlink() and os.readlink(link) == target:
+            continue
+        if link.exists() or link.is_symlink():
+            raise StudyError(f"{link}: is there already and is not a link to {file} (which defines the "
+                             f"network {arch!r}); remove it, or rename the network")
+        link.symlink_to(target)
+        made.append(link)
+    return made
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     def action(args: argparse.Namespace) -> None:
         study = load_study(args.study, smoke=args.smoke)
         warn(study, args.study, "check")
+        for link in link_project_networks(study):
+            print(f"linked {link} for dvc.yaml (the experiments' network dependency)")
         atomic_write(args.stamp, lambda file: file.write(STAMP_TEXT.encode()))
         print(f"study {study.name}: valid")
 

@@ -39,6 +39,7 @@ from convbench.models import build
 from convbench.provenance import code_version
 from convbench.recipe import Recipe, evaluation_limit, resolve_recipe
 from convbench.study import add_smoke_option
+from convbench.user_networks import load_network_files
 
 MISCLASSIFIED_KEPT = 64
 
@@ -162,6 +163,8 @@ def evaluate_checkpoint(
             f"{split.split_id[:12]}"
         )
     recipe = resolve_recipe(meta["recipe"], meta["arch"])
+    if meta.get("network_file"):  # a network of the project's own (convbench.user_networks)
+        load_network_files([meta["network_file"]])
     model = build(
         meta["arch"], in_channels=meta["in_channels"], num_classes=meta["num_classes"],
         input_size=meta["input_size"], **meta["knobs"],
@@ -418,5 +421,8 @@ def main(argv: list[str] | None = None) -> int:
             print(scored_line(metrics, job.out))
 
     # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
-    expected = (EvaluationError, FoldError, CheckpointError, DataError, StudyError, DeviceError, OSError)
+    from convbench.networks import NetworkError
+
+    expected = (EvaluationError, FoldError, CheckpointError, DataError, StudyError, DeviceError, OSError,
+                NetworkError)
     return run_cli(build_parser(), argv, action, expected=expected)

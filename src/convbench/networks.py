@@ -109,10 +109,36 @@ KNOB_CHECKS: dict[str, Callable[[Any], object]] = {
 
 
 @functools.lru_cache(maxsize=None)
-def catalog() -> dict[str, Network]:
-    """Every registered network by name, in name order (from ``models/networks.json``)."""
+def zoo() -> dict[str, Network]:
+    """The package's own networks by name (from ``models/networks.json``)."""
     entries = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
     return {name: Network(name=name, **entries[name]) for name in sorted(entries)}
+
+
+# Networks of the user's project that this process imported (convbench.user_networks): their
+# ``module`` is the file, as the study names it.
+_PROJECT: dict[str, Network] = {}
+
+
+def add_project_network(network: Network) -> None:
+    _PROJECT[network.name] = network
+
+
+def remove_project_networks(names: list[str]) -> None:
+    for name in names:
+        _PROJECT.pop(name, None)
+
+
+def project_file(name: str) -> str | None:
+    """The project file that defines network ``name``, or None for the zoo's."""
+    entry = _PROJECT.get(name)
+    return entry.module if entry is not None else None
+
+
+def catalog() -> dict[str, Network]:
+    """Every network by name, in name order: the zoo's and those of the project's files imported."""
+    merged = {**zoo(), **_PROJECT}
+    return {name: merged[name] for name in sorted(merged)}
 
 
 def names() -> list[str]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from convbench._io import note_jobs_over_cores, positive_int, run_cli
-from convbench.study import StudyError, add_smoke_option, load_study, plan, warn
+from convbench.study import Study, StudyError, add_smoke_option, load_study, warn
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,3 +72,22 @@ def _print_plan(args: argparse.Namespace) -> None:
         from convbench.estimate import format_estimate
 
         print("\n".join(format_estimate(cost)))
+
+
+def plan(study: Study) -> dict[str, Any]:
+    """What the study will run, as plain data (for people, tests and the engines' cross-check)."""
+    return {
+        "name": study.name,
+        "dataset": study.dataset,
+        "folds": study.folds,
+        "repeats": study.repeats,
+        "seed": study.seed,
+        "seeds": list(study.seeds),
+        "results_dir": study.results_dir,
+        "experiments": {
+            name: {"arch": e.arch, "knobs": e.knobs, "input_size": e.input_size,
+                   "recipe": e.recipe.to_dict(), "seeds": list(e.seeds)}
+            for name, e in study.experiments.items()
+        },
+        "models": [f"{study.run_dir(name, run)}/model.pt" for name, run in study.all_runs()],
+    }

@@ -45,6 +45,7 @@ SOURCE_SUFFIXES = (".py", ".yaml", ".json")
 STAGES = ("check", "download", "prepare", "split", "run", "aggregate", "report")
 NETWORK_LINKS = "workflow/networks"  # <arch> -> ../../src/convbench/models/<file>.py, for dvc.yaml
 FOREIGN_INSTALL_ENV = "CONVBENCH_ALLOW_FOREIGN_INSTALL"
+PROJECT_PREFIX = "project:"  # a code version's name for a file of the user's project
 
 
 class ForeignInstallError(RuntimeError):
@@ -110,18 +111,23 @@ def code_version(package_dir: Path = PACKAGE_DIR, files: list[Path] | None = Non
     not HEAD; ``dirty`` says whether they differ from it, untracked ones included. Edits and
     commits elsewhere (params.yaml, dvc.lock, the README, other modules) change neither.
     """
-    paths = ["."] if files is None else [path.relative_to(package_dir).as_posix() for path in sorted(files)]
+    own = None if files is None else sorted(p for p in files if p.is_relative_to(package_dir))
+    project = [] if files is None else sorted(p for p in files if not p.is_relative_to(package_dir))
+    paths = ["."] if own is None else [path.relative_to(package_dir).as_posix() for path in own]
     commit = _git(package_dir, "log", "-1", "--format=%H", "--", *paths) or None
     status = _git(package_dir, "status", "--porcelain", "--", *paths) if commit else None
     version: dict[str, object] = {
         "source_commit": commit,
         "dirty": None if status is None else bool(status),
-        "source_sha256": source_sha256(package_dir, files),
+        "source_sha256": source_sha256(package_dir, own),
     }
     if files is not None:
         version["scope"] = scope
         version["files"] = {path: hashlib.sha256((package_dir / path).read_bytes()).hexdigest()
                             for path in paths}
+        for path in project:  # a network of the user's project: named as the study names it
+            name = f"{PROJECT_PREFIX}{os.path.relpath(path).replace(os.sep, '/')}"
+            version["files"][name] = hashlib.sha256(path.read_bytes()).hexdigest()
     return version
 
 
@@ -139,8 +145,8 @@ def changed_files(a: object, b: object) -> list[str] | None:
     files_a, files_b = a.get("files"), b.get("files")
     if not (isinstance(files_a, dict) and isinstance(files_b, dict)):
         return None
-    return sorted(f"src/{PACKAGE}/{path}" for path in files_a.keys() | files_b.keys()
-                  if files_a.get(path) != files_b.get(path))
+    return sorted(path.removeprefix(PROJECT_PREFIX) if path.startswith(PROJECT_PREFIX) else f"src/{PACKAGE}/{path}"
+                  for path in files_a.keys() | files_b.keys() if files_a.get(path) != files_b.get(path))
 
 
 def commit_text(version: dict[str, object]) -> str:
@@ -206,10 +212,24 @@ def _imports(path: Path) -> set[str]:
 
 
 def network_files() -> dict[str, str]:
-    """Network name -> the models module that defines its builder (from the catalogue)."""
-    from convbench.networks import catalog
+    """The zoo's networks: name -> the models module that defines its builder (from the catalogue)."""
+    from convbench.networks import zoo
 
-    return {name: network.module for name, network in catalog().items()}
+    return {name: network.module for name, network in zoo().items()}
+
+
+def network_file(arch: str) -> Path:
+    """The file that defines network ``arch``: a zoo module, or a file of the project (imported by
+    its study, convbench.user_networks)."""
+    from convbench.networks import project_file
+
+    file = project_file(arch)
+    if file is not None:
+        return Path(file).resolve()
+    try:
+        return _module_file(network_files()[arch])  # type: ignore[return-value]
+    except KeyError:
+        raise ValueError(f"no network {arch!r}; networks: {', '.join(sorted(network_files()))}") from None
 
 
 @functools.lru_cache(maxsize=None)
@@ -242,8 +262,5 @@ def stage_sources(stage: str, arch: str | None = None) -> list[Path]:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     files = set(_closure(COMMANDS[stage].module))
     if arch is not None:
-        try:
-            files.add(_module_file(network_files()[arch]))  # type: ignore[arg-type]
-        except KeyError:
-            raise ValueError(f"no network {arch!r}; networks: {', '.join(sorted(network_files()))}") from None
+        files.add(network_file(arch))
     return sorted(files)

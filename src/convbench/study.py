@@ -26,6 +26,7 @@ from typing import Any
 from convbench import schema
 from convbench.networks import check_knobs, names, resolve_input_size
 from convbench.recipe import Recipe, d2l_input_size, flip_warning, resolve_recipe
+from convbench.user_networks import check_on_dummy_batch, load_network_files
 
 STUDY_DIR = Path("conf/study")
 # Training-set size and the smallest class's count in it, so a study is checked against its data
@@ -119,6 +120,7 @@ class Study:
     seeds: tuple[int, ...] = ()  # the default of every experiment's; empty: (seed,)
     smoke: int = 0  # N > 0: a smoke run, N batches per epoch (SMOKE_EPOCHS, SMOKE_FOLDS)
     device: str = "auto"  # where jobs run unless --device says otherwise (convbench.device)
+    networks: tuple[str, ...] = ()  # files of the project that define networks (convbench.user_networks)
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -261,6 +263,10 @@ def parse_study(config: dict[str, Any]) -> Study:
         raise StudyError(str(err)) from None
     name = config["study"]
     dataset = config["dataset"]
+    try:  # a network of the project's own can only be known by importing its file (torch with it)
+        project = load_network_files(config.get("networks") or [])
+    except ValueError as err:
+        raise _fail("networks", str(err)) from None
     folds = config["folds"]
     repeats = config.get("repeats", 1)
     n_train, smallest_class = TRAIN_SIZES[dataset]
@@ -325,6 +331,13 @@ def parse_study(config: dict[str, Any]) -> Study:
             exp_name, arch, dict(knobs), size, recipe, str(raw.get("description", "")),
             tuple(raw.get("seeds") or seeds),
         )
+    for exp_name, e in experiments.items():
+        if e.arch in project:
+            try:
+                check_on_dummy_batch(e.arch, project[e.arch], in_channels=1, num_classes=10, input_size=e.input_size,
+                                     knobs=e.knobs, where=f"experiments.{exp_name}")
+            except ValueError as err:
+                raise _fail(f"experiments.{exp_name}.arch", str(err)) from None
     check_seed_ranges(config, experiments, repeats)
     ablations: dict[str, Ablation] = {}
     for abl_name, raw in (config.get("ablations") or {}).items():
@@ -346,7 +359,7 @@ def parse_study(config: dict[str, Any]) -> Study:
         reports_dir=config.get("reports_dir", f"reports/{name}").rstrip("/") + suffix,
         experiments=experiments, ablations=ablations, mirror=config.get("mirror"),
         description=config.get("description", ""), repeats=repeats, seeds=seeds, smoke=smoke,
-        device=config.get("device", "auto"),
+        device=config.get("device", "auto"), networks=tuple(config.get("networks") or ()),
     )
 
 
@@ -478,22 +491,3 @@ def study_as_dict(study: Study) -> dict[str, Any]:
     """The whole validated study as plain data: Snakemake's params of the rules whose output shows
     all of it (the report), so that any change to the study reruns them, as DVC's params do."""
     return dataclasses.asdict(study)
-
-
-def plan(study: Study) -> dict[str, Any]:
-    """What the study will run, as plain data (for people, tests and the engines' cross-check)."""
-    return {
-        "name": study.name,
-        "dataset": study.dataset,
-        "folds": study.folds,
-        "repeats": study.repeats,
-        "seed": study.seed,
-        "seeds": list(study.seeds),
-        "results_dir": study.results_dir,
-        "experiments": {
-            name: {"arch": e.arch, "knobs": e.knobs, "input_size": e.input_size,
-                   "recipe": e.recipe.to_dict(), "seeds": list(e.seeds)}
-            for name, e in study.experiments.items()
-        },
-        "models": [f"{study.run_dir(name, run)}/model.pt" for name, run in study.all_runs()],
-    }

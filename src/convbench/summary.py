@@ -20,6 +20,7 @@ from torch.utils.hooks import RemovableHandle
 from convbench._io import positive_int, run_cli
 from convbench.models import build, names, resolve_input_size, spec
 from convbench.networks import NetworkError
+from convbench.user_networks import add_networks_option, load_network_files
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -185,10 +186,12 @@ def models_main(argv: list[str]) -> int:
         "(1 input channel, 10 classes) and a one-line description.",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    return run_cli(parser, argv, _print_models, expected=())
+    add_networks_option(parser)
+    return run_cli(parser, argv, _print_models, expected=(NetworkError,))
 
 
 def _print_models(args: argparse.Namespace) -> None:
+    project = load_network_files(args.networks)
     entries = []
     for name in names():
         entry = spec(name)
@@ -198,7 +201,7 @@ def _print_models(args: argparse.Namespace) -> None:
             "min_input_size": entry.min_input_size,
             "params": count_params(_meta_build(name)),
             "knobs": dict(entry.knobs),
-            "summary": entry.summary,
+            "summary": entry.summary + (f" ({project[name]})" if name in project else ""),
         })
     if args.json:
         print(json.dumps(entries, indent=2))
@@ -259,8 +262,10 @@ def summary_main(argv: list[str]) -> int:
     parser.add_argument("--depth", type=positive_int, default=None,
                         help="fold modules deeper than this into their ancestor")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_networks_option(parser)
 
     def action(args: argparse.Namespace) -> None:
+        load_network_files(args.networks)
         try:
             knobs = parse_overrides(args.overrides)
         except ValueError as err:

@@ -41,10 +41,12 @@ from convbench.device import (
     pick_device,
 )
 from convbench.models import build, check_knobs, resolve_input_size
+from convbench.networks import NetworkError, project_file
 from convbench.provenance import package_versions, training_code_version
 from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
 from convbench.study import add_smoke_option
 from convbench.train import TrainingError, TrainResult, train
+from convbench.user_networks import add_networks_option, load_network_files
 
 
 # A smoke run's every run stops after this epoch (of convbench.study.SMOKE_EPOCHS) and resumes from
@@ -157,6 +159,8 @@ def train_one(
         # the files `convbench run` executes for this network, as both engines track them: an edit
         # elsewhere (the report, an unused module) leaves the result byte-identical
         "code_version": training_code_version(job.arch),
+        # a network of the project's own: the file evaluation imports to build it again
+        **({"network_file": project_file(job.arch)} if project_file(job.arch) else {}),
         "packages": package_versions(),
         # where bit-identity ends: another CPU type may round differently (convbench.device)
         "cpu": describe_cpu(),
@@ -244,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe setting, e.g. --recipe lr=0.1 or --recipe preset=d2l (repeatable)")
     parser.add_argument("--input-size", type=int, default=None)
+    add_networks_option(parser)
     add_training_options(parser)
     return parser
 
@@ -357,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         progress = sys.stderr.isatty() if args.progress is None else args.progress
         device = device_of(args)
+        load_network_files(args.networks)  # --arch of the project's own (a study names its own)
         jobs = jobs_from_args(args)
         if not args.replace:
             from convbench.study import load_study
@@ -371,5 +377,6 @@ def main(argv: list[str] | None = None) -> int:
             print(trained_line(job, result, paths.out_dir))
 
     # What a user can cause and fix; a RuntimeError (CUDA's included) or a KeyError is a bug.
-    expected = (TrainingError, FoldError, CheckpointError, DataError, StudyError, DeviceError, OSError)
+    expected = (TrainingError, FoldError, CheckpointError, DataError, StudyError, DeviceError, OSError,
+                NetworkError)
     return run_cli(build_parser(), argv, action, expected=expected)

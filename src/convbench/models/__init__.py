@@ -2,6 +2,9 @@
 
 >>> from convbench.models import build, names
 >>> net = build("vgg11", width=0.25)
+
+A network of your own project registers with the same decorator (``register``) in a file a study
+names (convbench.user_networks).
 """
 
 from convbench.models._registry import (
@@ -10,6 +13,7 @@ from convbench.models._registry import (
     check_knobs,
     interface,
     names,
+    register,
     resolve_input_size,
     spec,
 )
@@ -24,4 +28,4 @@ from convbench.models import googlenet  # noqa: F401  (registers googlenet, mini
 from convbench.models import resnet  # noqa: F401  (registers resnet18, resnet34, mini_resnet)
 from convbench.models import densenet  # noqa: F401  (registers densenet)
 
-__all__ = ["ModelSpec", "build", "check_knobs", "interface", "names", "resolve_input_size", "spec"]
+__all__ = ["ModelSpec", "build", "check_knobs", "interface", "names", "register", "resolve_input_size", "spec"]

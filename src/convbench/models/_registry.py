@@ -65,6 +65,11 @@ def register(
     return decorator
 
 
+def unregister(name: str) -> None:
+    """Forget ``name`` (a project's network whose file changed, before it is imported again)."""
+    _REGISTRY.pop(name, None)
+
+
 def names() -> list[str]:
     """Registered network names, sorted."""
     return sorted(_REGISTRY)
@@ -103,8 +108,8 @@ def build(
 
 def interface() -> dict[str, dict[str, Any]]:
     """Every network's interface as ``convbench.networks`` reads it from ``models/networks.json``."""
-    return {
+    return {  # the zoo's: a project's networks (convbench.user_networks) are its study's, not the package's
         name: {"module": entry.builder.__module__, "default_input_size": entry.default_input_size,
                "min_input_size": entry.min_input_size, "knobs": entry.knobs}
-        for name, entry in sorted(_REGISTRY.items())
+        for name, entry in sorted(_REGISTRY.items()) if entry.builder.__module__.startswith("convbench.")
     }

@@ -1,0 +1,1 @@
+../../networks/se_resnet.py
