@@ -110,6 +110,17 @@ def test_a_network_file_that_cannot_be_used_is_refused_naming_it(
         assert "mine" not in names()  # a file that fails to import leaves nothing registered
 
 
+def test_convbench_study_says_it_imported_the_projects_networks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, convbench: Callable[[list[str]], int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    project(tmp_path)
+    assert convbench(["study", "--study", "study.yaml", "--no-estimate"]) == 0
+    assert ("  networks of the project: se_resnet (networks/se_resnet.py); imported to check them, with torch"
+            in capsys.readouterr().out)
+
+
 def test_a_bad_knob_of_a_project_network_names_the_experiment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StudyError, match=r"experiments.se.knobs: network 'se_resnet' does not accept knob\(s\) colour"):

@@ -64,6 +64,12 @@ def _print_plan(args: argparse.Namespace) -> None:
     seeds = f", seeds {', '.join(map(str, study.seeds))}" if len(study.seeds) > 1 else ""
     print(f"study {study.name}: {study.dataset}, {repeats}{study.folds} folds, seed {study.seed}{seeds}, "
           f"{len(study.experiments)} experiments, {len(study.all_runs())} training runs -> {study.results_dir}/")
+    if study.networks:
+        from convbench.networks import project_file
+
+        mine = sorted({e.arch for e in study.experiments.values() if project_file(e.arch)})
+        print(f"  networks of the project: {', '.join(f'{a} ({project_file(a)})' for a in mine) or 'none used'}; "
+              "imported to check them, with torch")
     for name, e in study.experiments.items():
         knobs = ", ".join(f"{k}={v}" for k, v in e.knobs.items()) or "defaults"
         own = f"  seeds {', '.join(map(str, e.seeds))}" if e.seeds != study.seeds else ""
