@@ -16,7 +16,8 @@ from convbench.recipe import Recipe
 def test_the_catalogue_is_the_registry() -> None:
     """models/networks.json is what the registry says; rewrite it with `python -m convbench.models`."""
     on_disk = {name: {"module": n.module, "default_input_size": n.default_input_size,
-                      "min_input_size": n.min_input_size, "knobs": n.knobs}
+                      "min_input_size": n.min_input_size, "knobs": n.knobs,
+                      "min_input_size_by_stem": n.min_input_size_by_stem}
                for name, n in networks.catalog().items()}
     assert on_disk == interface(), "models/networks.json is stale: run `python -m convbench.models`"
 
