@@ -43,7 +43,7 @@ def test_the_commands_without_a_network_import_no_torch(command: str) -> None:
 
 @pytest.mark.parametrize(("knob", "value"), [("activation", "swish"), ("pool", "median"),
                                              ("dropout", 1.0), ("width", -1), ("hidden", 0),
-                                             ("batch_norm", 1)])
+                                             ("batch_norm", 1), ("stem", "cifar")])
 def test_the_models_refuse_what_the_catalogue_refuses(knob: str, value: object) -> None:
     """One check per knob value: the study's (torch-free) and the builders' are the same function."""
     from convbench.models import build
