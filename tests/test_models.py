@@ -16,12 +16,13 @@ import torch
 import yaml
 from torch import nn
 
-from convbench import reference
+from convbench import networks, reference
 from convbench.models import build, names, spec
 from convbench.models._layers import ACTIVATIONS
 from convbench.models import _registry
 from convbench.models._registry import register
 from convbench.models.resnet import Residual
+from convbench.study import StudyError, load_study
 
 ALL_NETWORKS = {
     "lenet", "lenet_bn", "mlp", "alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "nin",
@@ -324,6 +325,189 @@ def test_mini_resnet_width_scales_both_stages() -> None:
     assert (wide.conv1.out_channels, wide.conv2.out_channels) == (24, 48)
     assert sum(p.numel() for p in wide.parameters()) == 89_578
     assert wide(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+# ------------------------------------------------------------------------------------- stems
+
+STEMMED = {"resnet18", "resnet34", "densenet", "googlenet", "alexnet", "nin"}
+
+
+def entering_first_block(model: nn.Module, name: str) -> nn.Module:
+    """The module right after the stem: the first stage, dense block or Inception group, or for
+    AlexNet and NiN (whose stem is their first convolution) the first pooling."""
+    return {"resnet18": lambda: model.b2, "resnet34": lambda: model.b2,
+            "densenet": lambda: model.blocks[0], "googlenet": lambda: model.b3,
+            "alexnet": lambda: modules_of(model.features, (nn.MaxPool2d, nn.AvgPool2d))[0],
+            "nin": lambda: model.net[1]}[name]()
+
+
+def input_sides(model: nn.Module, modules: list[nn.Module], size: int) -> list[int]:
+    """The side of the map each of ``modules`` receives when ``model`` sees one ``size`` px image."""
+    sides: list[int] = []
+    hooks = [m.register_forward_pre_hook(lambda _, args: sides.append(args[0].shape[-1])) for m in modules]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, size, size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sides
+
+
+def test_the_stem_knob_is_on_the_families_with_a_stem() -> None:
+    """VGG has no stem to change (its docstring says why); the others default to d2l's."""
+    assert set(with_knob("stem")) == STEMMED
+    for name in STEMMED:
+        assert spec(name).knobs["stem"] == "d2l"
+
+
+@pytest.mark.parametrize("stem", networks.STEMS)
+@pytest.mark.parametrize("size", [28, 32])
+@pytest.mark.parametrize("name", sorted(STEMMED))
+def test_both_stems_at_28_and_32_px(name: str, stem: str, size: int) -> None:
+    """Both stems give 10 logits where they can run; d2l's 11x11/4 stems (AlexNet, NiN, 65 and 67
+    px) and DenseNet's (29 px) are refused below their minimum instead."""
+    minimum = spec(name).min_input_size_by_stem[stem]
+    if size < minimum:
+        with pytest.raises(ValueError, match=rf"with stem '{stem}' needs input_size >= {minimum}, got {size}"):
+            build(name, stem=stem, input_size=size)
+        return
+    model = build(name, stem=stem, input_size=size, width=0.25).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, size, size))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("size", [28, 32])
+@pytest.mark.parametrize("name", sorted(STEMMED))
+def test_the_lowres_stem_keeps_the_input_size(name: str, size: int) -> None:
+    model = build(name, stem="lowres", input_size=size, width=0.25)
+    assert input_sides(model, [entering_first_block(model, name)], size) == [size]
+    if size >= spec(name).min_input_size:  # d2l's stems shrink the image first
+        d2l = build(name, input_size=size, width=0.25)
+        assert input_sides(d2l, [entering_first_block(d2l, name)], size)[0] < size
+
+
+def test_lowres_resnet_stages_see_28_14_7_and_4_px() -> None:
+    model = build("resnet18", stem="lowres", input_size=28, width=0.25)
+    assert input_sides(model, [model.b2, model.b3, model.b4, model.b5], 28) == [28, 28, 14, 7]
+    assert input_sides(model, [model.head], 28) == [4]
+    d2l = build("resnet18", input_size=28, width=0.25)  # d2l's stem: 7 px at once, 1 px at the end
+    assert input_sides(d2l, [d2l.b2, d2l.head], 28) == [7, 1]
+
+
+def test_lowres_googlenet_inception_groups_see_28_14_and_7_px() -> None:
+    model = build("googlenet", stem="lowres", input_size=28, width=0.25)
+    assert input_sides(model, [model.b3, model.b4, model.b5], 28) == [28, 14, 7]
+    assert isinstance(model.b2, nn.Identity)
+
+
+def test_lowres_densenet_blocks_see_28_14_7_and_3_px() -> None:
+    model = build("densenet", stem="lowres", input_size=28, width=0.25)
+    blocks = [m for m in model.blocks if type(m).__name__ == "DenseBlock"]
+    assert input_sides(model, blocks, 28) == [28, 14, 7, 3]
+
+
+# The lowres counts by hand, at 1 input channel and 10 classes. Where only the stem's weights
+# change, from the d2l count (published: tests test_parameter_counts_match_their_sources) minus
+# d2l's stem convolution(s) plus the lowres one (weights k*k*in*out + out biases; BN unchanged):
+LOWRES_PARAMS = {
+    # 11,178,378 - (7*7*1*64 + 64) + (3*3*1*64 + 64) = 11,178,378 - 3,200 + 640
+    "resnet18": 11_175_818,
+    # today's 21,290,250 - 3,200 + 640 (resnet34 has no published count)
+    "resnet34": 21_287_690,
+    # 758,226 - 3,200 + 640
+    "densenet": 755_666,
+    # 5,977,530 - [(7*7*1*64 + 64) + (1*1*64*64 + 64) + (3*3*64*192 + 192)] + (3*3*1*192 + 192)
+    # = 5,977,530 - (3,200 + 4,160 + 110,784) + 1,920
+    "googlenet": 5_861_306,
+    # 1,992,166 - (11*11*1*96 + 96) + (5*5*1*96 + 96) = 1,992,166 - 11,712 + 2,496
+    "nin": 1_982_950,
+    # AlexNet's classifier depends on the input size; at 28 px, layer by layer: convs
+    # 3*3*1*96+96 = 960, 5*5*96*256+256 = 614,656, 3*3*256*384+384 = 885,120,
+    # 3*3*384*384+384 = 1,327,488, 3*3*384*256+256 = 884,992; linears (256*2*2)*4096+4096 =
+    # 4,198,400, 4096*4096+4096 = 16,781,312, 4096*10+10 = 40,970; sum 24,733,898
+    "alexnet": 24_733_898,
+}
+
+
+@pytest.mark.parametrize("name", sorted(STEMMED))
+def test_lowres_parameter_counts_by_hand(name: str) -> None:
+    assert count(meta_build(name, stem="lowres", input_size=28)) == LOWRES_PARAMS[name]
+    if name != "alexnet":  # the others' classifiers do not depend on the input size
+        assert count(meta_build(name, input_size=96)) - count(meta_build(name, stem="lowres", input_size=96)) \
+            == count(meta_build(name)) - LOWRES_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", sorted(STEMMED))
+def test_an_unknown_stem_is_refused_with_the_choices(name: str) -> None:
+    for bad in ("foo", "LOWRES", 1, None):
+        with pytest.raises(ValueError, match=rf"^stem must be one of \['d2l', 'lowres'\], got {re.escape(repr(bad))}$"):
+            build(name, stem=bad)
+
+
+@pytest.mark.parametrize("name", sorted(STEMMED))
+def test_each_stems_minimum_runs_and_one_less_is_refused(name: str) -> None:
+    for stem, minimum in spec(name).min_input_size_by_stem.items():
+        assert networks.min_input_size(name, {"stem": stem}) == minimum
+        with pytest.raises(ValueError, match=rf"network '{name}' with stem '{stem}' needs input_size >= {minimum}\b"):
+            build(name, stem=stem, input_size=minimum - 1)
+        model = meta_build(name, stem=stem, input_size=minimum)
+        assert model(torch.empty(2, 1, minimum, minimum, device="meta")).shape == (2, 10)
+    assert spec(name).min_input_size == spec(name).min_input_size_by_stem["d2l"]
+    if name in ("alexnet", "nin", "densenet"):  # d2l's stems are what needs the large images
+        assert spec(name).min_input_size_by_stem["lowres"] < spec(name).min_input_size_by_stem["d2l"]
+
+
+def test_the_catalogue_knows_the_stem_without_torch() -> None:
+    """convbench.networks (no torch) has the knob, its default and each stem's minimum size."""
+    for name in STEMMED:
+        entry = networks.network(name)
+        assert entry.knobs["stem"] == "d2l"
+        assert entry.min_input_size_by_stem == spec(name).min_input_size_by_stem
+        assert networks.min_input_size(name) == entry.min_input_size_by_stem["d2l"]
+    assert networks.min_input_size("densenet", {"stem": "lowres"}) == 8
+    assert networks.min_input_size("alexnet", {"stem": "lowres"}) == 15
+    assert "stem" not in networks.network("vgg11").knobs
+    assert networks.network("vgg11").min_input_size_by_stem == {}
+    networks.check_knobs("resnet18", {"stem": "lowres"})
+    with pytest.raises(networks.NetworkError, match=r"stem must be one of \['d2l', 'lowres'\], got 'foo'"):
+        networks.check_knobs("resnet18", {"stem": "foo"})
+
+
+def write_study(tmp_path: Path, experiment: dict) -> Path:
+    path = tmp_path / "stems.yaml"
+    path.write_text(yaml.safe_dump({"study": "stems", "dataset": "fashion_mnist", "folds": 3,
+                                    "experiments": {"net": experiment}}))
+    return path
+
+
+def test_the_study_check_accepts_a_lowres_stem_at_28_px(tmp_path: Path) -> None:
+    study = load_study(write_study(tmp_path, {"arch": "densenet", "knobs": {"stem": "lowres"}, "input_size": 28}))
+    assert study.experiments["net"].knobs == {"stem": "lowres"}
+    assert study.experiments["net"].input_size == 28
+
+
+def test_the_study_check_refuses_an_unknown_stem(tmp_path: Path) -> None:
+    with pytest.raises(StudyError, match=r"experiments\.net\.knobs: stem must be one of \['d2l', 'lowres'\], got 'foo'"):
+        load_study(write_study(tmp_path, {"arch": "resnet18", "knobs": {"stem": "foo"}, "input_size": 28}))
+    with pytest.raises(StudyError, match=r"experiments\.net\.knobs: network 'vgg11' does not accept knob\(s\) stem"):
+        load_study(write_study(tmp_path, {"arch": "vgg11", "knobs": {"stem": "lowres"}, "input_size": 32}))
+
+
+@pytest.mark.parametrize(("arch", "stem", "size", "minimum"), [
+    ("densenet", None, 28, 29), ("densenet", "d2l", 28, 29), ("densenet", "lowres", 7, 8),
+    ("alexnet", "d2l", 28, 65), ("alexnet", "lowres", 14, 15), ("nin", "d2l", 66, 67), ("nin", "lowres", 14, 15),
+])
+def test_the_study_check_refuses_a_size_below_the_stems_minimum(
+    tmp_path: Path, arch: str, stem: str | None, size: int, minimum: int
+) -> None:
+    """The error names the experiment, the network, the stem and the smallest size."""
+    experiment = {"arch": arch, "input_size": size} | ({"knobs": {"stem": stem}} if stem else {})
+    expected = (rf"experiments\.net\.input_size: network '{arch}' with stem '{stem or 'd2l'}' needs "
+                rf"input_size >= {minimum}, got {size}$")
+    with pytest.raises(StudyError, match=expected):
+        load_study(write_study(tmp_path, experiment))
+
 
 # -------------------------------------------------------------------------------------- init
 

@@ -16,7 +16,8 @@ from convbench.recipe import Recipe
 def test_the_catalogue_is_the_registry() -> None:
     """models/networks.json is what the registry says; rewrite it with `python -m convbench.models`."""
     on_disk = {name: {"module": n.module, "default_input_size": n.default_input_size,
-                      "min_input_size": n.min_input_size, "knobs": n.knobs}
+                      "min_input_size": n.min_input_size, "knobs": n.knobs,
+                      "min_input_size_by_stem": n.min_input_size_by_stem}
                for name, n in networks.catalog().items()}
     assert on_disk == interface(), "models/networks.json is stale: run `python -m convbench.models`"
 
@@ -42,7 +43,7 @@ def test_the_commands_without_a_network_import_no_torch(command: str) -> None:
 
 @pytest.mark.parametrize(("knob", "value"), [("activation", "swish"), ("pool", "median"),
                                              ("dropout", 1.0), ("width", -1), ("hidden", 0),
-                                             ("batch_norm", 1)])
+                                             ("batch_norm", 1), ("stem", "cifar")])
 def test_the_models_refuse_what_the_catalogue_refuses(knob: str, value: object) -> None:
     """One check per knob value: the study's (torch-free) and the builders' are the same function."""
     from convbench.models import build

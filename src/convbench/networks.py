@@ -8,6 +8,9 @@ and read from there. The registry stays the one source: a test rebuilds the file
 when the two differ, saying to run that command.
 
 The knob value checks live here too, torch-free, and the model code calls the same functions.
+So does the smallest input size, which for a network with a ``stem`` knob depends on the stem:
+d2l's 7x7 stride-2 stems halve the image twice before the first block, the low-resolution ones
+(``stem: lowres``) keep it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ ACTIVATIONS: dict[str, str] = {
     "silu": "SiLU",
 }
 POOLS: dict[str, str] = {"max": "MaxPool2d", "avg": "AvgPool2d"}
+# The first layers before a network's first block: d2l's, designed for 224 or 96 px, or the
+# low-resolution form the CIFAR literature uses at 28 to 32 px (each model file says what it is).
+STEMS: tuple[str, ...] = ("d2l", "lowres")
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,9 @@ class Network:
     name: str
     module: str  # the models module that defines its builder, e.g. "convbench.models.lenet"
     default_input_size: int
-    min_input_size: int
+    min_input_size: int  # with the default knobs
     knobs: dict[str, Any] = field(default_factory=dict)  # knob -> default
+    min_input_size_by_stem: dict[str, int] = field(default_factory=dict)  # empty: no stem knob
 
 
 # ------------------------------------------------------------------------------ knob values
@@ -64,6 +71,12 @@ def check_pool(kind: object) -> str:
     if not isinstance(kind, str) or kind not in POOLS:
         raise NetworkError(f"pool must be one of {sorted(POOLS)}, got {kind!r}")
     return str(kind)
+
+
+def check_stem(stem: object) -> str:
+    if not isinstance(stem, str) or stem not in STEMS:
+        raise NetworkError(f"stem must be one of {list(STEMS)}, got {stem!r}")
+    return str(stem)
 
 
 def check_probability(name: str, p: object) -> float:
@@ -97,6 +110,7 @@ def _check_bool(knob: str) -> Callable[[object], bool]:
 KNOB_CHECKS: dict[str, Callable[[Any], object]] = {
     "activation": check_activation,
     "pool": check_pool,
+    "stem": check_stem,
     "dropout": lambda p: check_probability("dropout", p),
     "width": check_width,
     "hidden": check_hidden,
@@ -173,16 +187,26 @@ def check_knobs(name: str, knobs: dict[str, Any]) -> None:
             KNOB_CHECKS[knob](value)
 
 
-def resolve_input_size(name: str, input_size: int | None) -> int:
-    """The input size to build ``name`` at: the default when None, else checked against the minimum."""
+def min_input_size(name: str, knobs: dict[str, Any] | None = None) -> int:
+    """The smallest input size network ``name`` runs at with ``knobs`` (its stem decides it)."""
+    entry = network(name)
+    if not entry.min_input_size_by_stem:
+        return entry.min_input_size
+    stem = check_stem((knobs or {}).get("stem", entry.knobs["stem"]))
+    return entry.min_input_size_by_stem[stem]
+
+
+def resolve_input_size(name: str, input_size: int | None, knobs: dict[str, Any] | None = None) -> int:
+    """The input size to build ``name`` at: the default when None, else checked against the minimum
+    for ``knobs``."""
     entry = network(name)
     if input_size is None:
         return entry.default_input_size
     if isinstance(input_size, bool) or not isinstance(input_size, int):
         raise NetworkError(f"network {name!r}: input_size must be an integer, got {input_size!r}")
-    if input_size < entry.min_input_size:
-        raise NetworkError(
-            f"network {name!r} needs input_size >= {entry.min_input_size}, got {input_size}"
-        )
+    minimum = min_input_size(name, knobs)
+    if input_size < minimum:
+        with_stem = (f" with stem {(knobs or {}).get('stem', entry.knobs['stem'])!r}"
+                     if entry.min_input_size_by_stem else "")
+        raise NetworkError(f"network {name!r}{with_stem} needs input_size >= {minimum}, got {input_size}")
     return input_size
-

@@ -319,7 +319,7 @@ def parse_study(config: dict[str, Any]) -> Study:
         if size is None and settings.get("preset") == "d2l":
             size = d2l_input_size(arch)
         try:
-            size = resolve_input_size(arch, size)
+            size = resolve_input_size(arch, size, knobs)
         except ValueError as err:
             raise _fail(f"{key}.input_size", str(err)) from None
         fold_size = n_train - -(-n_train // folds)  # the smallest training fold (K-1 of K folds)

@@ -270,7 +270,7 @@ def summary_main(argv: list[str]) -> int:
             knobs = parse_overrides(args.overrides)
         except ValueError as err:
             parser.error(f"argument --set: {err}")
-        input_size = resolve_input_size(args.name, args.input_size)
+        input_size = resolve_input_size(args.name, args.input_size, knobs)
         result = summarize_network(
             args.name, in_channels=args.in_channels, num_classes=args.num_classes,
             input_size=input_size, knobs=knobs, depth=args.depth,

@@ -322,7 +322,7 @@ def jobs_from_args(args: argparse.Namespace) -> list[tuple[TrainJob, JobPaths]]:
         size = args.input_size
         if size is None and recipe_settings.get("preset") == "d2l":
             size = d2l_input_size(args.arch)
-        input_size = resolve_input_size(args.arch, size)
+        input_size = resolve_input_size(args.arch, size, knobs)
     except ValueError as err:
         raise TrainingError(str(err)) from None
     job = TrainJob(args.experiment or args.arch, args.arch, knobs, input_size, recipe, args.seed or 0,

@@ -131,7 +131,8 @@ def _import(text: str, file: Path, digest: str) -> list[str]:
     for name in new:
         entry = spec(name)
         add_project_network(Network(name=name, module=text, default_input_size=entry.default_input_size,
-                                    min_input_size=entry.min_input_size, knobs=dict(entry.knobs)))
+                                    min_input_size=entry.min_input_size, knobs=dict(entry.knobs),
+                                    min_input_size_by_stem=dict(entry.min_input_size_by_stem)))
     return new
 
 

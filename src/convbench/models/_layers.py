@@ -7,14 +7,14 @@ from torch import nn
 
 from convbench.networks import ACTIVATIONS as ACTIVATION_CLASSES
 from convbench.networks import POOLS as POOL_CLASSES
-from convbench.networks import check_activation, check_hidden, check_pool, check_probability, check_width
+from convbench.networks import check_activation, check_hidden, check_pool, check_probability, check_stem, check_width
 from convbench.recipe import INITS
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {name: getattr(nn, cls) for name, cls in ACTIVATION_CLASSES.items()}
 POOLS: dict[str, type[nn.Module]] = {name: getattr(nn, cls) for name, cls in POOL_CLASSES.items()}
 
 __all__ = ["ACTIVATIONS", "INITS", "POOLS", "GlobalAvgPool", "activation", "check_hidden", "check_probability",
-           "flat_features", "initialize", "pool2d", "scaled", "two_hidden_layers"]
+           "check_stem", "flat_features", "initialize", "pool2d", "scaled", "two_hidden_layers"]
 
 
 def activation(name: str) -> nn.Module:

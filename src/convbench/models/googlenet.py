@@ -3,6 +3,16 @@
 d2l's GoogLeNet keeps the paper's nine Inception blocks but drops the auxiliary classifiers and the
 local response normalization, and is trained at 96 px. The course net ("mini Inception") wraps two
 88-channel Inception blocks around two plain convolutions for 28 px MNIST.
+
+d2l's stem halves the image three times before the first Inception block (b1: 7x7/2 convolution
+and 3x3/2 max-pool; b2: 1x1 and 3x3 convolutions and a 3x3/2 max-pool), so at 28 px Inception
+3a/3b see 4x4 maps, 4a-4e 2x2 and 5a/5b 1x1. ``stem="lowres"`` is the CIFAR GoogLeNet's stem, exactly what
+kuangliu/pytorch-cifar models/googlenet.py (``pre_layers``, commit 49b7aa9) and
+pytorch-pretrained-cnns' lowres_googlenet (models/lowresgooglenet.py, commit fcf8222) do: b1 and b2
+are replaced by one 3x3 stride-1 convolution (padding 1) to b2's 192 channels, followed by [BN and]
+the activation, with no pooling. The nine Inception blocks, the two 3x3/2 max-pools between the
+Inception groups and the head stay d2l's, so at 28 px the groups see 28, 14 and 7 px. The ``b2``
+attribute is then an identity, so that d2l's form keeps its parameter names.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convbench.models._layers import activation as make_activation
-from convbench.models._layers import GlobalAvgPool, flat_features, pool2d, scaled
+from convbench.models._layers import GlobalAvgPool, check_stem, flat_features, pool2d, scaled
 from convbench.models._registry import register
 
 # One Inception block: c1, (c2 reduce, c2), (c3 reduce, c3), c4 -- see ``Inception``.
@@ -93,6 +103,27 @@ class Inception(nn.Module):
         return torch.cat([branch(x) for branch in branches], dim=1)
 
 
+def googlenet_stem(
+    stem: str, in_channels: int, width: float, *, activation: str, batch_norm: bool
+) -> tuple[nn.Module, nn.Module]:
+    """d2l's b1 and b2 (n -> n / 8, 192 channels), or the CIFAR 3x3/1 convolution to 192 and an
+    identity (n -> n)."""
+    options = {"activation": activation, "batch_norm": batch_norm}
+    c64, c192 = scaled(64, width), scaled(192, width)
+    if check_stem(stem) == "lowres":
+        return nn.Sequential(*conv_act(in_channels, c192, 3, padding=1, **options)), nn.Identity()
+    b1 = nn.Sequential(
+        *conv_act(in_channels, c64, 7, stride=2, padding=3, **options),
+        nn.MaxPool2d(3, stride=2, padding=1),
+    )  # N x 64 x 24 x 24 at 96 px
+    b2 = nn.Sequential(
+        *conv_act(c64, c64, 1, **options),
+        *conv_act(c64, c192, 3, padding=1, **options),
+        nn.MaxPool2d(3, stride=2, padding=1),
+    )  # N x 192 x 12 x 12
+    return b1, b2
+
+
 class GoogLeNet(nn.Module):
     """Stem (b1, b2), three Inception stages from ``GOOGLENET_STAGES``, global pooling, one linear."""
 
@@ -104,20 +135,13 @@ class GoogLeNet(nn.Module):
         activation: str,
         batch_norm: bool,
         width: float,
+        stem: str,
     ) -> None:
         super().__init__()
         options = {"activation": activation, "batch_norm": batch_norm}
-        c64, c192 = scaled(64, width), scaled(192, width)
-        self.b1 = nn.Sequential(
-            *conv_act(in_channels, c64, 7, stride=2, padding=3, **options),
-            nn.MaxPool2d(3, stride=2, padding=1),
-        )  # N x 64 x 24 x 24 at 96 px
-        self.b2 = nn.Sequential(
-            *conv_act(c64, c64, 1, **options),
-            *conv_act(c64, c192, 3, padding=1, **options),
-            nn.MaxPool2d(3, stride=2, padding=1),
-        )  # N x 192 x 12 x 12
-        channels = c192
+        # N x 192 x 12 x 12 at 96 px (d2l), N x 192 x 28 x 28 at 28 px (lowres)
+        self.b1, self.b2 = googlenet_stem(stem, in_channels, width, **options)
+        channels = scaled(192, width)
         stages: list[nn.Module] = []
         for index, stage in enumerate(GOOGLENET_STAGES):
             blocks: list[nn.Module] = []
@@ -137,7 +161,8 @@ class GoogLeNet(nn.Module):
             else:
                 blocks += [GlobalAvgPool(), nn.Flatten()]
             stages.append(nn.Sequential(*blocks))
-        # b3: N x 480 x 6 x 6, b4: N x 832 x 3 x 3, b5: N x 1024
+        # b3: N x 480 x 6 x 6, b4: N x 832 x 3 x 3, b5: N x 1024 at 96 px (d2l stem);
+        # b3: N x 480 x 14 x 14, b4: N x 832 x 7 x 7 at 28 px (lowres)
         self.b3, self.b4, self.b5 = stages
         self.fc = nn.Linear(channels, num_classes)
 
@@ -209,8 +234,9 @@ class MiniInception(nn.Module):
 
 
 # Default size 96 gives 3x3 maps before the global pooling; every stride-2 step here (7x7/2 conv
-# padded by 3, 3x3/2 max-pools padded by 1) maps n to ceil(n / 2) >= 1, so even 1 px runs.
-@register("googlenet", default_input_size=96, min_input_size=1)
+# padded by 3, 3x3/2 max-pools padded by 1) maps n to ceil(n / 2) >= 1 and the lowres stem keeps
+# n, so even 1 px runs with either stem.
+@register("googlenet", default_input_size=96, min_input_size={"d2l": 1, "lowres": 1})
 def googlenet(
     *,
     in_channels: int,
@@ -219,16 +245,18 @@ def googlenet(
     activation: str = "relu",
     batch_norm: bool = False,
     width: float = 1.0,
+    stem: str = "d2l",
 ) -> nn.Module:
     """d2l's GoogLeNet: 9 Inception blocks in three stages, global average pooling, one linear layer.
 
     Knobs: ``activation`` after every convolution; ``batch_norm`` adds BatchNorm2d after every
     convolution (the Inception-v2 recipe); ``width`` multiplies every convolution's channels, the
-    branch widths of the table included.
+    branch widths of the table included; ``stem`` d2l (b1 and b2, halving three times) or lowres
+    (one 3x3/1 convolution to 192 channels: the CIFAR GoogLeNet's, for 28 to 32 px).
     """
     return GoogLeNet(
         in_channels=in_channels, num_classes=num_classes,
-        activation=activation, batch_norm=batch_norm, width=width,
+        activation=activation, batch_norm=batch_norm, width=width, stem=stem,
     )
 
 

@@ -4,6 +4,16 @@ d2l's ResNet keeps the bias on every convolution and uses a plain 1x1 convolutio
 shortcut of the blocks that change shape. ``shortcut=False`` gives the "plain" network of the
 paper's degradation experiment: the same layers without the identity additions and without the
 1x1 projections, so the two can be compared at equal depth.
+
+d2l's stem (a 7x7 stride-2 convolution and a 3x3 stride-2 max-pool) is ImageNet's: it takes a
+28 px image to 7 px before the first stage, and the last stage then works on 1x1 maps.
+``stem="lowres"`` is the CIFAR form of He et al. (2016, section 4.2: "The first layer is 3x3
+convolutions", no pooling before the first stage), as torchvision-style CIFAR ResNets build it
+(kuangliu/pytorch-cifar models/resnet.py): a 3x3 stride-1 convolution (padding 1), BN and the
+activation, no max-pool, so at 28 px the four stages see 28, 14, 7 and 4 px. Only the stem
+changes; the stages, their strides and the head stay d2l's. (pytorch-pretrained-cnns'
+lowres_resnet18, whose Fashion-MNIST number reference/native.yaml quotes, swaps the 7x7/2
+convolution for a 3x3/1 but keeps the 3x3/2 max-pool: models/lowresresnet.py at commit fcf8222.)
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ import torch
 from torch import nn
 
 from convbench.models._layers import activation as make_activation
-from convbench.models._layers import GlobalAvgPool, flat_features, pool2d, scaled
+from convbench.models._layers import GlobalAvgPool, check_stem, flat_features, pool2d, scaled
 from convbench.models._registry import register
 
 STAGE_CHANNELS = (64, 128, 256, 512)
@@ -65,8 +75,26 @@ class Residual(nn.Module):
         return self.act2(y)
 
 
+def resnet_stem(
+    stem: str, in_channels: int, channels: int, *, activation: str, batch_norm: bool
+) -> nn.Sequential:
+    """d2l's 7x7/2 convolution and 3x3/2 max-pool (n -> n / 4), or the CIFAR 3x3/1 one (n -> n)."""
+    if check_stem(stem) == "d2l":
+        return nn.Sequential(
+            nn.Conv2d(in_channels, channels, kernel_size=7, stride=2, padding=3),
+            norm2d(channels, batch_norm),
+            make_activation(activation),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )  # N x 64 x 24 x 24 at 96 px
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels, kernel_size=3, stride=1, padding=1),
+        norm2d(channels, batch_norm),
+        make_activation(activation),
+    )  # N x 64 x 28 x 28 at 28 px
+
+
 class ResNet(nn.Module):
-    """A 7x7 stem, four stages of residual blocks (64 to 512 channels), global pooling, one linear."""
+    """A stem, four stages of residual blocks (64 to 512 channels), global pooling, one linear."""
 
     def __init__(
         self,
@@ -78,26 +106,23 @@ class ResNet(nn.Module):
         shortcut: bool,
         batch_norm: bool,
         width: float,
+        stem: str,
     ) -> None:
         super().__init__()
         options = {"activation": activation, "shortcut": shortcut, "batch_norm": batch_norm}
         channels = scaled(STAGE_CHANNELS[0], width)
-        self.b1 = nn.Sequential(
-            nn.Conv2d(in_channels, channels, kernel_size=7, stride=2, padding=3),
-            norm2d(channels, batch_norm),
-            make_activation(activation),
-            nn.MaxPool2d(3, stride=2, padding=1),
-        )  # N x 64 x 24 x 24 at 96 px
+        self.b1 = resnet_stem(stem, in_channels, channels, activation=activation, batch_norm=batch_norm)
         stages: list[nn.Module] = []
         for index, (num_blocks, stage_channels) in enumerate(zip(layers, STAGE_CHANNELS)):
             out_channels = scaled(stage_channels, width)
-            # the first stage follows the stem's max-pool, so it keeps the resolution
+            # the first stage keeps the stem's resolution (d2l's stem ends with a max-pool)
             stride = 1 if index == 0 else 2
             blocks = [Residual(channels, out_channels, stride, **options)]
             blocks += [Residual(out_channels, out_channels, **options) for _ in range(num_blocks - 1)]
             stages.append(nn.Sequential(*blocks))
             channels = out_channels
-        # N x 64 x 24 x 24, N x 128 x 12 x 12, N x 256 x 6 x 6, N x 512 x 3 x 3
+        # N x 64 x 24 x 24, N x 128 x 12 x 12, N x 256 x 6 x 6, N x 512 x 3 x 3 at 96 px (d2l stem);
+        # N x 64 x 28 x 28, N x 128 x 14 x 14, N x 256 x 7 x 7, N x 512 x 4 x 4 at 28 px (lowres)
         self.b2, self.b3, self.b4, self.b5 = stages
         self.head = nn.Sequential(
             GlobalAvgPool(), nn.Flatten(), nn.Linear(channels, num_classes)
@@ -166,9 +191,12 @@ class MiniResNet(nn.Module):
 
 
 # Every stride-2 step (7x7/2 conv padded by 3, 3x3/2 pool padded by 1, 3x3/2 conv padded by 1,
-# 1x1/2 conv) maps n to ceil(n / 2) >= 1, so even 1 px runs (with a batch of 2 or more in train
-# mode, since BN then sees 1x1 maps).
-@register("resnet18", default_input_size=96, min_input_size=1)
+# 1x1/2 conv) maps n to ceil(n / 2) >= 1, and the lowres stem keeps n, so even 1 px runs with
+# either stem (with a batch of 2 or more in train mode, since BN then sees 1x1 maps).
+RESNET_MIN_INPUT = {"d2l": 1, "lowres": 1}
+
+
+@register("resnet18", default_input_size=96, min_input_size=RESNET_MIN_INPUT)
 def resnet18(
     *,
     in_channels: int,
@@ -178,20 +206,22 @@ def resnet18(
     shortcut: bool = True,
     batch_norm: bool = True,
     width: float = 1.0,
+    stem: str = "d2l",
 ) -> nn.Module:
     """d2l's ResNet-18: a 7x7 stem, 4 stages of 2 basic residual blocks, global pooling, one linear.
 
     Knobs: ``activation`` everywhere; ``shortcut`` False builds the plain network (no identity
     additions, no 1x1 projections); ``batch_norm`` False drops every BN layer (stem included);
-    ``width`` multiplies every stage's channels (64, 128, 256, 512).
+    ``width`` multiplies every stage's channels (64, 128, 256, 512); ``stem`` d2l (7x7/2 conv and
+    3x3/2 max-pool) or lowres (3x3/1 conv, no pool: the CIFAR ResNet's, for 28 to 32 px).
     """
     return ResNet(
         layers=RESNET_LAYERS["resnet18"], in_channels=in_channels, num_classes=num_classes,
-        activation=activation, shortcut=shortcut, batch_norm=batch_norm, width=width,
+        activation=activation, shortcut=shortcut, batch_norm=batch_norm, width=width, stem=stem,
     )
 
 
-@register("resnet34", default_input_size=96, min_input_size=1)
+@register("resnet34", default_input_size=96, min_input_size=RESNET_MIN_INPUT)
 def resnet34(
     *,
     in_channels: int,
@@ -201,6 +231,7 @@ def resnet34(
     shortcut: bool = True,
     batch_norm: bool = True,
     width: float = 1.0,
+    stem: str = "d2l",
 ) -> nn.Module:
     """ResNet-34 in d2l's style: 3, 4, 6, 3 basic residual blocks per stage.
 
@@ -208,7 +239,7 @@ def resnet34(
     """
     return ResNet(
         layers=RESNET_LAYERS["resnet34"], in_channels=in_channels, num_classes=num_classes,
-        activation=activation, shortcut=shortcut, batch_norm=batch_norm, width=width,
+        activation=activation, shortcut=shortcut, batch_norm=batch_norm, width=width, stem=stem,
     )
 
 

@@ -3,6 +3,12 @@
 The four depths differ only in their stage table, so the table is the architecture. d2l trains
 VGG-11 with the convolution channels divided by 4 (``width=0.25``) and the 4096-unit classifier
 untouched, which is why ``width`` scales the convolutions only.
+
+VGG has no ``stem`` knob: it has no stem to change. Its first layer is already a 3x3 stride-1
+convolution and every block halves alike, so the low-resolution VGGs of the CIFAR literature
+(pytorch-pretrained-cnns' lowres_vgg11, kuangliu/pytorch-cifar's VGG) are this network at 32 px
+with a smaller classifier, which ``hidden`` gives. Five 2x2/2 poolings need 32 px, so 28 px
+images are padded or resized to 32.
 """
 
 from __future__ import annotations
