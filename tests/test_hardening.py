@@ -22,10 +22,10 @@ import pytest
 
 from benchmark_scripts import ROOT, load_benchmark
 from convbench import _io, stability
+from convbench.recipe import flip_warnings
 from convbench.study import (
     SPLIT_SEED_MAX,
     StudyError,
-    flip_warnings,
     load_study,
     max_train_seed,
     parse_study,

@@ -181,7 +181,7 @@ def mutate(config: dict, path: str, value) -> dict:
         ("recipe.lr", -0.1, r"recipe\.lr: must be > 0, got -0\.1"),
         ("experiments.alexnet.input_size", 32, r"experiments\.alexnet\.input_size:.*>= 65, got 32"),
         ("experiments.mlp_plain.recipe", {"epochs": 0}, r"recipe\.epochs: must be >= 1, got 0"),
-        ("dataset", "cifar10", r"dataset: must be one of"),
+        ("dataset", "cifar10", r"dataset: unknown data set .cifar10.: give images: for a folder images/cifar10/"),
         ("fold_ids", [0, 1], r"fold_ids: unknown key; known keys: ablations, dataset"),
         ("repeats", 0, r"repeats: must be >= 1, got 0"),
         # closed keys the schema used to let through (only the hand-written checks refused them)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from convbench._io import atomic_write, run_cli
 from convbench.networks import project_file
-from convbench.study import Study, StudyError, add_smoke_option, load_study, warn
+from convbench.recipe import warn
+from convbench.study import Study, StudyError, add_smoke_option, load_study
 
 STAMP_TEXT = "convbench check: the study is valid\n"
 NETWORK_LINKS = Path("workflow/networks")  # dvc.yaml's run stage depends on <arch>.py here

@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Iterator
 import numpy as np
 
 from convbench._io import CHUNK_BYTES
+from convbench.errors import DataError
 
 if TYPE_CHECKING:
     from convbench.study import Study
@@ -35,8 +36,6 @@ DIGITS_FILE = "digits.npz"
 MIRRORS_ENV = "CONVBENCH_DATA_MIRRORS"
 
 
-class DataError(Exception):
-    """A dataset file is missing, unreachable, corrupt, or not the data it claims to be."""
 
 
 def reason(exc: BaseException) -> str:

@@ -262,6 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error("--study takes the data set and the directory from the study: drop NAME and --out")
             study = load_study_checked(args.study)
             name, out, mirror = study.dataset, Path(study.raw_dir), args.mirror or study.mirror
+            if study.images:  # a folder of the project's own images: take stock, copy nothing
+                from convbench.imagefolder import take_stock
+
+                path = take_stock(study.dataset, study.images, out)
+                print(f"{sha256_file(path)}  {path}")
+                return
         for path in download(
             name,
             out,

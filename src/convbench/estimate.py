@@ -148,7 +148,12 @@ def other_jobs(study: Study, light_s: float, report_s: float) -> dict[str, float
 
 def fold_sizes(study: Study) -> tuple[int, int]:
     """(training images, validation images) of a fold: K-1 of K parts, and one part."""
-    n_train, _ = TRAIN_SIZES[study.dataset]
+    if study.images:  # a folder of the project's own images
+        from convbench.imagefolder import check_for_study
+
+        n_train = check_for_study(study.dataset, study.images, study.folds)[0]
+    else:
+        n_train, _ = TRAIN_SIZES[study.dataset]
     val = -(-n_train // study.folds)
     return n_train - val, val
 
@@ -170,13 +175,19 @@ def seconds_per_call(call: Callable[[], object], device: torch.device, at_least:
 def measure(experiment: Experiment, study: Study, device: torch.device, steps: int) -> dict[str, float]:
     """Time at least ``steps`` real training steps (after one warm-up step) and an evaluation batch
     of ``experiment``'s network on ``device`` (seconds_per_call); peak memory over them."""
-    channels, size = IMAGE_SHAPES[study.dataset]
+    if study.images:  # a folder of the project's own images, at the size and channels it is prepared at
+        from convbench.imagefolder import check_for_study
+
+        channels, size = study.images["channels"], study.images["size"]
+        num_classes = check_for_study(study.dataset, study.images, study.folds)[3]
+    else:
+        (channels, size), num_classes = IMAGE_SHAPES[study.dataset], NUM_CLASSES
     recipe = experiment.recipe
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     if device.type == "cuda":
         set_tf32(recipe.tf32)  # as the job will run (cuDNN's own default is TF32 on)
-    model = build(experiment.arch, in_channels=channels, num_classes=NUM_CLASSES,
+    model = build(experiment.arch, in_channels=channels, num_classes=num_classes,
                   input_size=experiment.input_size, init=recipe.init, **experiment.knobs).to(device)
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -187,7 +198,7 @@ def measure(experiment: Experiment, study: Study, device: torch.device, steps: i
                                erasing=recipe.erasing)
     images = torch.randint(0, 256, (recipe.batch_size, channels, size, size), dtype=torch.uint8,
                            generator=generator).to(device)
-    labels = torch.randint(0, NUM_CLASSES, (recipe.batch_size,), generator=generator).to(device)
+    labels = torch.randint(0, num_classes, (recipe.batch_size,), generator=generator).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     reset_peak_rss()

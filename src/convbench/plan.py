@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from convbench._io import note_jobs_over_cores, positive_int, run_cli
-from convbench.study import Study, StudyError, add_smoke_option, load_study, warn
+from convbench.recipe import warn
+from convbench.study import Study, StudyError, add_smoke_option, load_study
 
 
 def main(argv: list[str] | None = None) -> int:

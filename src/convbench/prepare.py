@@ -327,6 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error("--study takes the data set and the paths from the study: drop NAME, --raw and --out")
             study = load_study_checked(args.study)
             name, raw, out = study.dataset, Path(study.raw_dir), Path(study.prepared_path)
+            if study.images:  # a folder of the project's own images (convbench.imagefolder)
+                from convbench.imagefolder import folder_arrays
+
+                arrays = folder_arrays(raw, study.folds)
+                check_prepared(out, arrays)
+                path = write_npz_deterministic(out, arrays)
+                print(f"{sha256_file(path)}  {path}")
+                return
         path = prepare(name, raw, out)
         print(f"{sha256_file(path)}  {path}")
 

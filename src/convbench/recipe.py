@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,3 +221,15 @@ def flip_warning(recipe: Recipe, dataset: str) -> str | None:
     return (f"{' and '.join(flips)} mirrors the images of {dataset}, {what}: a mirrored digit or "
             "character is another one or none, so its label no longer holds; use augmentation: none "
             "and tta: none on this data set")
+
+
+def flip_warnings(study: Any) -> list[str]:
+    """Each experiment whose recipe mirrors images that do not survive it (recipe.flip_warning)."""
+    return [f"experiments.{name}: {warning}" for name, e in study.experiments.items()
+            if (warning := flip_warning(e.recipe, study.dataset))]
+
+
+def warn(study: Any, path: Any, command: str) -> None:
+    """Print a study's warnings (:func:`flip_warnings`) to stderr, each naming its file."""
+    for warning in flip_warnings(study):
+        print(f"convbench {command}: warning: {path}: {warning}", file=sys.stderr, flush=True)

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from convbench import schema
+from convbench.errors import DataError
+from convbench.imagefolder import check_for_study
 from convbench.networks import check_knobs, names, resolve_input_size
-from convbench.recipe import Recipe, d2l_input_size, flip_warning, resolve_recipe
+from convbench.recipe import Recipe, d2l_input_size, resolve_recipe
 from convbench.user_networks import check_on_dummy_batch, load_network_files
 
 STUDY_DIR = Path("conf/study")
@@ -121,6 +122,7 @@ class Study:
     smoke: int = 0  # N > 0: a smoke run, N batches per epoch (SMOKE_EPOCHS, SMOKE_FOLDS)
     device: str = "auto"  # where jobs run unless --device says otherwise (convbench.device)
     networks: tuple[str, ...] = ()  # files of the project that define networks (convbench.user_networks)
+    images: dict[str, Any] | None = None  # a folder of images/<dataset>/ and how to prepare it (convbench.imagefolder)
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -269,7 +271,16 @@ def parse_study(config: dict[str, Any]) -> Study:
         raise _fail("networks", str(err)) from None
     folds = config["folds"]
     repeats = config.get("repeats", 1)
-    n_train, smallest_class = TRAIN_SIZES[dataset]
+    images = config.get("images")
+    if (dataset in TRAIN_SIZES) == bool(images):  # a built-in data set, or a folder of images/<dataset>/
+        raise _fail("images" if images else "dataset", f"{dataset!r} is a built-in data set: drop images:" if images
+                    else f"unknown data set {dataset!r}: give images: for a folder images/{dataset}/, or one "
+                    f"of {', '.join(TRAIN_SIZES)}")
+    try:
+        n_train, smallest_class, in_channels, num_classes = (
+            check_for_study(dataset, images, folds) if images else (*TRAIN_SIZES[dataset], 1, 10))
+    except (ValueError, DataError) as err:
+        raise _fail("images", str(err)) from None
     if folds > smallest_class:
         raise _fail("folds", f"{folds} folds need at least {folds} images of every class, but "
                              f"the smallest class of {dataset} has {smallest_class}")
@@ -334,8 +345,8 @@ def parse_study(config: dict[str, Any]) -> Study:
     for exp_name, e in experiments.items():
         if e.arch in project:
             try:
-                check_on_dummy_batch(e.arch, project[e.arch], in_channels=1, num_classes=10, input_size=e.input_size,
-                                     knobs=e.knobs, where=f"experiments.{exp_name}")
+                check_on_dummy_batch(e.arch, project[e.arch], in_channels=in_channels, num_classes=num_classes,
+                                     input_size=e.input_size, knobs=e.knobs, where=f"experiments.{exp_name}")
             except ValueError as err:
                 raise _fail(f"experiments.{exp_name}.arch", str(err)) from None
     check_seed_ranges(config, experiments, repeats)
@@ -359,7 +370,7 @@ def parse_study(config: dict[str, Any]) -> Study:
         reports_dir=config.get("reports_dir", f"reports/{name}").rstrip("/") + suffix,
         experiments=experiments, ablations=ablations, mirror=config.get("mirror"),
         description=config.get("description", ""), repeats=repeats, seeds=seeds, smoke=smoke,
-        device=config.get("device", "auto"), networks=tuple(config.get("networks") or ()),
+        device=config.get("device", "auto"), networks=tuple(config.get("networks") or ()), images=images,
     )
 
 
@@ -387,18 +398,6 @@ def check_seed_ranges(config: dict[str, Any], experiments: dict[str, Experiment]
                 raise _fail(where, f"{value} is too large for torch, which is seeded with (seed + 1000 x repeat) "
                             f"x {EPOCH_SEED_STRIDE} + epoch <= 2**64 - 1: with {repeats} repeat(s) and "
                             f"{experiment.recipe.epochs} epochs ({exp_name}) a seed must be <= {limit}")
-
-
-def flip_warnings(study: Study) -> list[str]:
-    """Each experiment whose recipe mirrors images that do not survive it (recipe.flip_warning)."""
-    return [f"experiments.{name}: {warning}" for name, e in study.experiments.items()
-            if (warning := flip_warning(e.recipe, study.dataset))]
-
-
-def warn(study: Study, path: Path | str, command: str) -> None:
-    """Print the study's warnings (:func:`flip_warnings`) to stderr, each naming the file."""
-    for warning in flip_warnings(study):
-        print(f"convbench {command}: warning: {path}: {warning}", file=sys.stderr, flush=True)
 
 
 def smoke_recipe(recipe: Recipe, batches: int) -> Recipe:

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 
+from convbench.imagefolder import IMAGES_DIR
 from convbench.provenance import stage_sources
 from convbench.study import REPORT_FIGURES, study_as_dict
 
@@ -33,6 +34,14 @@ def code(stage, arch=None):
     here = os.getcwd()
     return [os.path.relpath(path) if str(path).startswith(here + os.sep) else str(path)
             for path in stage_sources(stage, arch)]
+
+
+def image_files():
+    """Every file of images/<dataset>/ for a study of the project's own images (convbench.imagefolder),
+    none for a built-in data set."""
+    if not STUDY.images:
+        return []
+    return sorted(str(p) for p in (IMAGES_DIR / STUDY.dataset).rglob("*") if p.is_file())
 
 
 def network_code(stage):

@@ -18,6 +18,8 @@ rule check:
 rule download:
     input:
         code=code("download"),
+        # a data set of the project's own images: every file, so that an added one reruns it
+        images=image_files(),
     output:
         directory(STUDY.raw_dir),
     params:
