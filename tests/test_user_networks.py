@@ -164,42 +164,55 @@ def test_check_links_a_project_network_for_dvc(tmp_path: Path, monkeypatch: pyte
 # ------------------------------------------------------------------------------ both engines
 
 ENGINE_STUDY = {
-    "study": "mine", "description": "a network of the project's own beside the zoo's", "dataset": "digits",
-    "folds": 2, "repeats": 1, "seed": 0, "seeds": [0], "threads": 1, "results_dir": "results",
+    "study": "mine", "description": "a network of the project's own on a folder of its own images",
+    "dataset": "shapes", "images": {"size": 16, "channels": 1},
+    "folds": 3, "repeats": 1, "seed": 0, "seeds": [0], "threads": 1, "results_dir": "results",
     "reports_dir": "reports", "networks": ["networks/se_resnet.py"],
-    "recipe": {"lr": 0.05, "batch_size": 64, "epochs": 1},
+    "recipe": {"optimizer": "adamw", "lr": 0.01, "batch_size": 16, "epochs": 2},
     "experiments": {
-        "se": {"arch": "se_resnet", "input_size": 8, "knobs": {"width": 0.25}},
-        "se_plain": {"arch": "se_resnet", "input_size": 8, "knobs": {"width": 0.25, "squeeze_excite": False}},
-        "mlp": {"arch": "mlp", "input_size": 8},
+        "se": {"arch": "se_resnet", "input_size": 16, "knobs": {"width": 0.25}},
+        "se_plain": {"arch": "se_resnet", "input_size": 16, "knobs": {"width": 0.25, "squeeze_excite": False}},
+        "lenet": {"arch": "lenet", "input_size": 16, "knobs": {"activation": "relu", "pool": "max"}},
     },
     "ablations": {"squeeze_excite": {"baseline": "se_plain", "treatment": "se"}},
 }
 
 
-@pytest.mark.slow  # Snakemake on a tiny study, then each engine's plan after an edit of each kind (about 2 min)
-def test_both_engines_rerun_only_the_experiments_whose_network_file_changed(tmp_path: Path) -> None:
+@pytest.mark.slow  # a smoke run under Snakemake, the study under DVC, two edits (about 4 min)
+def test_your_network_and_your_images_end_to_end_under_both_engines(tmp_path: Path) -> None:
+    """The README's "Your network, your data", on a generated image folder: a smoke run under
+    Snakemake, the whole study under DVC; an edit of the network file reruns its experiments only
+    (both engines' plans), an added image everything from the data on."""
     import json
 
+    from test_imagefolder import write_images
     from test_pipeline import copy_of, dvc_changed_stages, make_project, planned_runs, run
 
     project = tmp_path / "project"
     make_project(project, ENGINE_STUDY, extra={"networks/se_resnet.py": EXAMPLE})
-    run(["snakemake", "--cores", "2"], project)  # which records the finished study in dvc.lock
-    assert dvc_changed_stages(project) == set() and planned_runs(project) == []
+    write_images(project / "images/shapes", per_class=12)
+    run(["snakemake", "--cores", "2", "--config", "smoke=1"], project)
+    assert (project / "reports-smoke/report.html").is_file()
+
+    out = run(["dvc", "repro"], project).stdout
+    assert "Running stage 'run@se'" in out and (project / "reports/report.html").is_file()
+    assert (project / "workflow/networks/se_resnet.py").resolve() == (project / "networks/se_resnet.py").resolve()
     metrics = json.loads((project / "results/se/r0-fold0-seed0/metrics.json").read_text())
+    assert metrics["dataset"] == "shapes" and metrics["test"]["n"] == 8  # ceil(20 % of 3 x 12), held out once
     assert "project:networks/se_resnet.py" in metrics["code_version"]["files"]
-    assert "<td>se_resnet (width=0.25, squeeze_excite=False)</td>" in (project / "reports/report.html").read_text()
+    page = (project / "reports/report.html").read_text(encoding="utf-8")
+    assert "se_resnet (width=0.25, squeeze_excite=False)" in page and "circle" in page
+    assert dvc_changed_stages(project) == set()
 
     edited = copy_of(project, tmp_path)
     with open(edited / "networks/se_resnet.py", "a") as file:
         file.write("# an edit\n")
-    assert planned_runs(edited) == ["se", "se_plain"]
     assert dvc_changed_stages(edited) == {"run@se", "run@se_plain"}
+    assert planned_runs(edited) == ["se", "se_plain"]
 
-    other = tmp_path / "other"
-    shutil.copytree(project, other, symlinks=True)
-    with open(other / "src/convbench/models/mlp.py", "a") as file:
-        file.write("# an edit\n")
-    assert planned_runs(other) == ["mlp"]
-    assert dvc_changed_stages(other) == {"run@mlp"}
+    for name in ("circle", "cross", "square"):  # one more image in each class
+        shutil.copy(project / "images/shapes" / name / "001.png", project / "images/shapes" / name / "extra.png")
+    assert dvc_changed_stages(project) == {"download"}
+    out = run(["dvc", "repro"], project).stdout
+    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+    assert ran[:3] == ["download", "prepare", "split"] and {"run@se", "run@se_plain", "run@lenet", "report"} <= set(ran)
