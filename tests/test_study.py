@@ -22,7 +22,7 @@ def default_config() -> dict:
 
 
 # What conf/config.yaml adds to every composed study: the smoke switch and dvc.yaml's path suffix.
-SMOKE_KEYS = {"smoke": 0, "_smoke_suffixes": {"0": ""}, "smoke_suffix": ""}
+SMOKE_KEYS = {"smoke": 0, "_smoke_suffixes": {"0": ""}, "smoke_suffix": "", "images": None}  # conf/config.yaml's own
 
 
 def compose(tmp_path: Path, *overrides: str) -> dict:

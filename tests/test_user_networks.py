@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import yaml
 
 from convbench.provenance import changed_files, stage_sources, training_code_version
 from convbench.study import StudyError, load_study
@@ -186,7 +187,7 @@ def test_your_network_and_your_images_end_to_end_under_both_engines(tmp_path: Pa
     import json
 
     from test_imagefolder import write_images
-    from test_pipeline import copy_of, dvc_changed_stages, make_project, planned_runs, run
+    from test_pipeline import copy_of, dvc_changed_stages, make_project, planned_jobs, planned_runs, run
 
     project = tmp_path / "project"
     make_project(project, ENGINE_STUDY, extra={"networks/se_resnet.py": EXAMPLE})
@@ -209,6 +210,11 @@ def test_your_network_and_your_images_end_to_end_under_both_engines(tmp_path: Pa
         file.write("# an edit\n")
     assert dvc_changed_stages(edited) == {"run@se", "run@se_plain"}
     assert planned_runs(edited) == ["se", "se_plain"]
+    params = edited / "params.yaml"  # other images: settings: the data is prepared again
+    config = yaml.safe_load(params.read_text())
+    config["images"]["size"] = 12
+    params.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert "download" in dvc_changed_stages(edited) and "download" in planned_jobs(edited)
 
     for name in ("circle", "cross", "square"):  # one more image in each class
         shutil.copy(project / "images/shapes" / name / "001.png", project / "images/shapes" / name / "extra.png")

@@ -24,6 +24,7 @@ rule download:
         directory(STUDY.raw_dir),
     params:
         study=STUDY_FILE,
+        images=STUDY.images,  # the settings a folder of the project's own images is taken stock with
     log:
         f"{LOGS}/download.log",
     shell:
