@@ -282,6 +282,30 @@ def test_write_publishes_only_a_consistent_aggregated_study_to_its_own_path(publ
     assert done.returncode == 0 and json.loads(other.read_text())["study"] == "tiny"
 
 
+@pytest.mark.slow
+def test_a_failed_write_leaves_the_published_file_as_it_was(
+    published: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, convbench: Callable[[list[str]], int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import errno
+
+    from convbench import _io
+
+    project = project_copy(published, tmp_path)
+    target = next((project / "conf/expected/tiny").glob("*.json"))
+    before = target.read_bytes()
+    monkeypatch.chdir(project)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_io.os, "fsync", full)
+    assert convbench(["compare", "--study", "study.yaml", "--write"]) == 1
+    err = capsys.readouterr().err
+    assert f"{target.relative_to(project)}: disk full (No space left on device) while writing it; nothing was lost" in err
+    assert target.read_bytes() == before and not list(target.parent.glob(".*.tmp"))
+
+
 def test_compare_names_an_expected_file_it_cannot_read(tmp_path: Path, convbench: Callable[[list[str]], int],
                                                        capsys: pytest.CaptureFixture[str],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
