@@ -306,13 +306,18 @@ def test_a_failed_write_leaves_the_published_file_as_it_was(
     assert target.read_bytes() == before and not list(target.parent.glob(".*.tmp"))
 
 
-def test_compare_names_an_expected_file_it_cannot_read(tmp_path: Path, convbench: Callable[[list[str]], int],
-                                                       capsys: pytest.CaptureFixture[str],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def expected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tiny study in an empty project, and where its expected file goes (not written)."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "study.yaml").write_text(TINY)
-    expected = tmp_path / "conf/expected/tiny/a.json"
-    expected.parent.mkdir(parents=True)
+    path = tmp_path / "conf/expected/tiny/a.json"
+    path.parent.mkdir(parents=True)
+    return path
+
+
+def test_compare_names_an_expected_file_it_cannot_read(expected: Path, convbench: Callable[[list[str]], int],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     cases = {
         "": "not valid JSON (Expecting value at line 1)",
         "[1, 2]": "a JSON list, not an object",
@@ -337,13 +342,9 @@ def test_compare_names_an_expected_file_it_cannot_read(tmp_path: Path, convbench
     assert "no expected results for the study 'tiny'" in capsys.readouterr().err
 
 
-def test_compare_names_a_metrics_file_it_cannot_read(tmp_path: Path, convbench: Callable[[list[str]], int],
-                                                     capsys: pytest.CaptureFixture[str],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "study.yaml").write_text(TINY)
-    expected = tmp_path / "conf/expected/tiny/a.json"
-    expected.parent.mkdir(parents=True)
+def test_compare_names_a_metrics_file_it_cannot_read(tmp_path: Path, expected: Path,
+                                                     convbench: Callable[[list[str]], int],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     expected.write_text('{"format": 2, "study": "tiny", "runs": {}, "verdicts": {}, "made_with": []}')
     run = tmp_path / "results/mlp/r0-fold0-seed0"
     run.mkdir(parents=True)

@@ -118,8 +118,6 @@ def one_writer(directory: str | os.PathLike[str]) -> Iterator[None]:
     (a hand ``convbench run`` next to the pipeline's) is refused at once, naming the first, instead
     of deleting files under it. A lock on ``directory/.run.lock`` (flock: freed by the kernel when
     its holder dies, however); re-entrant within one process; the file is removed on release."""
-    import fcntl
-
     key = os.path.abspath(directory)
     if key in _WRITING:
         _WRITING[key] += 1
@@ -134,14 +132,11 @@ def one_writer(directory: str | os.PathLike[str]) -> Iterator[None]:
         yield
         return
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-            os.close(fd)
+            fd = lock_file(path)
+        except LockHeldError as held:
             raise DirectoryBusyError(
-                f"{directory}: {_describe_process(holder)} is writing this run (it holds {path}); "
+                f"{directory}: {held.holder} is writing this run (it holds {path}); "
                 "wait for it to finish, or stop it, and run again"
             ) from None
         try:
@@ -151,8 +146,7 @@ def one_writer(directory: str | os.PathLike[str]) -> Iterator[None]:
         if current:
             break
         os.close(fd)  # its holder removed it as we opened it: lock the new one
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    write_holder(fd)
     _WRITING[key] = 1
     try:
         yield
@@ -160,6 +154,35 @@ def one_writer(directory: str | os.PathLike[str]) -> Iterator[None]:
         del _WRITING[key]
         path.unlink(missing_ok=True)
         os.close(fd)
+
+
+class LockHeldError(OSError):
+    """Another process holds a lock file; ``holder`` describes it (pid and command)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+def lock_file(path: Path) -> int:
+    """An exclusive ``flock`` on ``path`` (created if need be), freed by the kernel when this
+    process ends however it ends; LockHeldError, naming the holder, when another process has it."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise LockHeldError(_describe_process(holder)) from None
+    return fd
+
+
+def write_holder(fd: int) -> None:
+    """Write this process's pid into a lock file it holds (what a refused process names)."""
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
 
 
 def _describe_process(pid: str) -> str:

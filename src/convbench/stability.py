@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -34,9 +33,11 @@ from typing import Any, Iterator
 import yaml
 
 from convbench._io import (
-    _describe_process,
+    LockHeldError,
+    lock_file,
     note_jobs_over_cores,
     positive_int,
+    write_holder,
     write_json_atomic,
     write_text_atomic,
 )
@@ -238,18 +239,14 @@ def one_stability(lock_paths: list[Path]) -> Iterator[None]:
     try:
         for path in dict.fromkeys(Path(os.path.abspath(p)) for p in lock_paths):
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-                os.close(fd)
+                fd = lock_file(path)
+            except LockHeldError as err:
                 raise StabilityError(
-                    f"{path}: {_describe_process(holder)} is already running convbench stability for this "
+                    f"{path}: {err.holder} is already running convbench stability for this "
                     "study or output directory; wait for it to finish (or stop it) and run again") from None
             held.append(fd)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            write_holder(fd)
         yield
     finally:
         for fd in held:
