@@ -173,3 +173,13 @@ def test_the_study_says_which_data_sets_need_images(tmp_path: Path, cli: Callabl
     (tmp_path / "study.yaml").write_text(STUDY.format(channels=1, extra=""))
     code, err = cli("study", "--study", "study.yaml", "--no-estimate")
     assert code == 1 and f"{Path('images/shapes')}: no such folder" in err
+
+
+def test_the_estimate_sizes_the_folder_as_prepare_will(tmp_path: Path, cli: Callable[..., tuple[int, str]]) -> None:
+    from convbench.imagefolder import sizes
+
+    project(tmp_path)
+    assert sizes("shapes", {"size": 16, "channels": 1}) == (24, 6, 3)  # ceil(20 % of 30) held out
+    assert prepare(cli) == (0, "")
+    data = load_prepared(tmp_path / "data/prepared/shapes.npz")
+    assert (len(data.train_labels), len(data.test_labels), data.num_classes) == (24, 6, 3)

@@ -149,9 +149,9 @@ def other_jobs(study: Study, light_s: float, report_s: float) -> dict[str, float
 def fold_sizes(study: Study) -> tuple[int, int]:
     """(training images, validation images) of a fold: K-1 of K parts, and one part."""
     if study.images:  # a folder of the project's own images
-        from convbench.imagefolder import check_for_study
+        from convbench.imagefolder import sizes
 
-        n_train = check_for_study(study.dataset, study.images, study.folds)[0]
+        n_train = sizes(study.dataset, study.images)[0]
     else:
         n_train, _ = TRAIN_SIZES[study.dataset]
     val = -(-n_train // study.folds)
@@ -176,10 +176,10 @@ def measure(experiment: Experiment, study: Study, device: torch.device, steps: i
     """Time at least ``steps`` real training steps (after one warm-up step) and an evaluation batch
     of ``experiment``'s network on ``device`` (seconds_per_call); peak memory over them."""
     if study.images:  # a folder of the project's own images, at the size and channels it is prepared at
-        from convbench.imagefolder import check_for_study
+        from convbench.imagefolder import sizes
 
         channels, size = study.images["channels"], study.images["size"]
-        num_classes = check_for_study(study.dataset, study.images, study.folds)[3]
+        num_classes = sizes(study.dataset, study.images)[2]
     else:
         (channels, size), num_classes = IMAGE_SHAPES[study.dataset], NUM_CLASSES
     recipe = experiment.recipe
@@ -230,7 +230,12 @@ def experiment_cost(name: str, study: Study, measured: dict[str, Any],
     e = study.experiment(name)
     train_images, val_images = fold_sizes(study)
     steps = steps_in_epoch(e.recipe, train_images)
-    test_images = TEST_SIZES[study.dataset]
+    if study.images:  # a folder of the project's own images
+        from convbench.imagefolder import sizes
+
+        test_images = sizes(study.dataset, study.images)[1]
+    else:
+        test_images = TEST_SIZES[study.dataset]
     limit = evaluation_limit(e.recipe)  # a smoke run's few evaluation batches
     if limit is not None:
         val_images, test_images = min(val_images, limit), min(test_images, limit)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,17 @@ def check_for_study(dataset: str, images: dict[str, Any], folds: int) -> tuple[i
         raise DataError(f"{layout.root / name}: {counts[name]} training image(s){after}, fewer than the "
                         f"{folds} folds; add images or use fewer folds")
     return sum(counts.values()), counts[name], int(config["channels"]), len(layout.classes)
+
+
+def sizes(dataset: str, images: dict[str, Any]) -> tuple[int, int, int]:
+    """(training images, test images, classes) the folder will give, for the cost estimate: the
+    test/ part, or the hold-out's share (rounded up, as scikit-learn's train_test_split does)."""
+    layout = scan(folder(dataset))
+    total = sum(len(files) for files in layout.parts["train"].values())
+    if "test" in layout.parts:
+        return total, sum(len(files) for files in layout.parts["test"].values()), len(layout.classes)
+    test = math.ceil(settings(images)["test_fraction"] * total)
+    return total - test, test, len(layout.classes)
 
 
 def take_stock(dataset: str, images: dict[str, Any], out_dir: Path) -> Path:
