@@ -3,6 +3,7 @@ zoo, matched to exactly the experiments that train as d2l does, and shown in the
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,55 @@ def test_report_section_sets_our_fold_means_beside_the_book() -> None:
 def test_report_section_says_when_nothing_matches() -> None:
     study = load_study(ROOT / "params.yaml")
     assert "No experiment of this study has a d2l counterpart" in tables.against_the_book_html([], study)
+
+
+# --------------------------------------------------------------- native.yaml: the source's form
+
+
+def test_every_published_native_result_names_the_form_its_source_trained_in() -> None:
+    native = reference.native()
+    for arch, result in native.families.items():
+        assert (result.form is None) == (result.test_acc is None), arch
+    resnet, densenet = native.families["resnet18"].form, native.families["densenet"].form
+    for form in (resnet, densenet):  # pytorch-pretrained-cnns keeps the max pool: not our lowres stem
+        assert form.stem == "3x3 stride-1 conv + 3x3/2 max pool" and form.stem_knob is None
+        assert (form.input_px, form.epochs, form.epochs_up_to, form.augmentation) == (32, 100, True, "none")
+    assert native.families["googlenet"].form.stem_knob == "lowres"
+    assert native.families["alexnet"].form.stem_knob == "lowres"
+    assert native.families["vgg11"].form.stem == "n/a"
+    assert native.families["mlp"].form.epochs is None  # zalando's table does not say
+    lenet = native.families["lenet"].form
+    assert (lenet.input_px, lenet.epochs, lenet.augmentation) == (28, None, None)
+    assert native.under_100k.form.epochs == 30
+
+
+def changed_form(arch: str, **changes: object) -> dict[str, object]:
+    """native.yaml's form of ``arch`` with ``changes``."""
+    return {**reference.native_yaml()["families"][arch]["form"], **changes}
+
+
+@pytest.mark.parametrize(
+    ("arch", "form", "message"),
+    [
+        ("resnet18", None, r"native\.yaml: resnet18: form: missing"),
+        ("nin", changed_form("vgg11"), r"native\.yaml: nin: form: given without a result"),
+        ("googlenet", {"stem": "x", "input_px": 32}, r"native\.yaml: googlenet: form: needs exactly"),
+        ("densenet", "32 px", r"native\.yaml: densenet: form: must be a mapping"),
+        ("alexnet", changed_form("alexnet", input_px=32.5),
+         r"native\.yaml: alexnet: form\.input_px: must be a positive integer"),
+        ("vgg11", changed_form("vgg11", epochs="up to 100"),
+         r"native\.yaml: vgg11: form\.epochs: must be a positive integer"),
+        ("vgg11", changed_form("vgg11", epochs=None),
+         r"native\.yaml: vgg11: form\.epochs_up_to: .*true only with epochs"),
+        ("resnet18", changed_form("resnet18", stem_knob="cifar"),
+         r"native\.yaml: resnet18: form\.stem_knob: must be one of"),
+        ("mlp", changed_form("mlp", augmentation=""),
+         r"native\.yaml: mlp: form\.augmentation: must be text or null"),
+    ],
+)
+def test_a_bad_form_is_refused_naming_the_file_and_the_family(arch: str, form: object, message: str) -> None:
+    raw = copy.deepcopy(reference.native_yaml())
+    raw["families"][arch]["form"] = form
+    with pytest.raises(ValueError, match=message):
+        reference.parse_native(raw)
+    reference.parse_native(reference.native_yaml())  # the file itself passes

@@ -6,6 +6,7 @@ template (``workflow/notebooks/report.ipynb``) only calls them and displays what
 - ``load``: reading what the pipeline wrote, and refusing what would make a wrong report
 - ``stats``: the corrected resampled t-test of each ablation, Holm's adjustment, the verdicts
 - ``tables``: the leaderboard, against the book, the ablation and layer tables
+- ``forms``: our training form beside a published result's, for the chapter's ranking
 - ``card``: the page's opening paragraph and the study card
 - ``figures``: every figure, and the PNG files
 - ``render``: executing the template and converting it to offline HTML

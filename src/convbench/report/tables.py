@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from convbench import reference
+from convbench.report import forms
 from convbench.report.load import ReportData
 from convbench.stats import PairedComparison, format_p, p_text
 from convbench.study import Study
@@ -212,7 +213,8 @@ def family_ranking(data: ReportData) -> list[dict[str, Any]]:
 
 
 def format_family_ranking(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The ranking as the report shows it: d2l's column is marked as a different setting."""
+    """The ranking as the report shows it: d2l's column is marked as a different setting, and the
+    published result names the form its source trained in, beside ours."""
     def d2l_cell(result: reference.BookResult | None) -> str:
         if result is None:
             return MISSING
@@ -222,7 +224,8 @@ def format_family_ranking(rows: list[dict[str, Any]]) -> pd.DataFrame:
     def native_cell(result: reference.NativeResult | None) -> str:
         if result is None or result.test_acc is None:
             return "none published" if result is not None else MISSING
-        return f"{percent(result.test_acc)}: {result.network} [{result.source}]"
+        theirs = f"; theirs: {forms.their_form_text(result.form)}" if result.form is not None else ""
+        return f"{percent(result.test_acc)} %: {result.network} [{result.source}]{theirs}"
 
     return pd.DataFrame([
         {
@@ -234,6 +237,7 @@ def format_family_ranking(rows: list[dict[str, Any]]) -> pd.DataFrame:
             "val acc (%)": scored_cell(row["ours"], "val_acc"),
             "test acc (%)": scored_cell(row["ours"], "test_acc"),
             "d2l, 20 builds (different setting)": d2l_cell(row["d2l"]),
+            "our form": forms.our_form_text(forms.our_form(row["ours"])),
             "published at native resolution": native_cell(row["native"]),
         }
         for row in rows
@@ -269,6 +273,41 @@ def ordering_text(rows: list[dict[str, Any]], theirs: str) -> str:
     return text + (": " + "; ".join(disagree) + "." if disagree else ".")
 
 
+def plain_test_acc(row: Any) -> tuple[float, bool]:
+    """The mean test accuracy without test-time augmentation where the row has it (True), else
+    the scored one: what a published result, scored without it, is set beside."""
+    plain = row.get("test_acc_without_tta_mean")
+    if plain is not None and not (isinstance(plain, float) and math.isnan(plain)):
+        return float(plain), True
+    return float(row["test_acc_mean"]), False
+
+
+def form_notes(rows: list[dict[str, Any]], within: float = 1.5) -> list[str]:
+    """For each family with a published native-resolution result, in ranking order: one sentence
+    when our stem or resolution differs from the source's, and one when our plain test accuracy is
+    more than ``within`` points below the published one, naming how the forms differ (nothing
+    when it is within ``within`` points)."""
+    notes = []
+    for row in rows:
+        native = row["native"]
+        if native is None or native.test_acc is None or native.form is None:
+            continue
+        ours = forms.our_form(row["ours"])
+        unlike = forms.unlike_sentence(row["family"], ours, native.form)
+        notes += [unlike] if unlike else []
+        accuracy, without_tta = plain_test_acc(row["ours"])
+        gap = round(float(percent(native.test_acc)) - float(percent(accuracy)), 2)  # as shown
+        if gap <= within:
+            continue
+        reasons = forms.differences(ours, native.form)
+        listed = ", ".join(reasons[:-1]) + " and " + reasons[-1] if len(reasons) > 1 else "".join(reasons)
+        why = (f"the forms differ in {listed}, the likely reasons" if reasons
+               else "the forms agree wherever the source states them, so they do not explain it")
+        notes.append(f"{row['family']}: {percent(accuracy)} % here{' without TTA' if without_tta else ''} "
+                     f"is {gap:.2f} points below the published {percent(native.test_acc)} %; {why}.")
+    return notes
+
+
 def smallest_line(results: dict[str, Any], limit: int = 100_000) -> str | None:
     """The best experiment (by validation accuracy) under ``limit`` parameters beside the best
     published result we know under 100k (native.yaml), or None if the study has none."""
@@ -296,6 +335,7 @@ def family_ranking_html(data: ReportData) -> str:
         notes.append(ordering_text(rows, "d2l"))
     if cited:
         notes.append(ordering_text(rows, "native"))
+        notes += form_notes(rows)
     small = smallest_line(data.results) if data.study.dataset == native.dataset else None
     if small is not None:
         notes.append(small)
@@ -305,7 +345,9 @@ def family_ranking_html(data: ReportData) -> str:
     caption = (f"<p>Ours: each family's best experiment by validation accuracy, the mean ± standard "
                f"deviation over {runs_phrase(data.study)}. d2l's: one model per build trained on the "
                f"whole training set at d2l's resolution with <code>train_ch6</code>, a different setting "
-               f"from ours unless the input size and recipe match. Source: "
+               f"from ours unless the input size and recipe match. Each published result names its "
+               f"source's form (stem, resolution, epochs, augmentation) beside ours; the notes above "
+               f"say where they are not like with like. Source: "
                f"{html.escape(reference.d2l().source)}</p><ul>{sources}</ul>")
     return (table_html(format_family_ranking(rows)) + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
             + caption)
