@@ -90,6 +90,8 @@ def make_project(path: Path, study: dict, extra: dict[str, Path] | None = None) 
     for name in ("Snakefile", "dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, path / name)
     shutil.copytree(ROOT / "workflow", path / "workflow", symlinks=True)  # workflow/networks: links
+    (path / "images").mkdir(exist_ok=True)  # DVC's download stage depends on it (its README only, here)
+    shutil.copy(ROOT / "images/README.md", path / "images/README.md")
     shutil.copytree(ROOT / "profiles", path / "profiles")  # profiles/default: picked up by itself
     shutil.copytree(ROOT / "src/convbench", path / "src/convbench", ignore=shutil.ignore_patterns("__pycache__"))
     write_study(path, study)
