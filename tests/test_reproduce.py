@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN_ARGS
-from convbench.compare import tolerance
+from convbench.compare import standard_error, tolerance
 from convbench.expected import cpu_slug, read_run
 from convbench.provenance import PACKAGE_DIR, changed_files, stage_sources, training_code_version
 
@@ -110,6 +110,23 @@ def test_the_oneDNN_cap_is_recorded() -> None:
     assert done.returncode == 0 and done.stdout.strip() == "Intel SSE4.1", done.stdout + done.stderr
 
 
+def test_an_experiment_is_off_only_after_holms_adjustment_over_all_of_them() -> None:
+    """34 comparisons at 5 % each would call about two off by chance: one at p 0.03 among many is
+    within noise, one far off is not."""
+    from convbench.compare import Agreement
+    from convbench.stats import holm
+
+    def row(name: str, difference: float) -> Agreement:
+        return Agreement(name, "val_acc", 5, 0.9 + difference, 0.9, 0.01, 4, 0.0)
+
+    rows = [row(f"e{i}", 0.0) for i in range(33)] + [row("close", 0.0316)]  # t = 3.16, df 4: p = 0.034
+    assert 0.03 < rows[-1].p < 0.04
+    assert all(p >= 0.05 for p in holm([r.p for r in rows]))
+    rows[0] = row("far", 0.2)  # t = 20: p = 4e-5, Holm-adjusted 0.0013
+    adjusted = holm([r.p for r in rows])
+    assert adjusted[0] < 0.05 and adjusted[-1] >= 0.05
+
+
 def test_the_tolerance_is_the_expected_runs_spread() -> None:
     from scipy import stats
 
@@ -118,6 +135,7 @@ def test_the_tolerance_is_the_expected_runs_spread() -> None:
     assert tolerance(expected, 1, 1000) == pytest.approx(tolerance(expected, 3, 1000) * 3 ** 0.5)
     assert tolerance([0.9, 0.9], 2, 100) == pytest.approx(stats.t.ppf(0.975, 1) * 0.01)  # one image
     assert tolerance([0.9], 1, 100) != tolerance([0.9], 1, 100)  # NaN: one run has no spread
+    assert standard_error(expected, 3, 1000) == pytest.approx(0.02 * (2 / 3) ** 0.5)
 
 
 # -------------------------------------------------------------------------- compare, end to end
@@ -221,6 +239,7 @@ def test_a_capped_rerun_is_reproduced_within_noise_and_a_changed_experiment_is_n
     assert done.returncode == 1
     last = done.stdout.splitlines()[-1]
     assert last.startswith("not reproduced: 2 of 3 experiments, 1 of 1 verdicts; off: mlp (validation -"), last
+    assert "Holm p" in last
     assert "lenet (" not in last
 
 

@@ -20,6 +20,7 @@ only for a complete study that is identical or reproduced within noise (``--exac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -96,23 +97,27 @@ def verdicts(study: Study, accuracies: dict[str, dict[str, Any]]) -> dict[str, d
 # ------------------------------------------------------------------------- within noise
 
 
-def tolerance(expected: list[float], compared: int, images: int) -> float:
-    """How far a mean of ``compared`` runs may lie from the expected mean of the same runs and
-    still agree: ``t(0.975, m - 1) * s * sqrt(2 / k)``.
-
-    ``s`` is the standard deviation of the m expected runs (folds and seeds), at least one image's
-    worth of accuracy (``1 / images``); ``k`` the runs compared. It is the 95 % bound of the
-    difference of two means of k runs that each vary by ``s``: a run on another CPU type rounds
-    differently from its first step and ends as far from the expected one as another seed would.
-    ``s`` includes the spread over folds, which the paired runs share, so the rule errs towards
-    "within noise" for a real difference smaller than the study's own spread.
-    """
-    from scipy import stats
-
+def standard_error(expected: list[float], compared: int, images: int) -> float:
+    """The standard error of the difference between your mean of ``compared`` runs and the expected
+    mean of the same runs: ``s * sqrt(2 / k)``, with ``s`` the standard deviation of the m expected
+    runs (folds and seeds), at least one image's worth of accuracy (``1 / images``), and ``k`` the
+    runs compared. A run on another CPU type rounds differently from its first step and ends as far
+    from the expected one as another seed would; ``s`` includes the spread over folds, which paired
+    runs share, so the rule errs towards "within noise" for a difference smaller than the study's own
+    spread."""
     if len(expected) < 2 or compared < 1:
         return math.nan
     spread = max(float(np.std(expected, ddof=1)), 1 / images if images else 0.0)
-    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(expected) - 1) * spread * math.sqrt(2 / compared))
+    return spread * math.sqrt(2 / compared)
+
+
+def tolerance(expected: list[float], compared: int, images: int) -> float:
+    """The 95 % bound of the difference of one experiment taken alone: ``t(0.975, m - 1)`` standard
+    errors (:func:`standard_error`). Shown beside each difference; the verdict adjusts for the number
+    of experiments compared (:func:`agreements`)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(expected) - 1) * standard_error(expected, compared, images))
 
 
 @dataclass(frozen=True)
@@ -122,19 +127,39 @@ class Agreement:
     runs: int  # compared: yours that the expected file also has
     yours: float
     expected: float
-    tolerance: float
+    error: float  # standard_error
+    df: int  # the expected runs' degrees of freedom, m - 1
+    tolerance: float  # the 95 % bound of this difference taken alone
+    p_holm: float = math.nan
 
     @property
     def difference(self) -> float:
         return self.yours - self.expected
 
     @property
+    def p(self) -> float:
+        """Two-sided p of the difference, the t distribution with ``df`` degrees of freedom."""
+        from scipy import stats
+
+        if math.isnan(self.error):
+            return math.nan
+        if self.error == 0:
+            return 1.0 if self.difference == 0 else 0.0
+        return float(2 * stats.t.sf(abs(self.difference) / self.error, self.df))
+
+    @property
     def agrees(self) -> bool:
-        return abs(self.difference) <= self.tolerance
+        """Off only when the difference is significant at 5 % after Holm's adjustment over every
+        experiment and both accuracies compared: with 17 experiments, 34 comparisons at 5 % each
+        would call about two of them off by chance alone."""
+        return not self.p_holm < 1 - CONFIDENCE
 
 
 def agreements(study: Study, runs: dict[str, dict[str, Any]], document: dict[str, Any]) -> list[Agreement]:
-    """Per experiment with runs on both sides and metric, your mean against the expected one."""
+    """Per experiment with runs on both sides and metric, your mean against the expected one, with
+    Holm's adjustment over them all (as the study's ablations are adjusted, convbench.stats)."""
+    from convbench.stats import holm
+
     by_experiment: dict[str, list[str]] = {}
     for experiment, run in study.all_runs():
         by_experiment.setdefault(experiment, []).append(f"{experiment}/{run.name}")
@@ -146,16 +171,20 @@ def agreements(study: Study, runs: dict[str, dict[str, Any]], document: dict[str
             continue
         for metric in METRICS:
             images = min(int(document["runs"][k].get(metric.replace("acc", "images"), 0) or 0) for k in compared)
+            values = [float(r[metric]) for r in expected_runs]
             rows.append(Agreement(
                 experiment, metric, len(compared),
                 float(np.mean([runs[k][metric] for k in compared])),
                 float(np.mean([document["runs"][k][metric] for k in compared])),
-                tolerance([float(r[metric]) for r in expected_runs], len(compared), images)))
-    return rows
+                standard_error(values, len(compared), images), len(values) - 1,
+                tolerance(values, len(compared), images)))
+    adjusted = holm([row.p for row in rows])
+    return [dataclasses.replace(row, p_holm=p) for row, p in zip(rows, adjusted)]
 
 
 def agreement_table(rows: list[Agreement]) -> list[str]:
-    lines = [f"  {'experiment':<24} {'runs':>4}  {'validation: yours, expected, tolerance':<44} test: yours, expected, tolerance"]
+    head = "yours, expected, difference (95 % bound, Holm p)"
+    lines = [f"  {'experiment':<28} {'runs':>4}  {'validation: ' + head:<62} test: {head}"]
     by_experiment: dict[str, dict[str, Agreement]] = {}
     for row in rows:
         by_experiment.setdefault(row.experiment, {})[row.metric] = row
@@ -163,10 +192,9 @@ def agreement_table(rows: list[Agreement]) -> list[str]:
         cells = []
         for metric in METRICS:
             r = metrics[metric]
-            mark = "" if r.agrees else "  OFF"
-            cells.append(f"{100 * r.yours:6.2f} % {100 * r.expected:6.2f} % ±{100 * r.tolerance:.2f} "
-                         f"({100 * r.difference:+.2f}){mark}")
-        lines.append(f"  {experiment:<24} {metrics['val_acc'].runs:>4}  {cells[0]:<44} {cells[1]}")
+            cells.append(f"{100 * r.yours:6.2f} % {100 * r.expected:6.2f} % {100 * r.difference:+.2f} "
+                         f"(±{100 * r.tolerance:.2f}, p {r.p_holm:.2f}){'' if r.agrees else '  OFF'}")
+        lines.append(f"  {experiment:<28} {metrics['val_acc'].runs:>4}  {cells[0]:<62} {cells[1]}")
     return lines
 
 
@@ -255,8 +283,9 @@ def compare(study: Study, documents: list[dict[str, Any]], exact: bool = False) 
         return lines + missing_lines(missing, total), False
     reference = max(numbered, key=lambda d: len(matches[id(d)]))
     lines.append(f"not identical to any expected file; within noise of {reference['path']}? Your mean "
-                 "against the expected mean of the same runs, tolerance t(0.975, m-1) * s * sqrt(2/k) "
-                 "(s: the spread of the m expected runs, k: runs compared):")
+                 "against the expected mean of the same runs; a difference is off when its t test (standard "
+                 "error s * sqrt(2/k): s the spread of the m expected runs, k the runs compared) is "
+                 "significant at 5 % after Holm's adjustment over every experiment and accuracy:")
     rows = agreements(study, runs, reference)
     lines += agreement_table(rows)
     experiments = sorted({r.experiment for r in rows})
@@ -273,7 +302,9 @@ def compare(study: Study, documents: list[dict[str, Any]], exact: bool = False) 
             if have == want:
                 same += 1
             else:
-                verdict_notes.append(f"ablation {name}: yours {have}, expected {want}")
+                verdict_notes.append(f"ablation {name}: " + "; ".join(
+                    f"{METRIC_NAMES[m]} {(have or {}).get(m, 'none')} (expected {(want or {}).get(m, 'none')})"
+                    for m in METRICS if (have or {}).get(m) != (want or {}).get(m)))
         verdict_summary = f"{same} of {len(reference['verdicts'].keys() | your_verdicts.keys())} verdicts"
     lines += [f"  {note}" for note in verdict_notes]
     lines += [f"  {line}" for line in record_lines(reference["made_with"], runs)]
@@ -283,7 +314,7 @@ def compare(study: Study, documents: list[dict[str, Any]], exact: bool = False) 
         lines.append(f"reproduced within noise: {summary}" + ("" if not missing else " (so far)"))
     else:
         named = [f"{experiment} (" + ", ".join(
-                     f"{METRIC_NAMES[r.metric]} {100 * r.difference:+.2f} points, tolerance ±{100 * r.tolerance:.2f}"
+                     f"{METRIC_NAMES[r.metric]} {100 * r.difference:+.2f} points, Holm p {r.p_holm:.2g}"
                      for r in rows if r.experiment == experiment and not r.agrees) + ")" for experiment in off]
         lines.append(f"not reproduced: {summary}; off: {', '.join(named + verdict_notes) or 'see above'}")
     lines += missing_lines(missing, total)
