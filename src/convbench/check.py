@@ -46,7 +46,7 @@ def link_project_networks(study: Study, links: Path = NETWORK_LINKS) -> list[Pat
     return made
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench check",
         description="Validate a study and, once it is valid, write its stamp (the pipeline's first "
@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", default="params.yaml", help="the study: a file or a bundled study's name")
     add_smoke_option(parser)
     parser.add_argument("--stamp", type=Path, required=True, metavar="FILE", help="the stamp to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
 
     def action(args: argparse.Namespace) -> None:
         study = load_study(args.study, smoke=args.smoke)

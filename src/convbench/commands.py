@@ -1,5 +1,7 @@
 """The ``convbench`` subcommands: each a function ``(argv) -> int`` in the module named here.
 
+Each also names the function that builds its parser, so that the CLI reference
+(``convbench.cli_reference``, docs/reference/cli.md) is generated from the parsers the commands use.
 A table of its own, so that ``convbench.cli`` (which dispatches) and ``convbench.provenance``
 (which lists the files each stage runs) both read it without importing each other.
 """
@@ -13,13 +15,14 @@ class Command(NamedTuple):
     module: str
     function: str
     help: str
+    parser: str = "build_parser"  # the module's function that builds its argparse parser (the CLI reference)
 
 
 COMMANDS: dict[str, Command] = {
     "models": Command("convbench.summary", "models_main",
-                      "list every network with default input size and parameters"),
+                      "list every network with default input size and parameters", "models_parser"),
     "summary": Command("convbench.summary", "summary_main",
-                       "layer-by-layer table of one network"),
+                       "layer-by-layer table of one network", "summary_parser"),
     "download": Command("convbench.download", "main",
                         "download a dataset's raw files, verified by checksum"),
     "prepare": Command("convbench.prepare", "main",

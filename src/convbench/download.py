@@ -228,9 +228,7 @@ def _write_digits_raw(path: Path) -> Path:
 
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``convbench download NAME --out DIR [--mirror URL_OR_DIR] [--no-progress]``, or
-    ``convbench download --study params.yaml`` for the study's data set, where the pipeline reads it."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench download",
         description="Put a dataset's raw files in a directory, each verified by its checksum "
@@ -251,6 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="fetch from this URL (http, https, file) or local directory only",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``convbench download NAME --out DIR [--mirror URL_OR_DIR] [--no-progress]``, or
+    ``convbench download --study params.yaml`` for the study's data set, where the pipeline reads it."""
+    parser = build_parser()
 
     def action(args: argparse.Namespace) -> None:
         if args.study is None:

@@ -16,7 +16,7 @@ from convbench.recipe import warn
 from convbench.study import Study, StudyError, add_smoke_option, load_study
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench study",
         description="Validate a study (params.yaml) and print what it would run.",
@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
                              "one thread a job): the wall time is estimated for them (default 1)")
     parser.add_argument("--device", default=None,
                         help="the device to estimate for (default: the study's device, auto without one)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     return run_cli(parser, argv, _print_plan, expected=(StudyError, OSError))
 
 

@@ -302,9 +302,7 @@ def _read_digits(path: Path) -> dict[str, np.ndarray]:
 
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``convbench prepare NAME --raw DIR --out FILE.npz``, or ``convbench prepare --study
-    params.yaml`` for the study's data set, from and to where the pipeline keeps it."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench prepare",
         description="Turn a dataset's raw files into one byte-reproducible .npz of uint8 images "
@@ -316,6 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a study file (params.yaml): data set and paths from it")
     parser.add_argument("--raw", type=Path, metavar="DIR", help="directory from 'convbench download'")
     parser.add_argument("--out", type=Path, metavar="FILE.npz", help="prepared file to write")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``convbench prepare NAME --raw DIR --out FILE.npz``, or ``convbench prepare --study
+    params.yaml`` for the study's data set, from and to where the pipeline keeps it."""
+    parser = build_parser()
 
     def action(args: argparse.Namespace) -> None:
         if args.study is None:

@@ -223,10 +223,7 @@ def study_split_ids(study: Any, study_path: str | Path = "params.yaml") -> dict[
     return ids
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``convbench split --data FILE.npz --folds K --seed S --out FILE.json``, or ``convbench split
-    --study params.yaml [--repeat R]`` for the study's split of every repeat (or of one); prints
-    the split id(s)."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench split",
         description="Write stratified K-fold validation splits of a prepared dataset's train part "
@@ -242,6 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, metavar="K", help="number of folds, at least 2")
     parser.add_argument("--seed", type=int, metavar="S", help="shuffling seed")
     parser.add_argument("--out", type=Path, metavar="FILE.json", help="split file to write")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``convbench split --data FILE.npz --folds K --seed S --out FILE.json``, or ``convbench split
+    --study params.yaml [--repeat R]`` for the study's split of every repeat (or of one); prints
+    the split id(s)."""
+    parser = build_parser()
 
     def action(args: argparse.Namespace) -> None:
         if args.study is None:

@@ -253,7 +253,7 @@ def one_stability(lock_paths: list[Path]) -> Iterator[None]:
             os.close(fd)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench stability",
         description="Run the study's ablations again under other training-seed sets (seed set s: "
@@ -267,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="where the seed sets' studies and results go (default: <results_dir>/_stability)")
     parser.add_argument("--jobs", type=positive_int, default=1, help="experiments trained at once (default 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help or a usage error; argparse has already printed

@@ -178,8 +178,7 @@ def layer_rows(result: dict[str, Any], times: str = " x ") -> list[dict[str, str
     ]
 
 
-def models_main(argv: list[str]) -> int:
-    """``convbench models [--json]``: every registered network with its sizes and parameter count."""
+def models_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench models",
         description="List every registered network: default and minimum input size, parameters "
@@ -187,6 +186,12 @@ def models_main(argv: list[str]) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     add_networks_option(parser)
+    return parser
+
+
+def models_main(argv: list[str]) -> int:
+    """``convbench models [--json]``: every registered network with its sizes and parameter count."""
+    parser = models_parser()
     return run_cli(parser, argv, _print_models, expected=(NetworkError,))
 
 
@@ -245,8 +250,7 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def summary_main(argv: list[str]) -> int:
-    """``convbench summary NAME [...]``: the layer table of one network, or one JSON object."""
+def summary_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench summary",
         description="Layer-by-layer output shapes and parameters of one network, with its total "
@@ -263,6 +267,12 @@ def summary_main(argv: list[str]) -> int:
                         help="fold modules deeper than this into their ancestor")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_networks_option(parser)
+    return parser
+
+
+def summary_main(argv: list[str]) -> int:
+    """``convbench summary NAME [...]``: the layer table of one network, or one JSON object."""
+    parser = summary_parser()
 
     def action(args: argparse.Namespace) -> None:
         load_network_files(args.networks)
