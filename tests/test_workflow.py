@@ -1,4 +1,4 @@
-"""Snakemake's own view of the workflow: `snakemake --lint` finds nothing the README does not answer."""
+"""Snakemake's own view of the workflow: `snakemake --lint` finds nothing the manual does not answer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The one finding left, and why: README.md, "Snakemake's lint and report".
+# The one finding left, and why: docs/snakemake.md, "Snakemake's lint and report".
 ANSWERED = {"Specify a conda environment or container for each rule."}
 
 
@@ -19,5 +19,5 @@ def test_snakemake_lint_finds_only_what_the_readme_answers() -> None:
     said = proc.stdout + proc.stderr
     assert "Lints for rule run " in said, said  # it did lint the rules
     assert set(re.findall(r"^    \* (.*?):?$", said, flags=re.M)) == ANSWERED, said
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs/snakemake.md").read_text()
     assert "snakemake --lint" in readme and "conda environment" in readme

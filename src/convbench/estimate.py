@@ -45,7 +45,7 @@ from convbench.train import make_optimizer, train_step
 IMAGE_SHAPES = {"digits": (1, 8), "mnist": (1, 28), "fashion_mnist": (1, 28), "kmnist": (1, 28)}
 TEST_SIZES = {"digits": 450, "mnist": 10000, "fashion_mnist": 10000, "kmnist": 10000}
 NUM_CLASSES = 10
-# A `convbench run` job's fixed cost when it cannot be measured: torch's start-up (README: about 7 s
+# A `convbench run` job's fixed cost when it cannot be measured: torch's start-up (docs/index.md: about 7 s
 # on an idle 2-core machine).
 JOB_START_S = 7.0
 START_UP_SAMPLES = 3  # child processes timed for the start-up (their median)
@@ -101,7 +101,7 @@ def _median_seconds(argv: list[str], times: int, fallback: float) -> float:
 # What a job without training imports (convbench check, split, aggregate; none imports torch).
 LIGHT_JOB_CODE = "import convbench.cli, convbench.plan, convbench.split, convbench.aggregate"
 LIGHT_JOB_S = 1.5  # when it cannot be measured
-REPORT_S = 30.0  # when it cannot be measured (README: the default study's report)
+REPORT_S = 30.0  # when it cannot be measured (the default study's report)
 
 
 def measure_light_job(times: int = START_UP_SAMPLES) -> float:
