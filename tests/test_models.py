@@ -363,9 +363,11 @@ def test_the_stem_knob_is_on_the_families_with_a_stem() -> None:
 @pytest.mark.parametrize("stem", networks.STEMS)
 @pytest.mark.parametrize("size", [28, 32])
 @pytest.mark.parametrize("name", sorted(STEMMED))
-def test_both_stems_at_28_and_32_px(name: str, stem: str, size: int) -> None:
-    """Both stems give 10 logits where they can run; d2l's 11x11/4 stems (AlexNet, NiN, 65 and 67
-    px) and DenseNet's (29 px) are refused below their minimum instead."""
+def test_every_stem_at_28_and_32_px(name: str, stem: str, size: int) -> None:
+    """Every stem a network builds gives 10 logits where it can run; d2l's 11x11/4 stems (AlexNet,
+    NiN, 65 and 67 px) and DenseNet's (29 px) are refused below their minimum instead."""
+    if stem not in spec(name).min_input_size_by_stem:
+        pytest.skip(f"{name} has no {stem} stem (test_a_network_without_the_pooled_stem_refuses_it)")
     minimum = spec(name).min_input_size_by_stem[stem]
     if size < minimum:
         with pytest.raises(ValueError, match=rf"with stem '{stem}' needs input_size >= {minimum}, got {size}"):
@@ -393,6 +395,39 @@ def test_lowres_resnet_stages_see_28_14_7_and_4_px() -> None:
     assert input_sides(model, [model.head], 28) == [4]
     d2l = build("resnet18", input_size=28, width=0.25)  # d2l's stem: 7 px at once, 1 px at the end
     assert input_sides(d2l, [d2l.b2, d2l.head], 28) == [7, 1]
+
+
+def test_lowres_pool_resnet_stages_see_14_7_4_and_2_px() -> None:
+    """pytorch-pretrained-cnns' form: the lowres convolution, then d2l's 3x3/2 max-pool."""
+    model = build("resnet18", stem="lowres_pool", input_size=28, width=0.25)
+    assert input_sides(model, [model.b2, model.b3, model.b4, model.b5, model.head], 28) == [14, 14, 7, 4, 2]
+    assert isinstance(model.b1[-1], nn.MaxPool2d)
+    assert input_sides(model, [model.head], 32) == [2]
+
+
+def test_lowres_pool_densenet_blocks_see_14_7_3_and_1_px() -> None:
+    model = build("densenet", stem="lowres_pool", input_size=28, width=0.25)
+    blocks = [m for m in model.blocks if type(m).__name__ == "DenseBlock"]
+    assert input_sides(model, blocks, 28) == [14, 7, 3, 1]
+    assert input_sides(model, blocks, 32) == [16, 8, 4, 2]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "densenet"])
+def test_the_lowres_pool_stem_has_the_lowres_parameters(name: str) -> None:
+    """A max-pool has no weights: the same counts as lowres (LOWRES_PARAMS, by hand)."""
+    assert count(meta_build(name, stem="lowres_pool", input_size=28)) == LOWRES_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", ["googlenet", "nin", "alexnet"])
+def test_a_network_without_the_pooled_stem_refuses_it(name: str, tmp_path: Path) -> None:
+    assert "lowres_pool" not in spec(name).min_input_size_by_stem
+    message = rf"network '{name}' has no stem 'lowres_pool'; its stems: d2l, lowres"
+    with pytest.raises(ValueError, match=message):
+        build(name, stem="lowres_pool", input_size=96)
+    with pytest.raises(networks.NetworkError, match=message):
+        networks.check_knobs(name, {"stem": "lowres_pool"})
+    with pytest.raises(StudyError, match=rf"experiments\.net\.knobs: {message}"):
+        load_study(write_study(tmp_path, {"arch": name, "knobs": {"stem": "lowres_pool"}, "input_size": 96}))
 
 
 def test_lowres_googlenet_inception_groups_see_28_14_and_7_px() -> None:
@@ -441,7 +476,7 @@ def test_lowres_parameter_counts_by_hand(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(STEMMED))
 def test_an_unknown_stem_is_refused_with_the_choices(name: str) -> None:
     for bad in ("foo", "LOWRES", 1, None):
-        with pytest.raises(ValueError, match=rf"^stem must be one of \['d2l', 'lowres'\], got {re.escape(repr(bad))}$"):
+        with pytest.raises(ValueError, match=rf"^stem must be one of \['d2l', 'lowres', 'lowres_pool'\], got {re.escape(repr(bad))}$"):
             build(name, stem=bad)
 
 
@@ -467,10 +502,12 @@ def test_the_catalogue_knows_the_stem_without_torch() -> None:
         assert networks.min_input_size(name) == entry.min_input_size_by_stem["d2l"]
     assert networks.min_input_size("densenet", {"stem": "lowres"}) == 8
     assert networks.min_input_size("alexnet", {"stem": "lowres"}) == 15
+    assert networks.min_input_size("densenet", {"stem": "lowres_pool"}) == 15
+    assert networks.network("resnet18").min_input_size_by_stem == {"d2l": 1, "lowres": 1, "lowres_pool": 1}
     assert "stem" not in networks.network("vgg11").knobs
     assert networks.network("vgg11").min_input_size_by_stem == {}
     networks.check_knobs("resnet18", {"stem": "lowres"})
-    with pytest.raises(networks.NetworkError, match=r"stem must be one of \['d2l', 'lowres'\], got 'foo'"):
+    with pytest.raises(networks.NetworkError, match=r"stem must be one of \['d2l', 'lowres', 'lowres_pool'\], got 'foo'"):
         networks.check_knobs("resnet18", {"stem": "foo"})
 
 
@@ -488,7 +525,7 @@ def test_the_study_check_accepts_a_lowres_stem_at_28_px(tmp_path: Path) -> None:
 
 
 def test_the_study_check_refuses_an_unknown_stem(tmp_path: Path) -> None:
-    with pytest.raises(StudyError, match=r"experiments\.net\.knobs: stem must be one of \['d2l', 'lowres'\], got 'foo'"):
+    with pytest.raises(StudyError, match=r"experiments\.net\.knobs: stem must be one of \['d2l', 'lowres', 'lowres_pool'\], got 'foo'"):
         load_study(write_study(tmp_path, {"arch": "resnet18", "knobs": {"stem": "foo"}, "input_size": 28}))
     with pytest.raises(StudyError, match=r"experiments\.net\.knobs: network 'vgg11' does not accept knob\(s\) stem"):
         load_study(write_study(tmp_path, {"arch": "vgg11", "knobs": {"stem": "lowres"}, "input_size": 32}))
@@ -496,6 +533,7 @@ def test_the_study_check_refuses_an_unknown_stem(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("arch", "stem", "size", "minimum"), [
     ("densenet", None, 28, 29), ("densenet", "d2l", 28, 29), ("densenet", "lowres", 7, 8),
+    ("densenet", "lowres_pool", 14, 15),
     ("alexnet", "d2l", 28, 65), ("alexnet", "lowres", 14, 15), ("nin", "d2l", 66, 67), ("nin", "lowres", 14, 15),
 ])
 def test_the_study_check_refuses_a_size_below_the_stems_minimum(

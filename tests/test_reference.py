@@ -99,8 +99,8 @@ def test_every_published_native_result_names_the_form_its_source_trained_in() ->
     for arch, result in native.families.items():
         assert (result.form is None) == (result.test_acc is None), arch
     resnet, densenet = native.families["resnet18"].form, native.families["densenet"].form
-    for form in (resnet, densenet):  # pytorch-pretrained-cnns keeps the max pool: not our lowres stem
-        assert form.stem == "3x3 stride-1 conv + 3x3/2 max pool" and form.stem_knob is None
+    for form in (resnet, densenet):  # pytorch-pretrained-cnns keeps the max pool: our lowres_pool stem
+        assert form.stem == "3x3 stride-1 conv + 3x3/2 max pool" and form.stem_knob == "lowres_pool"
         assert (form.input_px, form.epochs, form.epochs_up_to, form.augmentation) == (32, 100, True, "none")
     assert native.families["googlenet"].form.stem_knob == "lowres"
     assert native.families["alexnet"].form.stem_knob == "lowres"

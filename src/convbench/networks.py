@@ -38,7 +38,10 @@ ACTIVATIONS: dict[str, str] = {
 POOLS: dict[str, str] = {"max": "MaxPool2d", "avg": "AvgPool2d"}
 # The first layers before a network's first block: d2l's, designed for 224 or 96 px, or the
 # low-resolution form the CIFAR literature uses at 28 to 32 px (each model file says what it is).
-STEMS: tuple[str, ...] = ("d2l", "lowres")
+# d2l's ImageNet stem; the CIFAR stem of He et al. (one 3x3/1 convolution, no pooling); the same
+# convolution followed by a 3x3/2 max-pool (pytorch-pretrained-cnns' lowres_resnet18 and
+# lowres_densenet121). A network takes the stems its min_input_size_by_stem names.
+STEMS: tuple[str, ...] = ("d2l", "lowres", "lowres_pool")
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,9 @@ def check_pool(kind: object) -> str:
     return str(kind)
 
 
-def check_stem(stem: object) -> str:
-    if not isinstance(stem, str) or stem not in STEMS:
-        raise NetworkError(f"stem must be one of {list(STEMS)}, got {stem!r}")
+def check_stem(stem: object, stems: tuple[str, ...] = STEMS) -> str:
+    if not isinstance(stem, str) or stem not in stems:
+        raise NetworkError(f"stem must be one of {list(stems)}, got {stem!r}")
     return str(stem)
 
 
@@ -185,6 +188,9 @@ def check_knobs(name: str, knobs: dict[str, Any]) -> None:
             continue
         if knob in KNOB_CHECKS:
             KNOB_CHECKS[knob](value)
+    stems = network(name).min_input_size_by_stem
+    if "stem" in knobs and stems and knobs["stem"] not in stems:
+        raise NetworkError(f"network {name!r} has no stem {knobs['stem']!r}; its stems: {', '.join(stems)}")
 
 
 def min_input_size(name: str, knobs: dict[str, Any] | None = None) -> int:

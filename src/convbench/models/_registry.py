@@ -41,7 +41,8 @@ def register(
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder under ``name``; a second registration of the same name is an error.
 
-    ``min_input_size`` is one number, or for a builder with a ``stem`` knob one per stem."""
+    ``min_input_size`` is one number, or for a builder with a ``stem`` knob one per stem it builds
+    (the stems a study may then give it)."""
 
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
@@ -54,9 +55,11 @@ def register(
         if "init" in knobs:
             raise TypeError(f"builder for {name!r} must not take 'init': build() applies it")
         by_stem = dict(min_input_size) if isinstance(min_input_size, dict) else {}
-        if ("stem" in knobs) != bool(by_stem) or (by_stem and sorted(by_stem) != sorted(STEMS)):
+        if ("stem" in knobs) != bool(by_stem) or not set(by_stem) <= set(STEMS) \
+                or (by_stem and not {"d2l", knobs["stem"]} <= set(by_stem)):
             raise TypeError(f"model {name!r}: a builder with a 'stem' knob registers min_input_size "
-                            f"as a dict over every stem {list(STEMS)}, any other builder as a number")
+                            f"as a dict over the stems it builds (d2l and its default among them; "
+                            f"of {list(STEMS)}), any other builder as a number")
         minimum = by_stem[knobs["stem"]] if by_stem else min_input_size
         if max(by_stem.values(), default=minimum) > default_input_size:
             raise ValueError(f"model {name!r}: minimum input size above its default")

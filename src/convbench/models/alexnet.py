@@ -52,7 +52,7 @@ class AlexNet(nn.Module):
             return [nn.Conv2d(c_in, c_out, kernel_size, **kwargs), *norm, make_activation(activation)]
 
         first = {"d2l": {"kernel_size": 11, "stride": 4, "padding": 1},
-                 "lowres": {"kernel_size": 3, "stride": 1, "padding": 1}}[check_stem(stem)]
+                 "lowres": {"kernel_size": 3, "stride": 1, "padding": 1}}[check_stem(stem, ("d2l", "lowres"))]
         self.features = nn.Sequential(
             *conv(in_channels, c1, **first),  # N x 96 x 54 x 54 at 224 px (lowres: 28 x 28 at 28 px)
             pool2d(pool, 3, stride=2),  # N x 96 x 26 x 26

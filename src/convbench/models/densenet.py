@@ -14,7 +14,8 @@ max-pool.
 The dense blocks then see 28, 14, 7 and 3 px at 28 px input (32, 16, 8, 4 at 32 px), the same
 four-resolution layout as d2l's at 96 px (24, 12, 6, 3). (pytorch-pretrained-cnns'
 lowres_densenet121 keeps the 3x3/2 max-pool after its 3x3/1 convolution: models/lowresdensenet.py
-at commit fcf8222.)
+at commit fcf8222.) ``stem="lowres_pool"`` is that form: the blocks then see 14, 7, 4 and 2 px at
+28 px input.
 """
 
 from __future__ import annotations
@@ -77,9 +78,10 @@ def transition_block(
 def densenet_stem(
     stem: str, in_channels: int, channels: int, *, activation: str, batch_norm: bool
 ) -> nn.Sequential:
-    """d2l's 7x7/2 convolution and 3x3/2 max-pool (n -> n / 4), or the CIFAR 3x3/1 one (n -> n)."""
+    """d2l's 7x7/2 convolution and 3x3/2 max-pool (n -> n / 4), the CIFAR 3x3/1 one (n -> n), or
+    that followed by d2l's 3x3/2 max-pool (n -> n / 2)."""
     norm = [nn.BatchNorm2d(channels)] if batch_norm else []
-    if check_stem(stem) == "d2l":
+    if check_stem(stem, tuple(DENSENET_MIN_INPUT)) == "d2l":
         return nn.Sequential(
             nn.Conv2d(in_channels, channels, kernel_size=7, stride=2, padding=3),
             *norm,
@@ -90,7 +92,8 @@ def densenet_stem(
         nn.Conv2d(in_channels, channels, kernel_size=3, stride=1, padding=1),
         *norm,
         make_activation(activation),
-    )  # N x 64 x 28 x 28 at 28 px
+        *([nn.MaxPool2d(3, stride=2, padding=1)] if stem == "lowres_pool" else []),
+    )  # N x 64 x 28 x 28 at 28 px (lowres), N x 64 x 14 x 14 (lowres_pool)
 
 
 class DenseNet(nn.Module):
@@ -141,8 +144,11 @@ class DenseNet(nn.Module):
 
 
 # Three 2x2/2 transitions need 8 px after the stem: d2l's maps n to ceil(ceil(n / 2) / 2), so
-# 29; the lowres stem keeps n, so 8.
-@register("densenet", default_input_size=96, min_input_size={"d2l": 29, "lowres": 8})
+# 29; the lowres stem keeps n, so 8; lowres_pool maps n to ceil(n / 2), so 15.
+DENSENET_MIN_INPUT = {"d2l": 29, "lowres": 8, "lowres_pool": 15}
+
+
+@register("densenet", default_input_size=96, min_input_size=DENSENET_MIN_INPUT)
 def densenet(
     *,
     in_channels: int,
@@ -159,7 +165,8 @@ def densenet(
     Knobs: ``activation`` in every pre-activation unit; ``pool`` avg or max for the 2x2/2 pooling
     of the transitions (d2l's stem keeps its max-pool); ``batch_norm`` False drops every BN layer;
     ``width`` multiplies the stem's 64 channels and the growth rate; ``stem`` d2l (7x7/2 conv and
-    3x3/2 max-pool) or lowres (3x3/1 conv, no pool: the paper's CIFAR stem, for 28 to 32 px).
+    3x3/2 max-pool), lowres (3x3/1 conv, no pool: the paper's CIFAR stem, for 28 to 32 px) or
+    lowres_pool (3x3/1 conv and the 3x3/2 max-pool: pytorch-pretrained-cnns' lowres_densenet121).
     """
     return DenseNet(
         in_channels=in_channels, num_classes=num_classes,

@@ -110,7 +110,7 @@ def googlenet_stem(
     identity (n -> n)."""
     options = {"activation": activation, "batch_norm": batch_norm}
     c64, c192 = scaled(64, width), scaled(192, width)
-    if check_stem(stem) == "lowres":
+    if check_stem(stem, ("d2l", "lowres")) == "lowres":
         return nn.Sequential(*conv_act(in_channels, c192, 3, padding=1, **options)), nn.Identity()
     b1 = nn.Sequential(
         *conv_act(in_channels, c64, 7, stride=2, padding=3, **options),

@@ -66,7 +66,7 @@ class NiN(nn.Module):
         dropout = check_probability("dropout", dropout)
         c1, c2, c3 = (scaled(c, width) for c in (96, 256, 384))
         options = {"activation": activation, "batch_norm": batch_norm}
-        kernel_size, stride, padding = {"d2l": (11, 4, 0), "lowres": (5, 1, 2)}[check_stem(stem)]
+        kernel_size, stride, padding = {"d2l": (11, 4, 0), "lowres": (5, 1, 2)}[check_stem(stem, ("d2l", "lowres"))]
         self.net = nn.Sequential(
             # N x 96 x 54 x 54 at 224 px (lowres: N x 96 x 28 x 28 at 28 px)
             nin_block(in_channels, c1, kernel_size, stride, padding, **options),

@@ -14,6 +14,8 @@ activation, no max-pool, so at 28 px the four stages see 28, 14, 7 and 4 px. Onl
 changes; the stages, their strides and the head stay d2l's. (pytorch-pretrained-cnns'
 lowres_resnet18, whose Fashion-MNIST number reference/native.yaml quotes, swaps the 7x7/2
 convolution for a 3x3/1 but keeps the 3x3/2 max-pool: models/lowresresnet.py at commit fcf8222.)
+``stem="lowres_pool"`` is that form: the 3x3/1 convolution, BN and the activation, then d2l's 3x3/2
+max-pool, so at 28 px the stages see 14, 7, 4 and 2 px, at about a third of lowres' cost.
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ class Residual(nn.Module):
 def resnet_stem(
     stem: str, in_channels: int, channels: int, *, activation: str, batch_norm: bool
 ) -> nn.Sequential:
-    """d2l's 7x7/2 convolution and 3x3/2 max-pool (n -> n / 4), or the CIFAR 3x3/1 one (n -> n)."""
-    if check_stem(stem) == "d2l":
+    """d2l's 7x7/2 convolution and 3x3/2 max-pool (n -> n / 4), the CIFAR 3x3/1 one (n -> n), or
+    that followed by d2l's 3x3/2 max-pool (n -> n / 2)."""
+    if check_stem(stem, RESNET_STEMS) == "d2l":
         return nn.Sequential(
             nn.Conv2d(in_channels, channels, kernel_size=7, stride=2, padding=3),
             norm2d(channels, batch_norm),
@@ -90,7 +93,8 @@ def resnet_stem(
         nn.Conv2d(in_channels, channels, kernel_size=3, stride=1, padding=1),
         norm2d(channels, batch_norm),
         make_activation(activation),
-    )  # N x 64 x 28 x 28 at 28 px
+        *([nn.MaxPool2d(3, stride=2, padding=1)] if stem == "lowres_pool" else []),
+    )  # N x 64 x 28 x 28 at 28 px (lowres), N x 64 x 14 x 14 (lowres_pool)
 
 
 class ResNet(nn.Module):
@@ -192,8 +196,9 @@ class MiniResNet(nn.Module):
 
 # Every stride-2 step (7x7/2 conv padded by 3, 3x3/2 pool padded by 1, 3x3/2 conv padded by 1,
 # 1x1/2 conv) maps n to ceil(n / 2) >= 1, and the lowres stem keeps n, so even 1 px runs with
-# either stem (with a batch of 2 or more in train mode, since BN then sees 1x1 maps).
-RESNET_MIN_INPUT = {"d2l": 1, "lowres": 1}
+# any stem (with a batch of 2 or more in train mode, since BN then sees 1x1 maps).
+RESNET_MIN_INPUT = {"d2l": 1, "lowres": 1, "lowres_pool": 1}
+RESNET_STEMS = tuple(RESNET_MIN_INPUT)
 
 
 @register("resnet18", default_input_size=96, min_input_size=RESNET_MIN_INPUT)
@@ -213,7 +218,8 @@ def resnet18(
     Knobs: ``activation`` everywhere; ``shortcut`` False builds the plain network (no identity
     additions, no 1x1 projections); ``batch_norm`` False drops every BN layer (stem included);
     ``width`` multiplies every stage's channels (64, 128, 256, 512); ``stem`` d2l (7x7/2 conv and
-    3x3/2 max-pool) or lowres (3x3/1 conv, no pool: the CIFAR ResNet's, for 28 to 32 px).
+    3x3/2 max-pool), lowres (3x3/1 conv, no pool: the CIFAR ResNet's, for 28 to 32 px) or
+    lowres_pool (3x3/1 conv and the 3x3/2 max-pool: pytorch-pretrained-cnns' lowres_resnet18).
     """
     return ResNet(
         layers=RESNET_LAYERS["resnet18"], in_channels=in_channels, num_classes=num_classes,
