@@ -147,6 +147,10 @@ def test_models_lists_every_network(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in out
     vgg11 = next(line for line in out.splitlines() if line.split()[0] == "vgg11")
     assert f"{FULL_VGG11:,}" in vgg11.split()
+    assert "stem" not in vgg11  # no stem knob
+    densenet = next(line for line in out.splitlines() if line.split()[0] == "densenet")
+    assert densenet.split()[2] == "29"  # the default (d2l) stem's minimum, and the others beside it
+    assert densenet.endswith("Other stems (knob stem): lowres from 8 px, lowres_pool from 15 px.")
 
 
 def test_models_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -161,6 +165,7 @@ def test_models_json(capsys: pytest.CaptureFixture[str]) -> None:
     for entry in entries:
         assert {"name", "default_input_size", "min_input_size", "params", "knobs"} <= set(entry)
         assert entry["min_input_size"] == spec(entry["name"]).min_input_size
+        assert entry["min_input_size_by_stem"] == spec(entry["name"]).min_input_size_by_stem
         assert "init" not in entry["knobs"]  # a recipe setting, not a knob
 
 

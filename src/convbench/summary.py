@@ -204,6 +204,7 @@ def _print_models(args: argparse.Namespace) -> None:
             "name": name,
             "default_input_size": entry.default_input_size,
             "min_input_size": entry.min_input_size,
+            "min_input_size_by_stem": dict(entry.min_input_size_by_stem),
             "params": count_params(_meta_build(name)),
             "knobs": dict(entry.knobs),
             "summary": entry.summary + (f" ({project[name]})" if name in project else ""),
@@ -214,7 +215,7 @@ def _print_models(args: argparse.Namespace) -> None:
     header = ("name", "input", "min", "params", "description")
     table = [
         (e["name"], str(e["default_input_size"]), str(e["min_input_size"]), f"{e['params']:,}",
-         e["summary"])
+         e["summary"] + _other_stems(e))
         for e in entries
     ]
     widths = [max(len(row[i]) for row in (header, *table)) for i in range(4)]
@@ -223,6 +224,14 @@ def _print_models(args: argparse.Namespace) -> None:
             f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
             f"{row[3]:>{widths[3]}}  {row[4]}"
         )
+
+
+def _other_stems(entry: dict[str, Any]) -> str:
+    """`` Stems: lowres from 15 px, ...`` for a network with a stem knob (the min column is its
+    default stem's)."""
+    others = {stem: size for stem, size in entry["min_input_size_by_stem"].items() if stem != entry["knobs"]["stem"]}
+    return (" Other stems (knob stem): " + ", ".join(f"{stem} from {size} px" for stem, size in others.items()) + "."
+            if others else "")
 
 
 def format_table(result: dict[str, Any]) -> str:
