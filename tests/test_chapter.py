@@ -95,6 +95,20 @@ def test_a_number_scored_with_test_time_augmentation_is_marked_wherever_it_is_sh
     assert "test 93.26\u00a0±\u00a00.20 % with flip TTA (92.84 % without)" in tables.smallest_line(data.results)
 
 
+def test_a_number_trained_in_bf16_is_marked_wherever_it_is_shown() -> None:
+    bf16 = {**experiment_row("mini_resnet", 0.937, 0.9326, params=89_578), "recipe": {"precision": "bf16"}}
+    both = {**experiment_row("resnet18", 0.93, 0.9228, params=700_000),
+            "recipe": {"precision": "bf16", "tta": "flip"}, "test_acc_without_tta_mean": 0.92,
+            "val_acc_without_tta_mean": 0.925}
+    data = report_data({"mini_resnet": bf16, "resnet18": both})
+    ranking = tables.format_family_ranking(tables.family_ranking(data))
+    assert ranking.iloc[0]["test acc (%)"] == "93.26\u00a0±\u00a00.20 in bf16"
+    assert ranking.iloc[1]["test acc (%)"] == "92.28\u00a0±\u00a00.20 in bf16 with flip TTA (92.00 without)"
+    board = tables.format_leaderboard(tables.leaderboard(data.results))
+    assert board.iloc[0]["val acc (%)"] == "93.70\u00a0±\u00a00.20 in bf16"
+    assert "test 93.26\u00a0±\u00a00.20 % in bf16" in tables.smallest_line(data.results)
+
+
 def test_the_ordering_text_counts_agreeing_pairs_and_names_the_others() -> None:
     # d2l's medians: resnet18 0.909 > googlenet 0.888 > lenet 0.808; ours puts LeNet above GoogLeNet
     data = report_data({

@@ -70,3 +70,17 @@ def test_the_check_catches_a_stale_flag() -> None:
             "    --exact\nconvbench study: error: no study\n```\nand `convbench <stage>`.\n")
     assert command_lines(text) == ["convbench compare      --exact"]
     assert mentions(text) == ["convbench study --jobs 2"]
+
+
+def test_the_readme_is_a_front_page_with_the_commands_ci_runs() -> None:
+    """At most 150 lines; its setup and test commands are the lines .ci/run runs, and its main
+    command is the one the project promises."""
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci/run").read_text()
+    assert len(readme.splitlines()) <= 150
+    blocks = FENCE.findall(readme)
+    setup = 'python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt -e ".[pipeline,test]"'
+    assert f"{setup}\n" in blocks and setup in ci.splitlines()
+    assert "snakemake --cores 4 --resources gpu=1\n" in blocks
+    assert "pytest\n" in blocks and "pytest" in ci.splitlines()
+    assert (ROOT / "docs/images/report.png").is_file() and "](docs/images/report.png)" in readme

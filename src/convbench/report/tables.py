@@ -62,11 +62,14 @@ def mean_std(row: dict[str, Any], metric: str) -> str:
 
 
 def scored_cell(row: Any, metric: str, unit: str = "") -> str:
-    """``mean_std`` (then ``unit``), marked where the runs were scored with test-time augmentation,
-    with what the same weights score without it."""
-    text = mean_std(row, metric) + unit
+    """``mean_std`` (then ``unit``), marked where the runs were trained in another precision than
+    fp32 (``in bf16``) and where they were scored with test-time augmentation, with what the same
+    weights score without it."""
     recipe = row.get("recipe")
-    tta = recipe.get("tta", "none") if isinstance(recipe, dict) else "none"
+    recipe = recipe if isinstance(recipe, dict) else {}
+    precision = recipe.get("precision", "fp32")
+    text = mean_std(row, metric) + unit + ("" if precision == "fp32" else f" in {precision}")
+    tta = recipe.get("tta", "none")
     if tta == "none":
         return text
     plain = row.get(f"{metric}_without_tta_mean")
