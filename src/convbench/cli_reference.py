@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import io
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -41,15 +41,9 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 
 
 def help_text(command: str) -> str:
-    previous = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = str(WIDTH)
-    try:
-        return build_parser(command).format_help()
-    finally:
-        if previous is None:
-            del os.environ["COLUMNS"]
-        else:
-            os.environ["COLUMNS"] = previous
+    parser = build_parser(command)
+    parser.formatter_class = functools.partial(parser.formatter_class, width=WIDTH)
+    return parser.format_help()
 
 
 def markdown() -> str:

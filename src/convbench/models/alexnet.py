@@ -52,7 +52,7 @@ class AlexNet(nn.Module):
             return [nn.Conv2d(c_in, c_out, kernel_size, **kwargs), *norm, make_activation(activation)]
 
         first = {"d2l": {"kernel_size": 11, "stride": 4, "padding": 1},
-                 "lowres": {"kernel_size": 3, "stride": 1, "padding": 1}}[check_stem(stem, ("d2l", "lowres"))]
+                 "lowres": {"kernel_size": 3, "stride": 1, "padding": 1}}[check_stem(stem, tuple(ALEXNET_MIN_INPUT))]
         self.features = nn.Sequential(
             *conv(in_channels, c1, **first),  # N x 96 x 54 x 54 at 224 px (lowres: 28 x 28 at 28 px)
             pool2d(pool, 3, stride=2),  # N x 96 x 26 x 26
@@ -74,7 +74,10 @@ class AlexNet(nn.Module):
 # Three 3x3/2 poolings need 3x3 maps before the last one, so 7x7 before the second and 15x15
 # after the first convolution: (size + 2 - 11) // 4 + 1 >= 15 gives size >= 65 with d2l's stem;
 # the lowres 3x3/1 convolution keeps the size, so 15.
-@register("alexnet", default_input_size=224, min_input_size={"d2l": 65, "lowres": 15})
+ALEXNET_MIN_INPUT = {"d2l": 65, "lowres": 15}  # the stems it builds, each with its smallest input
+
+
+@register("alexnet", default_input_size=224, min_input_size=ALEXNET_MIN_INPUT)
 def alexnet(
     *,
     in_channels: int,

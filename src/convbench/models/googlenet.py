@@ -110,7 +110,7 @@ def googlenet_stem(
     identity (n -> n)."""
     options = {"activation": activation, "batch_norm": batch_norm}
     c64, c192 = scaled(64, width), scaled(192, width)
-    if check_stem(stem, ("d2l", "lowres")) == "lowres":
+    if check_stem(stem, tuple(GOOGLENET_MIN_INPUT)) == "lowres":
         return nn.Sequential(*conv_act(in_channels, c192, 3, padding=1, **options)), nn.Identity()
     b1 = nn.Sequential(
         *conv_act(in_channels, c64, 7, stride=2, padding=3, **options),
@@ -236,7 +236,10 @@ class MiniInception(nn.Module):
 # Default size 96 gives 3x3 maps before the global pooling; every stride-2 step here (7x7/2 conv
 # padded by 3, 3x3/2 max-pools padded by 1) maps n to ceil(n / 2) >= 1 and the lowres stem keeps
 # n, so even 1 px runs with either stem.
-@register("googlenet", default_input_size=96, min_input_size={"d2l": 1, "lowres": 1})
+GOOGLENET_MIN_INPUT = {"d2l": 1, "lowres": 1}  # the stems it builds, each with its smallest input
+
+
+@register("googlenet", default_input_size=96, min_input_size=GOOGLENET_MIN_INPUT)
 def googlenet(
     *,
     in_channels: int,

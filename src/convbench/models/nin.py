@@ -66,7 +66,7 @@ class NiN(nn.Module):
         dropout = check_probability("dropout", dropout)
         c1, c2, c3 = (scaled(c, width) for c in (96, 256, 384))
         options = {"activation": activation, "batch_norm": batch_norm}
-        kernel_size, stride, padding = {"d2l": (11, 4, 0), "lowres": (5, 1, 2)}[check_stem(stem, ("d2l", "lowres"))]
+        kernel_size, stride, padding = {"d2l": (11, 4, 0), "lowres": (5, 1, 2)}[check_stem(stem, tuple(NIN_MIN_INPUT))]
         self.net = nn.Sequential(
             # N x 96 x 54 x 54 at 224 px (lowres: N x 96 x 28 x 28 at 28 px)
             nin_block(in_channels, c1, kernel_size, stride, padding, **options),
@@ -87,7 +87,10 @@ class NiN(nn.Module):
 
 # Three 3x3/2 poolings need 15x15 maps after the first block: (size - 11) // 4 + 1 >= 15 gives 67
 # with d2l's stem; the lowres 5x5/1 convolution padded by 2 keeps the size, so 15.
-@register("nin", default_input_size=224, min_input_size={"d2l": 67, "lowres": 15})
+NIN_MIN_INPUT = {"d2l": 67, "lowres": 15}  # the stems it builds, each with its smallest input
+
+
+@register("nin", default_input_size=224, min_input_size=NIN_MIN_INPUT)
 def nin(
     *,
     in_channels: int,
