@@ -227,8 +227,8 @@ def _print_models(args: argparse.Namespace) -> None:
 
 
 def _other_stems(entry: dict[str, Any]) -> str:
-    """`` Stems: lowres from 15 px, ...`` for a network with a stem knob (the min column is its
-    default stem's)."""
+    """`` Other stems (knob stem): lowres from 15 px.`` for a network with a stem knob (the min
+    column is its default stem's); empty for one without."""
     others = {stem: size for stem, size in entry["min_input_size_by_stem"].items() if stem != entry["knobs"]["stem"]}
     return (" Other stems (knob stem): " + ", ".join(f"{stem} from {size} px" for stem, size in others.items()) + "."
             if others else "")
